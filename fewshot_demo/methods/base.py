@@ -1,0 +1,99 @@
+"""The one contract every few-shot learner follows.
+
+A learner is fitted on a support set, then scores a query set:
+
+    learner.fit(support, support_labels)       # support: (n_support, *input_shape)
+    probabilities = learner.predict_proba(query)  # (n_query, n_way), rows sum to 1
+
+Inputs are whatever the learner consumes: pooled backbone features (n, d) for the heads on a
+pretrained backbone, raw images (n, 1, 28, 28) for the Conv-4 network meta-trained from scratch.
+Labels are always remapped to 0..n_way-1 before they reach a learner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+
+def check_support(support: Tensor, support_labels: Tensor) -> int:
+    """Validate a support set and return its number of classes.
+
+    Raises:
+        ValueError: if shapes disagree or the labels are not exactly 0..n_way-1.
+    """
+    if support.shape[0] == 0:
+        raise ValueError("the support set is empty; add at least one example per class")
+    if support_labels.ndim != 1 or support_labels.shape[0] != support.shape[0]:
+        raise ValueError(
+            f"expected one label per support item, got {tuple(support_labels.shape)} labels "
+            f"for {support.shape[0]} items"
+        )
+    present = torch.unique(support_labels).tolist()
+    n_way = len(present)
+    if present != list(range(n_way)):
+        raise ValueError(f"support labels must be 0..n_way-1 with every class present, got {present}")
+    if n_way < 2:
+        raise ValueError("few-shot classification needs at least 2 classes; add another class")
+    return n_way
+
+
+class FewShotLearner(ABC):
+    """Base class: fit on a support set, then return (n_query, n_way) probabilities.
+
+    Subclasses set ``name`` (the method name used by the bench command and the UI) and implement
+    ``fit`` and ``predict_proba``. Learners that can be saved implement ``state_dict`` and
+    ``load_state_dict`` with plain tensors, so they can be written as safetensors.
+    """
+
+    name: ClassVar[str] = "learner"
+    #: True when the learner's state can be stored as tensors (for the saved classifier file).
+    savable: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.n_way: int = 0
+
+    @abstractmethod
+    def fit(self, support: Tensor, support_labels: Tensor) -> "FewShotLearner":
+        """Fit on a support set.
+
+        Args:
+            support: (n_support, *input_shape) inputs.
+            support_labels: (n_support,) int64 labels in 0..n_way-1.
+
+        Returns:
+            self, so calls can be chained.
+        """
+
+    @abstractmethod
+    def predict_proba(self, query: Tensor) -> Tensor:
+        """Score a query set.
+
+        Args:
+            query: (n_query, *input_shape) inputs.
+
+        Returns:
+            (n_query, n_way) class probabilities.
+        """
+
+    def predict(self, query: Tensor) -> Tensor:
+        """Return the (n_query,) predicted labels."""
+        return self.predict_proba(query).argmax(dim=1)
+
+    def _require_fitted(self) -> None:
+        if self.n_way == 0:
+            raise RuntimeError(f"{type(self).__name__}.fit must be called before predicting")
+
+    # Saving: plain tensors plus a JSON-able config.
+    def state_dict(self) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{self.name} cannot be saved")
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        raise NotImplementedError(f"{self.name} cannot be loaded")
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able settings needed to rebuild this learner."""
+        return {}
