@@ -5,8 +5,10 @@ A learner is fitted on a support set, then scores a query set:
     learner.fit(support, support_labels)       # support: (n_support, *input_shape)
     probabilities = learner.predict_proba(query)  # (n_query, n_way), rows sum to 1
 
-Inputs are whatever the learner consumes: pooled backbone features (n, d) for the heads on a
-pretrained backbone, raw images (n, 1, 28, 28) for the Conv-4 network meta-trained from scratch.
+Inputs are whatever the learner consumes, named by its ``input_kind``: "features" are what the
+backbone or encoder outputs (pooled features (n, d) for a pretrained backbone, the (n, 1, 28, 28)
+pixels for the ``pixels28`` backbone that the Conv-4 network reads); other kinds (token ids for a
+text fine-tune, ...) are prepared by the encoder's ``prepare(kind, raw_items)``.
 Labels are always remapped to 0..n_way-1 before they reach a learner.
 """
 
@@ -52,6 +54,9 @@ class FewShotLearner(ABC):
     name: ClassVar[str] = "learner"
     #: True when the learner's state can be stored as tensors (for the saved classifier file).
     savable: ClassVar[bool] = False
+    #: What the learner consumes: "features" (the backbone's output) or another kind that the
+    #: backbone or encoder prepares, e.g. "tokens" for fine-tuning a text encoder.
+    input_kind: ClassVar[str] = "features"
 
     def __init__(self) -> None:
         self.n_way: int = 0
