@@ -1,0 +1,1 @@
+"""Data sources: folders of images, built-in data sets from installed packages."""
