@@ -1,0 +1,234 @@
+"""Benchmark learners on episodes sampled from your own data.
+
+    python -m fewshot_demo.bench --data PATH --n-way 5 --n-shot 1 5 --n-query 15 --episodes 600 \\
+        --methods protonet linear --seed 0 --out results.json
+
+PATH is a folder with one sub-folder of images per class, or a CSV/TSV/JSONL file with ``text`` and
+``label`` columns. Every method sees the same episodes, and every item is embedded once and reused
+by all methods and shots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from fewshot_demo import __version__
+from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE
+from fewshot_demo.device import pick_device
+from fewshot_demo.episodes import EpisodeConfig, eligible_classes, remap_labels, sample_episodes
+from fewshot_demo.evaluation import EvaluationSummary, evaluate
+from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl"}
+
+
+@dataclass
+class EmbeddedPool:
+    """A data set embedded once, ready for episodes.
+
+    Attributes:
+        modality: "image" or "text".
+        encoder_id: backbone or encoder id.
+        class_names: names of the classes; label i is class_names[i].
+        labels: (n_items,) labels.
+        prepare: input kind -> (n_items, ...) tensor, computed on first use and cached.
+        embed_ms_per_item: time to embed one item, averaged over the pool.
+        notes: what the reader should know (skipped files, ...).
+    """
+
+    modality: str
+    encoder_id: str
+    class_names: list[str]
+    labels: torch.Tensor
+    prepare: Callable[[str], torch.Tensor]
+    embed_ms_per_item: float
+    notes: list[str]
+
+
+def _cached(prepare: Callable[[str], torch.Tensor], features: torch.Tensor) -> Callable[[str], torch.Tensor]:
+    pools = {"features": features}
+
+    def get(kind: str) -> torch.Tensor:
+        if kind not in pools:
+            pools[kind] = prepare(kind)
+        return pools[kind]
+
+    return get
+
+
+def embed_image_folder(path: Path, backbone_id: str, device: torch.device) -> EmbeddedPool:
+    """Load every image under ``path`` (skipping unreadable files) and embed it once."""
+    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.data.image_folder import list_image_folder
+    from fewshot_demo.images import load_image
+
+    listing = list_image_folder(path)
+    notes = [f"skipped {p}: {reason}" for p, reason in listing.skipped]
+    images, names = [], []
+    for file, name in zip(tqdm(listing.paths, desc="loading images", leave=False), listing.labels):
+        try:
+            images.append(load_image(file))
+            names.append(name)
+        except ValueError as error:
+            notes.append(f"skipped {error}")
+    backbone = load_backbone(backbone_id, device)
+    start = time.perf_counter()
+    features = torch.cat(
+        [backbone.embed(images[i : i + 64]) for i in tqdm(range(0, len(images), 64), desc="embedding", leave=False)]
+    ) if images else torch.empty(0, backbone.feature_dim)
+    embed_ms = 1000 * (time.perf_counter() - start) / max(len(images), 1)
+    class_names, labels = remap_labels(names)
+    prepare = getattr(backbone, "prepare", None)
+
+    def prepare_kind(kind: str) -> torch.Tensor:
+        if prepare is None:
+            raise ValueError(f"backbone {backbone_id!r} cannot prepare {kind!r} inputs")
+        return prepare(kind, images)
+
+    return EmbeddedPool("image", backbone_id, class_names, labels, _cached(prepare_kind, features.to(device)), embed_ms, notes)
+
+
+def embed_text_file(path: Path, encoder_id: str, device: torch.device) -> EmbeddedPool:
+    """Read a text,label table and embed every text once."""
+    from fewshot_demo.text.data import load_text_dataset
+    from fewshot_demo.text.encoders import load_encoder
+
+    texts, names = load_text_dataset(path)
+    encoder = load_encoder(encoder_id, device)
+    start = time.perf_counter()
+    features = encoder.embed(texts)
+    embed_ms = 1000 * (time.perf_counter() - start) / max(len(texts), 1)
+    class_names, labels = remap_labels(names)
+    return EmbeddedPool(
+        "text", encoder.id, class_names, labels,
+        _cached(lambda kind: encoder.prepare(kind, texts).to(device), features.to(device)), embed_ms, [],
+    )
+
+
+def run_benchmark(
+    pool: EmbeddedPool,
+    methods: Sequence[str],
+    n_way: int,
+    n_shots: Sequence[int],
+    n_query: int,
+    n_episodes: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[list[EvaluationSummary], list[str]]:
+    """Evaluate every method on the same episodes for each n_shot; return summaries and notes."""
+    notes = []
+    summaries = []
+    label_list = pool.labels.tolist()
+    for n_shot in n_shots:
+        config = EpisodeConfig(n_way=n_way, n_shot=n_shot, n_query=n_query)
+        used = eligible_classes(label_list, n_shot + n_query)
+        dropped = [pool.class_names[c] for c in sorted(set(label_list) - set(used))]
+        if dropped:
+            notes.append(
+                f"{n_shot}-shot: left out {len(dropped)} class(es) with fewer than {n_shot + n_query} items: "
+                + ", ".join(dropped)
+            )
+        episodes = sample_episodes(label_list, config, n_episodes, seed=seed)
+        for method in methods:
+            probe = make_learner(method, _context(pool, device))
+            items = pool.prepare(probe.input_kind)
+            bar = tqdm(total=len(episodes), desc=f"{method} {n_shot}-shot", disable=not progress, leave=False)
+            summary = evaluate(
+                lambda: make_learner(method, _context(pool, device)), items, episodes, method, n_shot,
+                on_episode=lambda _: bar.update(),
+            )
+            bar.close()
+            summaries.append(summary)
+    return summaries, notes
+
+
+def _context(pool: EmbeddedPool, device: torch.device) -> LearnerContext:
+    return LearnerContext(backbone_id=pool.encoder_id, feature_dim=int(pool.prepare("features").shape[1]), device=device)
+
+
+def format_table(summaries: Sequence[EvaluationSummary]) -> str:
+    """A plain-text table: method, shots, accuracy +- CI, ms per episode."""
+    rows = [f"{'method':<16}{'shots':>6}{'episodes':>10}{'accuracy':>11}{'ci95':>9}{'ms/episode':>12}"]
+    for s in summaries:
+        rows.append(
+            f"{s.method:<16}{s.n_shot:>6}{s.episodes:>10}{s.accuracy:>11.4f}{s.ci95:>9.4f}{s.ms_per_episode:>12.2f}"
+        )
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, type=Path, help="image folder (one sub-folder per class) or text,label CSV/TSV/JSONL")
+    parser.add_argument("--n-way", type=int, default=5)
+    parser.add_argument("--n-shot", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--n-query", type=int, default=15)
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--methods", nargs="+", default=["protonet", "linear"], help="registered method names")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"image backbone: {', '.join(BACKBONES)}")
+    parser.add_argument("--encoder", default="minilm", help="text encoder id (text data only)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: FEWSHOT_DEVICE, else auto)")
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        unknown = [m for m in args.methods if m not in available_methods()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+        device = pick_device(args.device)
+        torch.manual_seed(args.seed)
+        if args.data.is_dir():
+            pool = embed_image_folder(args.data, args.backbone, device)
+        elif args.data.suffix.lower() in TEXT_SUFFIXES and args.data.is_file():
+            pool = embed_text_file(args.data, args.encoder, device)
+        else:
+            raise ValueError(f"{args.data} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
+        summaries, notes = run_benchmark(
+            pool, args.methods, args.n_way, args.n_shot, args.n_query, args.episodes, args.seed, device,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for note in pool.notes + notes:
+        print(f"note: {note}", file=sys.stderr)
+    result = {
+        "modality": pool.modality,
+        ("backbone" if pool.modality == "image" else "encoder"): pool.encoder_id,
+        "device": str(device),
+        "n_way": args.n_way,
+        "n_query": args.n_query,
+        "seed": args.seed,
+        "embed_ms_per_item": round(pool.embed_ms_per_item, 3),
+        "items": len(pool.labels),
+        "classes": len(pool.class_names),
+        "notes": pool.notes + notes,
+        "versions": {"fewshot_demo": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "results": [s.to_dict() for s in summaries],
+    }
+    print(f"{pool.modality} data: {len(pool.labels)} items in {len(pool.class_names)} classes; "
+          f"{pool.encoder_id} on {device}, {pool.embed_ms_per_item:.1f} ms/item to embed")
+    print(format_table(summaries))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
