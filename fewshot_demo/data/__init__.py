@@ -1,1 +1,1 @@
-"""Data sources: folders of images, built-in data sets from installed packages."""
+"""Data sources that come from installed packages (no downloads)."""

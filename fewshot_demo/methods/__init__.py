@@ -33,7 +33,7 @@ class LearnerContext:
     device: torch.device = torch.device("cpu")
 
 
-LearnerFactory = Callable[[LearnerContext], FewShotLearner]
+LearnerFactory = Callable[..., FewShotLearner]  # factory(context, **options)
 _REGISTRY: dict[str, tuple[LearnerFactory, str]] = {}
 
 
@@ -47,15 +47,20 @@ def available_methods() -> dict[str, str]:
     return {name: description for name, (_, description) in _REGISTRY.items()}
 
 
-def make_learner(name: str, context: LearnerContext | None = None) -> FewShotLearner:
+def make_learner(name: str, context: LearnerContext | None = None, **options: object) -> FewShotLearner:
     """Build a fresh learner by method name.
+
+    ``options`` (e.g. inner steps and step size for MAML) go to the factory as keyword arguments;
+    factories that take none are called with the context alone.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(_REGISTRY)}")
-    return _REGISTRY[name][0](context or LearnerContext())
+    factory = _REGISTRY[name][0]
+    context = context or LearnerContext()
+    return factory(context, **options) if options else factory(context)
 
 
 register("protonet", lambda context: PrototypicalNetwork(), "Prototypical Networks (Snell et al. 2017)")
@@ -71,3 +76,48 @@ __all__ = [
     "make_learner",
     "register",
 ]
+
+
+# Meta-learning (MAML, FOMAML, Reptile, Matching Networks, meta-trained ProtoNet) and the untrained
+# baselines that show what meta-training adds. Checkpoints load lazily, when a learner is built.
+def _meta(method: str) -> LearnerFactory:
+    def factory(context: LearnerContext) -> FewShotLearner:
+        from fewshot_demo.checkpoints import make_meta_learner
+
+        return make_meta_learner(method, context.backbone_id, context.feature_dim, context.device)
+
+    return factory
+
+
+def _protonet(context: LearnerContext) -> FewShotLearner:
+    """Meta-trained ProtoNet when a checkpoint exists for the backbone, else the plain one."""
+    from fewshot_demo.checkpoints import find_checkpoint, make_meta_learner
+
+    if context.backbone_id and find_checkpoint("protonet", context.backbone_id) is not None:
+        return make_meta_learner("protonet", context.backbone_id, context.feature_dim, context.device)
+    return _protonet_plain(context)
+
+
+def _protonet_plain(context: LearnerContext) -> FewShotLearner:
+    """Untrained prototypes: on the features as they are, or on a random Conv-4 for pixels28."""
+    if context.backbone_id != "pixels28":
+        return PrototypicalNetwork()
+    from fewshot_demo.checkpoints import untrained_network
+    from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+
+    return MetaPrototypicalNetwork(untrained_network(context.backbone_id, context.feature_dim, context.device))
+
+
+def _maml_scratch(context: LearnerContext) -> FewShotLearner:
+    from fewshot_demo.checkpoints import make_scratch_maml
+
+    return make_scratch_maml(context.backbone_id, context.feature_dim, context.device)
+
+
+register("maml", _meta("maml"), "MAML (Finn et al. 2017): meta-learned init, adapted by gradient steps")
+register("fomaml", _meta("fomaml"), "First-order MAML (Finn et al. 2017), meta-trained without 2nd derivatives")
+register("reptile", _meta("reptile"), "Reptile (Nichol et al. 2018): first-order meta-learned init")
+register("matchingnet", _meta("matchingnet"), "Matching Networks (Vinyals et al. 2016): attention over the support")
+register("protonet", _protonet, "Prototypical Networks (Snell et al. 2017), meta-trained when a checkpoint exists")
+register("protonet_plain", _protonet_plain, "Untrained ProtoNet baseline (plain features, or a random Conv-4)")
+register("maml_scratch", _maml_scratch, "MAML's adaptation from a random init: the no-meta-training baseline")

@@ -1,0 +1,392 @@
+"""Meta-learning checkpoints: save, find, load with validation, and share through the Hugging Face Hub.
+
+A checkpoint is a folder with two files, never a pickle:
+
+- ``model.safetensors``: the network's tensors under ``network.<name>`` and the method's own
+  tensors (``inner_lr.<name>`` for MAML's learned step sizes, ``method.log_temperature`` for
+  Matching Networks);
+- ``config.json``: method, network architecture, backbone id, feature_dim, the episode shape and
+  inner-loop settings used in training, training and validation classes, validation accuracy, the
+  package version, and the SHA-256 of ``model.safetensors``.
+
+Loading checks all of it and raises ``ValueError`` with what to do: another method, backbone or
+architecture, missing or unexpected tensors, wrong shapes, a file that is not safetensors, or a
+model file whose hash differs from the one recorded (tampered or corrupted).
+
+Checkpoints are looked up by name ``<method>-<backbone id>``: first in the user folder
+(``FEWSHOT_CHECKPOINTS``, default ``~/.cache/fewshot_demo/checkpoints``, where hub downloads go),
+then among the checkpoints shipped with the package.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fewshot_demo import __version__
+from fewshot_demo.networks import EmbeddingNetwork, build_network
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
+#: Checkpoints shipped inside the package.
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+USER_DIR_ENV_VAR = "FEWSHOT_CHECKPOINTS"
+REQUIRED_FIELDS = ("format_version", "method", "architecture", "backbone_id", "feature_dim", "model_sha256")
+
+
+class HubUnavailableError(ValueError):
+    """The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set)."""
+
+
+def user_dir() -> Path:
+    """Folder for checkpoints the user trained or pulled; ``FEWSHOT_CHECKPOINTS`` overrides it."""
+    return Path(os.environ.get(USER_DIR_ENV_VAR) or Path.home() / ".cache" / "fewshot_demo" / "checkpoints")
+
+
+def checkpoint_name(method: str, backbone_id: str) -> str:
+    """The folder name of a checkpoint, e.g. ``maml-efficientnet_lite0``."""
+    return f"{method}-{backbone_id}"
+
+
+def find_checkpoint(method: str, backbone_id: str) -> Path | None:
+    """Return the folder of the checkpoint for a method and backbone, or None when there is none."""
+    for root in (user_dir(), SHIPPED_DIR):
+        folder = root / checkpoint_name(method, backbone_id)
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    directory: Path,
+    method: str,
+    network: EmbeddingNetwork,
+    backbone_id: str,
+    extra_tensors: dict[str, Tensor] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory``.
+
+    Args:
+        directory: created if needed; existing files are replaced.
+        method: one of ``METHODS``.
+        network: the trained network; stored under ``network.<name>``.
+        backbone_id: the backbone whose output the network reads (``pixels28`` for Conv-4).
+        extra_tensors: the method's own tensors (e.g. ``inner_lr.*``).
+        config: more JSON-able fields (training settings, classes, validation accuracy, command).
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"network.{name}": value.detach().float().cpu().contiguous() for name, value in network.state_dict().items()}
+    tensors.update({name: value.detach().float().cpu().contiguous() for name, value in (extra_tensors or {}).items()})
+    model_path = directory / MODEL_FILE
+    save_file(tensors, str(model_path), metadata={"format": "pt", "method": method})
+    architecture = network.architecture()
+    feature_dim = architecture.get("feature_dim") or 784
+    full_config = {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "architecture": architecture,
+        "backbone_id": backbone_id,
+        "feature_dim": int(feature_dim),
+        "package_version": __version__,
+        **(config or {}),
+        "model_sha256": _sha256(model_path),
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(full_config, indent=2) + "\n")
+    return directory
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, validated checkpoint.
+
+    Attributes:
+        directory: where it was read from.
+        config: the parsed config.json.
+        network: the network with the stored weights, in eval mode, on the requested device.
+        extras: the method's own tensors (keys without the ``network.`` prefix), on that device.
+    """
+
+    directory: Path
+    config: dict[str, Any]
+    network: EmbeddingNetwork
+    extras: dict[str, Tensor]
+
+
+def _expected_extra_keys(method: str, config: dict[str, Any], network: EmbeddingNetwork) -> dict[str, tuple[int, ...]]:
+    if method in ("maml", "fomaml") and config.get("maml", {}).get("learn_inner_lr", False):
+        names = [f"network.{name}" for name, _ in network.named_parameters()] + ["head.weight", "head.bias"]
+        return {f"inner_lr.{name}": () for name in names}
+    if method == "matchingnet":
+        return {"method.log_temperature": ()}
+    return {}
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    method: str | None = None,
+    backbone_id: str | None = None,
+    feature_dim: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Checkpoint:
+    """Load and validate a checkpoint folder.
+
+    Args:
+        directory: folder with ``model.safetensors`` and ``config.json``.
+        method, backbone_id, feature_dim: what the caller needs; a checkpoint made for anything
+            else is refused. None skips that check.
+        device: where the network goes.
+
+    Raises:
+        ValueError: with the reason and what to do, for any of the problems listed in the module
+            docstring.
+    """
+    directory = Path(directory)
+    model_path, config_path = directory / MODEL_FILE, directory / CONFIG_FILE
+    if not model_path.is_file() or not config_path.is_file():
+        raise ValueError(
+            f"{directory} is not a checkpoint: it needs {MODEL_FILE} and {CONFIG_FILE}. "
+            "Train one with `python -m fewshot_demo.train` or pull one with `python -m fewshot_demo.train pull`."
+        )
+    stat = model_path.stat()
+    return _load_cached(
+        str(model_path.resolve()), stat.st_mtime_ns, stat.st_size, config_path.stat().st_mtime_ns,
+        method, backbone_id, feature_dim, str(torch.device(device)),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(
+    model_file: str, _mtime: int, _size: int, _config_mtime: int,
+    method: str | None, backbone_id: str | None, feature_dim: int | None, device: str,
+) -> Checkpoint:
+    """Load once per file version and device: the bench builds a learner per episode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model_path = Path(model_file)
+    directory = model_path.parent
+    retrain = "Retrain it with the command in fewshot_demo/checkpoints/README.md or pull it again."
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON ({error}). {retrain}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{directory / CONFIG_FILE} must hold a JSON object. {retrain}")
+    missing_fields = [field for field in REQUIRED_FIELDS if field not in config]
+    if missing_fields:
+        raise ValueError(f"{directory / CONFIG_FILE} lacks {', '.join(missing_fields)}. {retrain}")
+    if config["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{directory} has checkpoint format {config['format_version']}, this version reads format "
+            f"{FORMAT_VERSION}. {retrain}"
+        )
+    if method is not None and config["method"] != method:
+        raise ValueError(
+            f"{directory} is a {config['method']!r} checkpoint, not {method!r}; "
+            f"use it with --methods {config['method']} or train a {method!r} one"
+        )
+    if backbone_id is not None and config["backbone_id"] != backbone_id:
+        raise ValueError(
+            f"{directory} was meta-trained on {config['backbone_id']!r} features, not {backbone_id!r}; "
+            f"use --backbone {config['backbone_id']} or train a checkpoint for {backbone_id!r}"
+        )
+    if feature_dim and int(config["feature_dim"]) != int(feature_dim):
+        raise ValueError(
+            f"{directory} reads {config['feature_dim']}-d features but the backbone gives {feature_dim}-d; "
+            "use the backbone it was trained on"
+        )
+    if _sha256(model_path) != config["model_sha256"]:
+        raise ValueError(
+            f"{model_path} does not match the SHA-256 recorded in {CONFIG_FILE}: the file was modified or "
+            f"corrupted. {retrain}"
+        )
+    try:
+        tensors = load_file(str(model_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{model_path} is not a readable safetensors file ({error}). {retrain}") from None
+    try:
+        network = build_network(config["architecture"])
+    except ValueError as error:
+        raise ValueError(f"{directory}: {error}. {retrain}") from None
+    expected = {f"network.{name}": tuple(value.shape) for name, value in network.state_dict().items()}
+    expected.update(_expected_extra_keys(config["method"], config, network))
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{model_path} does not fit the {config['architecture'].get('kind')} architecture in its config "
+            f"(missing: {missing[:5] or 'none'}; unexpected: {unexpected[:5] or 'none'}). {retrain}"
+        )
+    wrong = [f"{name} {tuple(tensors[name].shape)} != {shape}" for name, shape in expected.items() if tuple(tensors[name].shape) != shape]
+    if wrong:
+        raise ValueError(f"{model_path} has tensors of the wrong shape: {'; '.join(wrong[:5])}. {retrain}")
+    bad = [name for name, value in tensors.items() if not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"{model_path} holds non-finite values in {', '.join(bad[:5])}. {retrain}")
+    network.load_state_dict({name[len("network.") :]: value for name, value in tensors.items() if name.startswith("network.")})
+    network = network.to(torch.device(device)).eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    extras = {name: value.to(torch.device(device)) for name, value in tensors.items() if not name.startswith("network.")}
+    return Checkpoint(directory=directory, config=config, network=network, extras=extras)
+
+
+def push_to_hub(directory: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:
+    """Upload a checkpoint folder to a Hugging Face Hub model repository; return its URL.
+
+    Raises:
+        HubUnavailableError: when offline, saying so in a few seconds rather than after retries.
+        ValueError: when the folder is not a valid checkpoint.
+    """
+    from fewshot_demo.backbones import hub_unreachable_reason
+
+    load_checkpoint(directory)  # never publish a broken checkpoint
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise HubUnavailableError(f"cannot push to the Hugging Face Hub: {reason}. Try again when online.")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model", allow_patterns=[MODEL_FILE, CONFIG_FILE])
+    return f"https://huggingface.co/{repo_id}"
+
+
+def pull_from_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
+    """Download a checkpoint from the Hub into the user folder, validate it, and return its folder.
+
+    The folder is named ``<method>-<backbone id>`` from the downloaded config, so the registry
+    finds it (it takes precedence over a shipped checkpoint of the same name).
+
+    Raises:
+        HubUnavailableError: when offline.
+        ValueError: when the download is not a valid checkpoint.
+    """
+    from fewshot_demo.backbones import hub_unreachable_reason
+
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise HubUnavailableError(
+            f"cannot pull {repo_id} from the Hugging Face Hub: {reason}. The shipped checkpoints work offline."
+        )
+    from huggingface_hub import snapshot_download
+
+    staging = Path(
+        snapshot_download(repo_id, revision=revision, token=token, allow_patterns=[MODEL_FILE, CONFIG_FILE])
+    )
+    checkpoint = load_checkpoint(staging)
+    target = user_dir() / checkpoint_name(checkpoint.config["method"], checkpoint.config["backbone_id"])
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, CONFIG_FILE):
+        (target / name).write_bytes((staging / name).read_bytes())
+    load_checkpoint(target)
+    return target
+
+
+def _architecture_for(backbone_id: str, feature_dim: int, reference: dict[str, Any] | None) -> dict[str, Any]:
+    if reference is not None:
+        return dict(reference["architecture"])
+    if backbone_id == "pixels28":
+        return {"kind": "conv4", "in_channels": 1, "hidden": 32, "image_size": 28}
+    if feature_dim < 1:
+        raise ValueError("the learner context has no feature_dim; pass the backbone's feature size")
+    return {"kind": "projection", "feature_dim": int(feature_dim), "rank": 32, "init_scale": 10.0}
+
+
+@functools.lru_cache(maxsize=16)
+def _untrained_network(architecture_json: str, device: str, seed: int) -> EmbeddingNetwork:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network(json.loads(architecture_json))
+    network = network.to(torch.device(device)).eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
+
+
+def untrained_network(backbone_id: str, feature_dim: int, device: torch.device | str = "cpu", seed: int = 0) -> EmbeddingNetwork:
+    """The network a meta-learner would start from, freshly initialised with a fixed seed.
+
+    Same architecture as the shipped MAML checkpoint for the backbone when there is one.
+    """
+    folder = find_checkpoint("maml", backbone_id)
+    reference = json.loads((folder / CONFIG_FILE).read_text()) if folder is not None else None
+    architecture = _architecture_for(backbone_id, feature_dim, reference)
+    return _untrained_network(json.dumps(architecture, sort_keys=True), str(torch.device(device)), seed)
+
+
+def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", **options: Any):
+    """Build the meta-trained learner ``method`` from its checkpoint for ``backbone_id``.
+
+    Args:
+        method: one of ``METHODS``.
+        options: passed to the learner (for MAML-style learners: ``inner_steps``, ``inner_lr``,
+            ``on_step``).
+
+    Raises:
+        ValueError: when there is no checkpoint for this backbone (saying how to make one) or it is
+            invalid.
+    """
+    from fewshot_demo.methods.maml import FOMAML, MAML, MAMLConfig
+    from fewshot_demo.methods.matchingnet import MatchingNetwork
+    from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+    from fewshot_demo.methods.reptile import Reptile
+
+    folder = find_checkpoint(method, backbone_id)
+    if folder is None:
+        raise ValueError(
+            f"no meta-trained {method!r} checkpoint for backbone {backbone_id!r}; train one with "
+            f"`python -m fewshot_demo.train --method {method} --backbone {backbone_id}` "
+            f"(checkpoints ship for efficientnet_lite0 and pixels28), or use 'protonet' or 'linear'"
+        )
+    checkpoint = load_checkpoint(folder, method=method, backbone_id=backbone_id, feature_dim=feature_dim or None, device=device)
+    if method in ("maml", "fomaml", "reptile"):
+        config = MAMLConfig(**checkpoint.config["maml"])
+        lrs = {name[len("inner_lr.") :]: value for name, value in checkpoint.extras.items() if name.startswith("inner_lr.")}
+        cls = {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}[method]
+        return cls(checkpoint.network, config, lrs or None, **options)
+    if method == "matchingnet":
+        return MatchingNetwork(checkpoint.network, checkpoint.extras["method.log_temperature"])
+    return MetaPrototypicalNetwork(checkpoint.network)
+
+
+def make_scratch_maml(backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", **options: Any):
+    """MAML's adaptation (same steps and base step size as the shipped checkpoint) from a random network.
+
+    The baseline that shows what meta-training adds: without it, MAML is fine-tuning from zero.
+    """
+    from fewshot_demo.methods.maml import MAML, MAMLConfig
+
+    folder = find_checkpoint("maml", backbone_id)
+    settings = json.loads((folder / CONFIG_FILE).read_text())["maml"] if folder is not None else {}
+    config = MAMLConfig(**{**settings, "learn_inner_lr": False})
+    learner = MAML(untrained_network(backbone_id, feature_dim, device), config, None, **options)
+    learner.name = "maml_scratch"  # type: ignore[misc]
+    return learner

@@ -1,0 +1,614 @@
+"""Episodic meta-training: ``python -m fewshot_demo.train``.
+
+Two tracks, each meta-trained on base classes disjoint from its validation and evaluation classes:
+
+- ``--backbone efficientnet_lite0``: a projection over the bundled backbone's frozen 1280-d features,
+  meta-trained on Tux Paint stamp folders other than the 9 evaluation folders (and their
+  sub-folders), validated on further held-out folders. Features are computed once and cached.
+- ``--backbone pixels28``: Conv-4 from scratch on 28x28 grayscale images, meta-trained on
+  Fashion-MNIST classes 0-5, validated on Fashion-MNIST classes 6-9 (4-way) and evaluated on
+  MNIST digits.
+
+Examples::
+
+    python -m fewshot_demo.train --method maml --backbone efficientnet_lite0
+    python -m fewshot_demo.train --method protonet --backbone pixels28 --iterations 1500
+    python -m fewshot_demo.train --method maml --backbone pixels28 --dry-run
+    python -m fewshot_demo.train evaluate --backbone pixels28 --methods maml maml_scratch --n-shot 1 5
+    python -m fewshot_demo.train push fewshot_demo/checkpoints/maml-pixels28 --repo-id you/maml-pixels28
+    python -m fewshot_demo.train pull --repo-id you/maml-pixels28
+
+The loop (sampling, outer optimiser, validation, checkpointing) lives here; each method file holds
+only its algorithm (MAML's inner loop and outer loss, Reptile's task update, the classifiers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, save_checkpoint
+from fewshot_demo.device import pick_device
+from fewshot_demo.methods.base import FewShotLearner
+from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
+
+#: Where the Debian package ``tuxpaint-stamps-default`` installs its photos.
+TUXPAINT_STAMPS_DIR = Path(os.environ.get("TUXPAINT_STAMPS_DIR", "/usr/share/tuxpaint/stamps"))
+#: The image track's evaluation classes; never used in meta-training (nor their sub-folders).
+TUXPAINT_EVAL_FOLDERS = (
+    "animals/birds",
+    "food/fruit",
+    "plants/flowers",
+    "town/roadsigns",
+    "food/vegetables",
+    "animals/mammals/bovines",
+    "household/tools",
+    "animals/mammals",
+    "animals/fish",
+)
+#: Base folders held out from meta-training for validation (disjoint from training and evaluation).
+TUXPAINT_VAL_FOLDERS = (
+    "animals/insects",
+    "plants/trees",
+    "seasonal/halloween",
+    "space/planets",
+    "symbols/chess",
+    "clothes/hats",
+    "town/flags",
+    "sports",
+)
+TUXPAINT_MIN_IMAGES = 4
+FASHION_TRAIN_CLASSES = (0, 1, 2, 3, 4, 5)
+FASHION_VAL_CLASSES = (6, 7, 8, 9)
+FEATURE_CACHE_DIR = Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
+METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
+TRACKS = ("efficientnet_lite0", "pixels28")
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class TaskPool:
+    """Labelled items to draw episodes from.
+
+    Attributes:
+        items: (n, *input_shape) features or pixels.
+        labels: (n,) int64 class ids in 0..n_classes-1.
+        class_names: name of each class id.
+    """
+
+    items: Tensor
+    labels: Tensor
+    class_names: list[str]
+
+    def to(self, device: torch.device) -> "TaskPool":
+        return TaskPool(self.items.to(device), self.labels.to(device), self.class_names)
+
+
+def sample_task(
+    pool: TaskPool, n_way: int, n_shot: int, n_query: int, generator: np.random.Generator
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Draw one N-way K-shot task; classes with few items give fewer queries (at least one).
+
+    Returns:
+        (support, support_labels, query, query_labels) with labels in 0..n_way-1; support is
+        (n_way * n_shot, *input_shape), query has up to n_way * n_query items.
+    """
+    labels = pool.labels.cpu().numpy()
+    counts = np.bincount(labels, minlength=len(pool.class_names))
+    eligible = np.flatnonzero(counts >= n_shot + 1)
+    if len(eligible) < n_way:
+        raise ValueError(
+            f"{n_way}-way {n_shot}-shot tasks need {n_way} classes with at least {n_shot + 1} items; "
+            f"only {len(eligible)} have them. Lower --n-way or --n-shot."
+        )
+    support_index, support_labels, query_index, query_labels = [], [], [], []
+    for episode_label, class_id in enumerate(generator.choice(eligible, size=n_way, replace=False)):
+        members = generator.permutation(np.flatnonzero(labels == class_id))
+        take_query = min(n_query, len(members) - n_shot)
+        support_index += members[:n_shot].tolist()
+        query_index += members[n_shot : n_shot + take_query].tolist()
+        support_labels += [episode_label] * n_shot
+        query_labels += [episode_label] * take_query
+    device = pool.items.device
+    return (
+        pool.items[torch.tensor(support_index, device=device)],
+        torch.tensor(support_labels, device=device),
+        pool.items[torch.tensor(query_index, device=device)],
+        torch.tensor(query_labels, device=device),
+    )
+
+
+def tuxpaint_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
+    """Return {folder relative to root: its PNG files (not those of sub-folders)}, sorted."""
+    if not root.is_dir():
+        raise ValueError(
+            f"Tux Paint stamps not found in {root}; install them with `apt-get install tuxpaint-stamps-default` "
+            "or set TUXPAINT_STAMPS_DIR"
+        )
+    folders: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*.png")):
+        folders.setdefault(path.parent.relative_to(root).as_posix(), []).append(path)
+    return folders
+
+
+def is_eval_folder(folder: str) -> bool:
+    """True for the evaluation folders and everything below them (e.g. food/fruit/cartoon)."""
+    return any(folder == name or folder.startswith(name + "/") for name in TUXPAINT_EVAL_FOLDERS)
+
+
+def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, Tensor]:
+    """Return {relative path: (feature_dim,) feature} for every Tux Paint stamp, cached on disk.
+
+    The first call embeds the ~800 photos with ``load_backbone(backbone_id)`` (about three minutes
+    on two CPU cores); later calls read ``<cache>/tuxpaint-<backbone>.pt``.
+    """
+    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.images import load_image
+
+    cache = FEATURE_CACHE_DIR / f"tuxpaint-{backbone_id}.pt"
+    if cache.is_file():
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        return dict(zip(stored["paths"], stored["features"]))
+    backbone = load_backbone(backbone_id, "cpu")
+    paths, features = [], []
+    from tqdm import tqdm
+
+    files = [path for group in tuxpaint_folders(root).values() for path in group]
+    for start in tqdm(range(0, len(files), 32), desc="embedding Tux Paint photos", unit="batch"):
+        images = []
+        for path in files[start : start + 32]:
+            try:
+                images.append(load_image(path))
+                paths.append(path.relative_to(root).as_posix())
+            except ValueError as error:
+                print(f"skipping {error}", file=sys.stderr)
+        features.append(backbone.embed(images))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"backbone": backbone_id, "paths": paths, "features": torch.cat(features)}, cache)
+    return dict(zip(paths, torch.cat(features)))
+
+
+def tuxpaint_pool(split: str, backbone_id: str = "efficientnet_lite0") -> TaskPool:
+    """Cached features of the Tux Paint ``train``, ``val`` or ``eval`` folders (one class each)."""
+    features = tuxpaint_features(backbone_id)
+    folders = tuxpaint_folders()
+    if split == "eval":
+        names = list(TUXPAINT_EVAL_FOLDERS)
+    else:
+        base = [f for f, files in folders.items() if not is_eval_folder(f) and len(files) >= TUXPAINT_MIN_IMAGES]
+        names = [f for f in base if (f in TUXPAINT_VAL_FOLDERS) == (split == "val")]
+    items, labels = [], []
+    for class_id, name in enumerate(names):
+        for path in folders[name]:
+            key = path.relative_to(TUXPAINT_STAMPS_DIR).as_posix()
+            if key in features:
+                items.append(features[key])
+                labels.append(class_id)
+    return TaskPool(torch.stack(items), torch.tensor(labels), names)
+
+
+def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0) -> TaskPool:
+    """Pixels of Fashion-MNIST ``train`` (classes 0-5), ``val`` (classes 6-9) or MNIST digits ``eval``."""
+    from fewshot_demo.data.grayscale import load_fashion_mnist, load_mnist_digits
+
+    if split == "eval":
+        dataset = load_mnist_digits()
+        classes = list(range(10))
+    else:
+        classes = list(FASHION_TRAIN_CLASSES if split == "train" else FASHION_VAL_CLASSES)
+        dataset = load_fashion_mnist("train" if split == "train" else "test").subset(classes)
+    generator = np.random.default_rng(seed)
+    keep = []
+    for class_id in classes:
+        members = np.flatnonzero(dataset.labels == class_id)
+        keep.append(members if per_class is None else generator.choice(members, size=per_class, replace=False))
+    index = np.sort(np.concatenate(keep))
+    remap = {class_id: i for i, class_id in enumerate(classes)}
+    labels = torch.tensor([remap[int(c)] for c in dataset.labels[index]])
+    from fewshot_demo.data.grayscale import normalize_pixels
+
+    return TaskPool(normalize_pixels(torch.from_numpy(dataset.images[index])), labels, [dataset.class_names[c] for c in classes])
+
+
+def load_pool(backbone_id: str, split: str, seed: int = 0) -> TaskPool:
+    """The train, val or eval pool of a track."""
+    if backbone_id == "pixels28":
+        return grayscale_pool(split, per_class=None if split == "train" else 500, seed=seed)
+    if backbone_id == "efficientnet_lite0":
+        return tuxpaint_pool(split, backbone_id)
+    raise ValueError(f"no meta-training data for backbone {backbone_id!r}; use one of {', '.join(TRACKS)}")
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one meta-training run.
+
+    Attributes:
+        method: one of ``METHODS``.
+        backbone: ``efficientnet_lite0`` (projection over features) or ``pixels28`` (Conv-4).
+        n_way: classes per training task.
+        n_shots: shots per training task, drawn uniformly from this tuple for each task (one
+            checkpoint then serves 1-shot and 5-shot users).
+        n_query: queries per class in training tasks.
+        meta_batch: tasks per outer step.
+        iterations: outer steps.
+        meta_lr: Adam step size of the outer loop for the network (for Reptile: the initial outer
+            step size epsilon, annealed linearly to zero, with plain SGD as in the paper).
+        step_size_meta_lr: Adam step size for the method's own tensors (MAML's learned inner step
+            sizes, Matching Networks' temperature): a handful of scalars that need larger steps.
+        inner_steps, inner_lr, learn_inner_lr: MAML-family inner loop (see ``MAMLConfig``).
+        rank: rank of the projection's residual map (feature track); hidden: Conv-4 channels (pixel track).
+        val_every, val_episodes: validation schedule (5-shot and 1-shot episodes, half each).
+        seed: seeds initialisation, task sampling and validation episodes.
+    """
+
+    method: str = "maml"
+    backbone: str = "efficientnet_lite0"
+    n_way: int = 5
+    n_shots: tuple[int, ...] = (1, 5)
+    n_query: int = 10
+    meta_batch: int = 4
+    iterations: int = 1000
+    meta_lr: float = 1e-3
+    step_size_meta_lr: float = 1e-2
+    inner_steps: int = 5
+    inner_lr: float = 0.5
+    learn_inner_lr: bool = True
+    rank: int = 32
+    hidden: int = 32
+    val_every: int = 100
+    val_episodes: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.backbone not in TRACKS:
+            raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
+        if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
+            raise ValueError("n_way must be at least 2, n_shot and n_query at least 1")
+
+
+def build_fresh_network(config: TrainConfig, feature_dim: int) -> EmbeddingNetwork:
+    if config.backbone == "pixels28":
+        return Conv4(in_channels=1, hidden=config.hidden, image_size=28)
+    return FeatureProjection(feature_dim, rank=config.rank)
+
+
+def maml_config_of(config: TrainConfig):
+    from fewshot_demo.methods.maml import MAMLConfig
+
+    return MAMLConfig(
+        inner_steps=config.inner_steps,
+        inner_lr=config.inner_lr,
+        first_order=config.method == "fomaml",
+        learn_inner_lr=config.learn_inner_lr and config.method in ("maml", "fomaml"),
+    )
+
+
+@dataclass
+class MetaState:
+    """What is being meta-trained: the network and the method's own tensors."""
+
+    network: EmbeddingNetwork
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.network.parameters()) + list(self.extras.values())
+
+
+def init_state(config: TrainConfig, feature_dim: int, device: torch.device) -> MetaState:
+    from fewshot_demo.methods.maml import initial_inner_lrs
+
+    torch.manual_seed(config.seed)
+    network = build_fresh_network(config, feature_dim).to(device)
+    extras: dict[str, Tensor] = {}
+    if config.method in ("maml", "fomaml") and config.learn_inner_lr:
+        extras = {
+            f"inner_lr.{name}": lr.clone().requires_grad_()
+            for name, lr in initial_inner_lrs(network, config.inner_lr).items()
+        }
+    if config.method == "matchingnet":
+        extras = {"method.log_temperature": torch.tensor(2.3, device=device, requires_grad=True)}
+    return MetaState(network, extras)
+
+
+def task_loss(state: MetaState, config: TrainConfig, task: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The episodic loss of one task for the gradient-based outer loops; returns (loss, accuracy)."""
+    from fewshot_demo.methods.maml import maml_query_loss
+    from fewshot_demo.methods.matchingnet import matching_log_probs
+    from fewshot_demo.methods.meta_protonet import prototype_logits
+
+    support, support_labels, query, query_labels = task
+    support, query, _ = prepare_episode(state.network, support, query)
+    n_way = int(support_labels.max()) + 1
+    if config.method in ("maml", "fomaml"):
+        lrs = {name[len("inner_lr.") :]: value for name, value in state.extras.items()}
+        if not lrs:
+            from fewshot_demo.methods.maml import initial_inner_lrs
+
+            lrs = initial_inner_lrs(state.network, config.inner_lr)
+        return maml_query_loss(state.network, lrs, support, support_labels, query, query_labels, maml_config_of(config))
+    embeddings = state.network(torch.cat([support, query]))  # (n_support + n_query, embed_dim)
+    support_embeddings, query_embeddings = embeddings[: len(support)], embeddings[len(support) :]
+    if config.method == "matchingnet":
+        log_probs = matching_log_probs(
+            support_embeddings, support_labels, query_embeddings, n_way, state.extras["method.log_temperature"]
+        )
+        loss = F.nll_loss(log_probs, query_labels)
+    else:
+        log_probs = prototype_logits(support_embeddings, support_labels, query_embeddings, n_way)
+        loss = F.cross_entropy(log_probs, query_labels)
+    return loss, (log_probs.argmax(dim=1) == query_labels).float().mean().detach()
+
+
+def learner_for(state: MetaState, config: TrainConfig) -> FewShotLearner:
+    """The test-time learner for the current meta-parameters (the same code users run)."""
+    from fewshot_demo.methods.maml import MAML
+    from fewshot_demo.methods.matchingnet import MatchingNetwork
+    from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+
+    if config.method in ("maml", "fomaml", "reptile"):
+        lrs = {name[len("inner_lr.") :]: value for name, value in state.extras.items()}
+        return MAML(state.network, maml_config_of(config), lrs or None)
+    if config.method == "matchingnet":
+        return MatchingNetwork(state.network, state.extras["method.log_temperature"])
+    return MetaPrototypicalNetwork(state.network)
+
+
+def validate(state: MetaState, config: TrainConfig, pool: TaskPool, n_episodes: int) -> float:
+    """Mean query accuracy on fixed validation episodes (half 1-shot, half 5-shot, or max shots)."""
+    generator = np.random.default_rng(config.seed + 1)
+    n_way = min(config.n_way, len(pool.class_names))
+    accuracies = []
+    for episode in range(n_episodes):
+        n_shot = config.n_shots[episode % len(config.n_shots)]
+        support, support_labels, query, query_labels = sample_task(pool, n_way, n_shot, 15, generator)
+        learner = learner_for(state, config).fit(support, support_labels)
+        accuracies.append((learner.predict(query) == query_labels).float().mean().item())
+    state.network.train()
+    return float(np.mean(accuracies))
+
+
+def meta_train(
+    config: TrainConfig,
+    train_pool: TaskPool,
+    val_pool: TaskPool,
+    device: torch.device,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[MetaState, dict[str, Any]]:
+    """Meta-train and return the state with the best validation accuracy, and a summary.
+
+    The summary holds the validation accuracy before training (``val_accuracy_init``), the best one
+    (``val_accuracy``) and at which iteration it was reached.
+    """
+    from tqdm import tqdm
+
+    from fewshot_demo.methods.reptile import reptile_task_delta
+
+    train_pool, val_pool = train_pool.to(device), val_pool.to(device)
+    state = init_state(config, train_pool.items.shape[-1], device)
+    state.network.train()
+    generator = np.random.default_rng(config.seed)
+    reptile = config.method == "reptile"
+    if reptile:
+        optimizer = torch.optim.SGD(state.parameters(), lr=config.meta_lr)
+    else:
+        groups = [{"params": list(state.network.parameters()), "lr": config.meta_lr}]
+        if state.extras:
+            groups.append({"params": list(state.extras.values()), "lr": config.step_size_meta_lr})
+        optimizer = torch.optim.Adam(groups)
+    initial = validate(state, config, val_pool, config.val_episodes)
+    best = {"val_accuracy": initial, "iteration": 0}
+    best_state = copy.deepcopy(state)
+    log(f"validation accuracy before meta-training: {initial:.4f}")
+    bar = tqdm(range(1, config.iterations + 1), desc=f"meta-training {config.method}", disable=not progress)
+    start = time.perf_counter()
+    for iteration in bar:
+        optimizer.zero_grad()
+        losses, accuracies = [], []
+        for _ in range(config.meta_batch):
+            n_shot = int(generator.choice(config.n_shots))
+            task = sample_task(train_pool, config.n_way, n_shot, config.n_query, generator)
+            if reptile:
+                support, support_labels, query, query_labels = task
+                support, query, _ = prepare_episode(state.network, support, query)
+                delta = reptile_task_delta(
+                    state.network, torch.cat([support, query]), torch.cat([support_labels, query_labels]),
+                    maml_config_of(config),
+                )
+                for name, parameter in state.network.named_parameters():
+                    # SGD on -delta / meta_batch: theta <- theta + epsilon * mean(phi - theta).
+                    step = -delta["network." + name] / config.meta_batch
+                    parameter.grad = step if parameter.grad is None else parameter.grad + step
+                continue
+            loss, accuracy = task_loss(state, config, task)
+            (loss / config.meta_batch).backward()
+            losses.append(loss.item())
+            accuracies.append(accuracy.item())
+        if reptile:
+            for group in optimizer.param_groups:  # linear annealing of epsilon, as in the paper
+                group["lr"] = config.meta_lr * (1 - (iteration - 1) / config.iterations)
+        optimizer.step()
+        if losses:
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accuracies):.3f}", best=f"{best['val_accuracy']:.3f}")
+        if iteration % config.val_every == 0 or iteration == config.iterations:
+            accuracy = validate(state, config, val_pool, config.val_episodes)
+            if accuracy > best["val_accuracy"]:
+                best = {"val_accuracy": accuracy, "iteration": iteration}
+                best_state = copy.deepcopy(state)
+            bar.write(f"iteration {iteration}: validation accuracy {accuracy:.4f} (best {best['val_accuracy']:.4f})")
+    summary = {
+        "val_accuracy_init": round(initial, 4),
+        "val_accuracy": round(best["val_accuracy"], 4),
+        "best_iteration": best["iteration"],
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    return best_state, summary
+
+
+def save_trained(state: MetaState, config: TrainConfig, summary: dict[str, Any], train_pool: TaskPool, val_pool: TaskPool, out: Path, command: str) -> Path:
+    """Write the checkpoint with its full config (classes, settings, validation accuracy, command)."""
+    from fewshot_demo.methods.maml import MAMLConfig  # noqa: F401
+
+    extras = {name: value.detach() for name, value in state.extras.items()}
+    fields: dict[str, Any] = {
+        "n_way": config.n_way,
+        "n_shots": list(config.n_shots),
+        "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "training_classes": train_pool.class_names,
+        "validation_classes": val_pool.class_names,
+        **summary,
+        "command": command,
+    }
+    if config.method in ("maml", "fomaml", "reptile"):
+        fields["maml"] = maml_config_of(config).to_dict()
+        fields["inner_steps"] = config.inner_steps
+        fields["inner_lr"] = config.inner_lr
+    return save_checkpoint(out, config.method, state.network, config.backbone, extras, fields)
+
+
+# ------------------------------------------------------------------------------------------- command
+def _train_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m fewshot_demo.train",
+        description="Meta-train a few-shot learner episodically and save a safetensors checkpoint. "
+        "Other commands: `evaluate`, `push`, `pull` (see `python -m fewshot_demo.train evaluate -h`).",
+    )
+    defaults = TrainConfig()
+    parser.add_argument("--method", choices=METHODS, default=defaults.method)
+    parser.add_argument("--backbone", choices=TRACKS, default=defaults.backbone)
+    parser.add_argument("--n-way", type=int, default=defaults.n_way)
+    parser.add_argument("--n-shot", type=int, nargs="+", default=list(defaults.n_shots), help="shots per training task (one drawn per task)")
+    parser.add_argument("--n-query", type=int, default=defaults.n_query)
+    parser.add_argument("--meta-batch", type=int, default=defaults.meta_batch)
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--meta-lr", type=float, default=defaults.meta_lr)
+    parser.add_argument("--step-size-meta-lr", type=float, default=defaults.step_size_meta_lr)
+    parser.add_argument("--inner-steps", type=int, default=defaults.inner_steps)
+    parser.add_argument("--inner-lr", type=float, default=defaults.inner_lr)
+    parser.add_argument("--fixed-inner-lr", action="store_true", help="do not meta-learn per-tensor step sizes")
+    parser.add_argument("--rank", type=int, default=defaults.rank)
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--val-every", type=int, default=defaults.val_every)
+    parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: CUDA when present)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
+    parser.add_argument("--dry-run", action="store_true", help="3 iterations, 4 validation episodes, temporary output")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config = TrainConfig(
+            method=args.method, backbone=args.backbone, n_way=args.n_way, n_shots=tuple(args.n_shot),
+            n_query=args.n_query, meta_batch=args.meta_batch,
+            iterations=3 if args.dry_run else args.iterations, meta_lr=args.meta_lr,
+            step_size_meta_lr=args.step_size_meta_lr,
+            inner_steps=args.inner_steps, inner_lr=args.inner_lr, learn_inner_lr=not args.fixed_inner_lr,
+            rank=args.rank, hidden=args.hidden,
+            val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
+        )
+        device = pick_device(args.device)
+        torch.manual_seed(config.seed)
+        train_pool = load_pool(config.backbone, "train", config.seed)
+        val_pool = load_pool(config.backbone, "val", config.seed)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(
+        f"{config.method} on {config.backbone}: {len(train_pool.class_names)} training classes "
+        f"({len(train_pool.labels)} items), {len(val_pool.class_names)} validation classes, device {device}"
+    )
+    state, summary = meta_train(config, train_pool, val_pool, device, progress=not args.no_progress)
+    out = args.out
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="fewshot-dry-run-")) if args.dry_run else SHIPPED_DIR / checkpoint_name(config.method, config.backbone)
+    command = "python -m fewshot_demo.train " + " ".join(shlex.quote(a) for a in argv if a != "--no-progress")
+    save_trained(state, config, summary, train_pool, val_pool, out, command)
+    print(json.dumps({"checkpoint": str(out), **summary}))
+
+
+def _evaluate_main(argv: list[str]) -> None:
+    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
+    from fewshot_demo.evaluation import evaluate
+    from fewshot_demo.methods import LearnerContext, make_learner
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fewshot_demo.train evaluate",
+        description="Evaluate learners on a track's held-out classes (Tux Paint's 9 evaluation folders, "
+        "or MNIST digits for pixels28) on the same episodes for every method.",
+    )
+    parser.add_argument("--backbone", choices=TRACKS, default="efficientnet_lite0")
+    parser.add_argument("--methods", nargs="+", default=["maml", "maml_scratch", "protonet", "protonet_plain", "linear"])
+    parser.add_argument("--n-way", type=int, default=5)
+    parser.add_argument("--n-shot", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--n-query", type=int, default=15)
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    pool = load_pool(args.backbone, "eval", args.seed).to(device)
+    context = LearnerContext(backbone_id=args.backbone, feature_dim=784 if args.backbone == "pixels28" else pool.items.shape[-1], device=device)
+    results = []
+    for n_shot in args.n_shot:
+        episodes = sample_episodes(pool.labels.tolist(), EpisodeConfig(args.n_way, n_shot, args.n_query), args.episodes, args.seed)
+        for method in args.methods:
+            summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot)
+            results.append(summary.to_dict())
+            print(f"{n_shot}-shot {method:15s} {summary.accuracy:.4f} +- {summary.ci95:.4f}  {summary.ms_per_episode:.1f} ms/episode", flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps({"backbone": args.backbone, "classes": pool.class_names, "n_way": args.n_way,
+                                        "episodes": args.episodes, "seed": args.seed, "results": results}, indent=2) + "\n")
+
+
+def _hub_main(command: str, argv: list[str]) -> None:
+    from fewshot_demo.checkpoints import pull_from_hub, push_to_hub
+
+    parser = argparse.ArgumentParser(prog=f"python -m fewshot_demo.train {command}")
+    if command == "push":
+        parser.add_argument("checkpoint", type=Path, help="checkpoint folder to upload")
+    parser.add_argument("--repo-id", required=True, help="Hugging Face model repository, e.g. you/maml-pixels28")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if command == "push":
+            print(push_to_hub(args.checkpoint, args.repo_id, private=args.private))
+        else:
+            print(pull_from_hub(args.repo_id, revision=args.revision))
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "evaluate":
+        _evaluate_main(argv[1:])
+    elif argv and argv[0] in ("push", "pull"):
+        _hub_main(argv[0], argv[1:])
+    else:
+        _train_main(argv)
+
+
+if __name__ == "__main__":
+    main()
