@@ -1,1 +1,1 @@
-"""Data sources that come from installed packages (no downloads)."""
+"""Data sources: folders of images, built-in data sets from installed packages."""
