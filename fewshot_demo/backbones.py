@@ -136,6 +136,15 @@ BACKBONES: dict[str, BackboneSpec] = {
             bundled=False,
             build=_hub_builder("vit_small_patch14_dinov2.lvd142m"),
         ),
+        BackboneSpec(
+            id="pixels28",
+            label="Raw 28x28 grayscale pixels (for the meta-trained Conv-4 networks)",
+            input_size=28,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            bundled=True,
+            build=nn.Identity,
+        ),
     ]
 }
 
@@ -236,8 +245,35 @@ class ImageBackbone:
         return int(probabilities.argmax()), float(probabilities.max())
 
 
+class PixelBackbone:
+    """The ``pixels28`` "backbone": images become (n, 1, 28, 28) grayscale pixels, not features.
+
+    The Conv-4 meta-learners (``fewshot_demo.networks.Conv4``) read these, normalised exactly as in
+    their meta-training (``fewshot_demo.data.grayscale``). ``feature_dim`` is 28 * 28 = 784.
+    """
+
+    def __init__(self, spec: BackboneSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self.feature_dim = spec.input_size * spec.input_size
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
+        """Return (n_images, 1, 28, 28) float32 pixels on the CPU."""
+        from fewshot_demo.data.grayscale import image_to_pixels28
+
+        if not images:
+            return torch.empty(0, 1, self.spec.input_size, self.spec.input_size)
+        return torch.stack([image_to_pixels28(image) for image in images])
+
+
 @functools.lru_cache(maxsize=4)
 def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
+    if backbone_id == "pixels28":
+        return PixelBackbone(BACKBONES[backbone_id], device)  # type: ignore[return-value]
     return ImageBackbone(BACKBONES[backbone_id], device)
 
 

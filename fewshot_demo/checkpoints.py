@@ -366,12 +366,17 @@ def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, devic
             f"`python -m fewshot_demo.train --method {method} --backbone {backbone_id}` "
             f"(checkpoints ship for efficientnet_lite0 and pixels28), or use 'protonet' or 'linear'"
         )
-    checkpoint = load_checkpoint(folder, method=method, backbone_id=backbone_id, feature_dim=feature_dim or None, device=device)
+    # pixels28 inputs are (n, 1, 28, 28); callers may pass their second axis as feature_dim, so the
+    # input shape is checked at fit time instead.
+    expected_dim = None if backbone_id == "pixels28" else feature_dim or None
+    checkpoint = load_checkpoint(folder, method=method, backbone_id=backbone_id, feature_dim=expected_dim, device=device)
     if method in ("maml", "fomaml", "reptile"):
         config = MAMLConfig(**checkpoint.config["maml"])
         lrs = {name[len("inner_lr.") :]: value for name, value in checkpoint.extras.items() if name.startswith("inner_lr.")}
         cls = {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}[method]
         return cls(checkpoint.network, config, lrs or None, **options)
+    if options:
+        raise ValueError(f"{method!r} takes no options, got {', '.join(options)}; only MAML-style learners do")
     if method == "matchingnet":
         return MatchingNetwork(checkpoint.network, checkpoint.extras["method.log_temperature"])
     return MetaPrototypicalNetwork(checkpoint.network)

@@ -81,10 +81,11 @@ __all__ = [
 # Meta-learning (MAML, FOMAML, Reptile, Matching Networks, meta-trained ProtoNet) and the untrained
 # baselines that show what meta-training adds. Checkpoints load lazily, when a learner is built.
 def _meta(method: str) -> LearnerFactory:
-    def factory(context: LearnerContext) -> FewShotLearner:
+    def factory(context: LearnerContext, **options: object) -> FewShotLearner:
+        """Options for maml, fomaml, reptile: inner_steps, inner_lr, on_step (see ``MAML``)."""
         from fewshot_demo.checkpoints import make_meta_learner
 
-        return make_meta_learner(method, context.backbone_id, context.feature_dim, context.device)
+        return make_meta_learner(method, context.backbone_id, context.feature_dim, context.device, **options)
 
     return factory
 
@@ -108,10 +109,10 @@ def _protonet_plain(context: LearnerContext) -> FewShotLearner:
     return MetaPrototypicalNetwork(untrained_network(context.backbone_id, context.feature_dim, context.device))
 
 
-def _maml_scratch(context: LearnerContext) -> FewShotLearner:
+def _maml_scratch(context: LearnerContext, **options: object) -> FewShotLearner:
     from fewshot_demo.checkpoints import make_scratch_maml
 
-    return make_scratch_maml(context.backbone_id, context.feature_dim, context.device)
+    return make_scratch_maml(context.backbone_id, context.feature_dim, context.device, **options)
 
 
 register("maml", _meta("maml"), "MAML (Finn et al. 2017): meta-learned init, adapted by gradient steps")
