@@ -122,3 +122,17 @@ register("matchingnet", _meta("matchingnet"), "Matching Networks (Vinyals et al.
 register("protonet", _protonet, "Prototypical Networks (Snell et al. 2017), meta-trained when a checkpoint exists")
 register("protonet_plain", _protonet_plain, "Untrained ProtoNet baseline (plain features, or a random Conv-4)")
 register("maml_scratch", _maml_scratch, "MAML's adaptation from a random init: the no-meta-training baseline")
+
+
+# Text: fine-tuning the encoder itself (consumes token tensors from the text encoder's prepare()).
+def _text_finetune(context: LearnerContext, **options: object) -> FewShotLearner:
+    from fewshot_demo.methods.text_finetune import make_text_finetune
+
+    return make_text_finetune(context.backbone_id, context.device, **options)
+
+
+register(
+    "finetune",
+    _text_finetune,
+    "Fine-tune the text encoder's top layers on the support set (SetFit-style contrastive), then a linear head",
+)

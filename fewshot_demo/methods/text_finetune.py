@@ -1,0 +1,134 @@
+"""Fine-tuning a text encoder on the support set, then a linear head: SetFit-style, on the learner contract."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.linear import LinearProbe
+from fewshot_demo.text.finetune import FinetuneConfig, ProgressCallback, TopLayers, finetune_top_layers, frozen_states
+
+if TYPE_CHECKING:
+    from fewshot_demo.text.encoders import TextEncoder
+
+
+class TextFinetune(FewShotLearner):
+    """SetFit-style fine-tuning (Tunstall et al. 2022) of the top encoder layers, then a linear probe.
+
+    Consumes token tensors, not frozen features: ``input_kind = "tokens"``, so callers get its inputs
+    from ``encoder.prepare("tokens", texts)`` -> (n, 2, seq_len) ids and attention masks. ``fit``
+    adapts a copy of the encoder's top ``config.trainable_layers`` layers with the contrastive
+    (or cross-entropy) loss of ``fewshot_demo.text.finetune``, then fits ``LinearProbe`` on the tuned,
+    pooled embeddings of the support texts. The shared encoder itself is never modified.
+
+    Args:
+        encoder: the frozen text encoder whose top layers are tuned.
+        config: the fine-tune settings; see ``FinetuneConfig``.
+        progress: optional ``(fraction, message)`` callback, called after each training step.
+    """
+
+    name = "finetune"
+    savable = True
+    input_kind = "tokens"
+
+    def __init__(
+        self, encoder: "TextEncoder", config: FinetuneConfig | None = None, progress: ProgressCallback | None = None
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.finetune_config = config or FinetuneConfig()
+        self.progress = progress
+        self.top: TopLayers | None = None
+        self.head = LinearProbe()
+        self.losses: list[float] = []
+
+    def _pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        from fewshot_demo.text.encoders import pool
+
+        return pool(hidden, attention_mask, self.encoder.pooling)
+
+    def _new_top(self) -> TopLayers:
+        try:
+            return TopLayers(self.encoder.model, self.finetune_config.trainable_layers)
+        except ValueError as error:
+            raise ValueError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder: {error}") from None
+
+    def fit(self, support: Tensor, support_labels: Tensor) -> "TextFinetune":
+        from fewshot_demo.text.encoders import unpack_tokens
+
+        self.n_way = check_support(support, support_labels)
+        input_ids, attention_mask = unpack_tokens(support)
+        self.top = self._new_top()
+        device = next(self.encoder.model.parameters()).device
+        self.top.to(device)
+        states, last = frozen_states(self.encoder.model, input_ids, attention_mask, self.top.first)
+        attention_mask, labels = attention_mask.to(device), support_labels.to(device)
+        with torch.no_grad():  # the split must reproduce the encoder before any training
+            self.top.eval()
+            if not torch.allclose(self.top(states[:4], attention_mask[:4]), last[:4], atol=1e-3):
+                raise ValueError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder's layer layout")
+        self.losses = finetune_top_layers(
+            self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress
+        )
+        with torch.no_grad():
+            embeddings = self._pool(self.top(states, attention_mask), attention_mask)  # (n_support, d)
+        self.head.fit(embeddings, labels)
+        return self
+
+    @torch.no_grad()
+    def embed(self, tokens: Tensor, batch_size: int = 32) -> Tensor:
+        """Return (n, d) embeddings of (n, 2, seq_len) token tensors from the tuned encoder."""
+        from fewshot_demo.text.encoders import unpack_tokens
+
+        self._require_fitted()
+        assert self.top is not None
+        chunks = []
+        for start in range(0, len(tokens), batch_size):
+            input_ids, attention_mask = unpack_tokens(tokens[start : start + batch_size])
+            states, _ = frozen_states(self.encoder.model, input_ids, attention_mask, self.top.first)
+            attention_mask = attention_mask.to(states.device)
+            chunks.append(self._pool(self.top(states, attention_mask), attention_mask))
+        return torch.cat(chunks) if chunks else torch.empty(0, self.encoder.feature_dim)
+
+    @torch.no_grad()
+    def predict_proba(self, query: Tensor) -> Tensor:
+        return self.head.predict_proba(self.embed(query))  # (n_query, n_way)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        assert self.top is not None
+        return {
+            **{f"top.{k}": v.detach() for k, v in self.top.layers.state_dict().items()},
+            **{f"head.{k}": v for k, v in self.head.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        top = self._new_top()
+        top.layers.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("top.")})
+        device = next(self.encoder.model.parameters()).device
+        self.top = top.to(device).eval()
+        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+        self.n_way = self.head.n_way
+
+    def config(self) -> dict[str, Any]:
+        return {"finetune": asdict(self.finetune_config), "head": self.head.config()}
+
+
+def make_text_finetune(encoder_id: str, device: torch.device, **overrides: Any) -> TextFinetune:
+    """Build a ``TextFinetune`` on the shared encoder ``encoder_id``, with ``FinetuneConfig`` overrides.
+
+    Raises:
+        ValueError: when ``encoder_id`` is not a text encoder (fine-tuning needs one).
+    """
+    from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
+
+    encoder_id = encoder_id or DEFAULT_ENCODER
+    if encoder_id.partition(":")[0] not in ENCODERS:
+        raise ValueError(
+            f"the finetune method fine-tunes a text encoder; {encoder_id!r} is not one "
+            f"(choose from {', '.join(ENCODERS)})"
+        )
+    return TextFinetune(load_encoder(encoder_id, device), replace(FinetuneConfig(), **overrides))

