@@ -1,0 +1,171 @@
+"""Pieces every tab shares: error handling, HTML for predictions, plots."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fewshot_demo.classifier import Prediction, SelfCheck  # noqa: E402
+
+
+def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a ValueError from the core into a gr.Error, so the user sees the message, not a traceback.
+
+    Inputs are never cleared by an error: Gradio leaves every component as it was.
+    """
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return wrapped
+
+
+def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:
+    """A small inline JPEG of an image, for HTML explanations."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.convert("RGB").save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+STYLE = """
+<style>
+.fs-cards{display:flex;flex-direction:column;gap:10px}
+.fs-card{border:1px solid #d0d7de;border-radius:8px;padding:10px;display:flex;gap:14px;flex-wrap:wrap}
+.fs-card img{border-radius:4px;object-fit:contain;background:#fff}
+.fs-label{font-size:1.2em;font-weight:600}
+.fs-bar{height:10px;background:#2f81f7;border-radius:3px}
+.fs-row{display:flex;align-items:center;gap:6px;font-size:.9em}
+.fs-row span.n{width:110px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.fs-nearest{display:flex;gap:6px}
+.fs-nearest figure{margin:0;text-align:center;font-size:.8em;max-width:90px}
+.fs-small{color:#57606a;font-size:.85em}
+</style>
+"""
+
+
+def prediction_cards_html(
+    predictions: Sequence[Prediction],
+    query_names: Sequence[str],
+    query_thumbnails: Sequence[str | None],
+    support_captions: Sequence[str],
+    support_thumbnails: Sequence[str | None] | None = None,
+    top_k: int = 5,
+) -> str:
+    """One card per query: label and confidence, probability bars, prototype distances, nearest examples.
+
+    Every user-provided string is HTML-escaped.
+    """
+    cards = []
+    for prediction, name, thumb in zip(predictions, query_names, query_thumbnails):
+        ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
+        bars = "".join(
+            f'<div class="fs-row"><span class="n">{html.escape(c)}</span>'
+            f'<div class="fs-bar" style="width:{max(p * 160, 1):.0f}px"></div><span>{p:.1%}</span></div>'
+            for c, p in ranked
+        )
+        distances = sorted(prediction.prototype_distances.items(), key=lambda kv: kv[1])[:top_k]
+        distance_rows = "".join(
+            f'<div class="fs-row"><span class="n">{html.escape(c)}</span><span>{d:.3f}</span></div>' for c, d in distances
+        )
+        nearest = []
+        for index, similarity in prediction.nearest:
+            caption = html.escape(support_captions[index])
+            picture = support_thumbnails[index] if support_thumbnails else None
+            image = f'<img src="{picture}" width="72" height="72" alt="{caption}">' if picture else ""
+            nearest.append(f"<figure>{image}<figcaption>{caption}<br>cos {similarity:.2f}</figcaption></figure>")
+        query_image = f'<img src="{thumb}" width="96" height="96" alt="query">' if thumb else ""
+        label = html.escape(prediction.label)
+        confidence = prediction.probabilities[prediction.label]
+        cards.append(
+            f'<div class="fs-card fs-prediction" data-label="{label}">{query_image}'
+            f'<div><div class="fs-small">{html.escape(name)}</div>'
+            f'<div class="fs-label">{label} <span class="fs-small">{confidence:.0%}</span></div>{bars}</div>'
+            f'<div><div class="fs-small">Distance to each class prototype</div>{distance_rows}</div>'
+            f'<div><div class="fs-small">Most similar examples</div><div class="fs-nearest">{"".join(nearest)}</div></div>'
+            "</div>"
+        )
+    return STYLE + '<div class="fs-cards">' + "".join(cards) + "</div>"
+
+
+def self_check_markdown(check: SelfCheck, class_names: Sequence[str]) -> str:
+    """A short reading of the leave-one-out self-check."""
+    if check.accuracy is None:
+        return "**Self-check:** every class has a single example, so none can be held out. Add a second example per class."
+    lines = [f"**Self-check (leave-one-out on the support set): {check.accuracy:.0%} correct.**"]
+    weak = [f"{html.escape(n)} ({a:.0%})" for n, a in check.per_class.items() if a is not None and a < 1.0]
+    if weak:
+        lines.append("Classes with mistakes: " + ", ".join(weak) + ".")
+    for true, predicted, count in check.confused_pairs[:5]:
+        lines.append(f"- {count} example(s) of **{html.escape(true)}** look more like **{html.escape(predicted)}**")
+    single = [html.escape(n) for n, a in check.per_class.items() if a is None]
+    if single:
+        lines.append("Not checked (only one example): " + ", ".join(single) + ".")
+    if not check.confused_pairs:
+        lines.append("No confusions: every held-out example was recognised.")
+    return "\n\n".join(lines)
+
+
+def confusion_table(check: SelfCheck, class_names: Sequence[str]) -> list[list[Any]]:
+    """Rows for a gr.Dataframe: true class, then counts per predicted class."""
+    return [[name, *map(int, row)] for name, row in zip(class_names, check.confusion)]
+
+
+def embedding_map_figure(
+    coordinates: dict[str, np.ndarray],
+    support_labels: Sequence[int],
+    class_names: Sequence[str],
+    query_predictions: Sequence[int] = (),
+):
+    """Scatter plot: support items (dots), prototypes (large X), queries (stars, coloured by prediction)."""
+    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=90)
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(class_names), 2)))
+    labels = np.asarray(support_labels)
+    for c, name in enumerate(class_names):
+        points = coordinates["support"][labels == c]
+        axes.scatter(points[:, 0], points[:, 1], color=colors[c], s=30, alpha=0.7, label=name)
+        px, py = coordinates["prototypes"][c]
+        axes.scatter([px], [py], color=colors[c], s=160, marker="X", edgecolor="black")
+    for point, predicted in zip(coordinates["query"], query_predictions):
+        axes.scatter([point[0]], [point[1]], color=colors[predicted], s=200, marker="*", edgecolor="black")
+    axes.set_title("Support (dots), prototypes (X), queries (stars)", fontsize=10)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(fontsize=8, loc="best", ncol=2 if len(class_names) > 6 else 1)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def adaptation_figure(history: Sequence[dict]):
+    """Support loss and accuracy after each inner adaptation step (MAML and friends)."""
+    steps = [h["step"] for h in history]
+    figure, loss_axes = plt.subplots(figsize=(6, 3), dpi=90)
+    loss_axes.plot(steps, [h["support_loss"] for h in history], "o-", color="#cf222e", label="support loss")
+    loss_axes.set_xlabel("inner step")
+    loss_axes.set_ylabel("support loss")
+    accuracy_axes = loss_axes.twinx()
+    accuracy_axes.plot(steps, [h["support_accuracy"] for h in history], "s--", color="#1a7f37", label="support accuracy")
+    accuracy_axes.set_ylabel("support accuracy")
+    accuracy_axes.set_ylim(0, 1.05)
+    loss_axes.set_title("Adaptation on the support set", fontsize=10)
+    figure.legend(loc="upper center", bbox_to_anchor=(0.5, 0.85), fontsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

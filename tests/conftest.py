@@ -1,0 +1,72 @@
+"""Shared fixtures: a launched app for gradio_client and browser tests, the bundled backbone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "images"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+torch.manual_seed(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    from fewshot_demo.backbones import load_backbone
+
+    return load_backbone("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The real app, launched once for the session on a free local port."""
+    import app as app_module
+
+    port = _free_port()
+    app_module.demo.queue().launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+        allowed_paths=[str(ROOT / "examples")],
+    )
+    yield f"http://127.0.0.1:{port}/"
+    app_module.demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by playwright (which downloads nothing)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not Path(executable).exists():
+        pytest.fail(f"{executable} not found: install Debian's chromium (scripts/test.sh does)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()

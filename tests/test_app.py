@@ -1,0 +1,111 @@
+"""The app as users reach it: its API through gradio_client, its page through headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from fewshot_demo.classifier import MAX_CLASSES
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+
+
+def _classify(client, classes, queries, method="protonet"):
+    names = [name for name, _ in classes] + [""] * (MAX_CLASSES - len(classes))
+    files = [[handle_file(str(p)) for p in paths] if paths else None for _, paths in classes]
+    files += [None] * (MAX_CLASSES - len(classes))
+    return client.predict(
+        "efficientnet_lite0", method, 10, 0.1, [handle_file(str(q)) for q in queries], None, *names, *files,
+        api_name="/image_classify",
+    )
+
+
+def _example(set_name):
+    support = EXAMPLES / set_name / "support"
+    classes = [(d.name, sorted(d.iterdir())) for d in sorted(support.iterdir())]
+    queries = sorted((EXAMPLES / set_name / "query").glob("*/*.jpg"))
+    return classes, queries
+
+
+def test_api_classifies_an_example_set_with_explanations(client):
+    classes, queries = _example("produce")
+    status, first_label, html, _plot = _classify(client, classes, queries)
+    labels = re.findall(r'data-label="([^"]+)"', html)
+    truth = [q.parent.name for q in queries]
+    assert len(labels) == len(queries)
+    assert sum(a == b for a, b in zip(labels, truth)) >= len(queries) - 2
+    assert "6 queries classified" in status
+    assert first_label["label"] == labels[0]
+    assert "Distance to each class prototype" in html and "Most similar examples" in html
+
+
+def test_api_load_example_fills_the_classes(client):
+    outputs = client.predict("animals", api_name="/image_load_example")
+    names = outputs[:MAX_CLASSES]
+    assert list(names[:3]) == ["bird", "bovine", "fish"] and names[3] == ""
+
+
+@pytest.mark.parametrize(
+    "make_classes, message",
+    [
+        (lambda c: c[:1], "at least 2 classes"),
+        (lambda c: [c[0], (c[0][0], c[1][1])], "two classes are named"),
+        (lambda c: [c[0], (c[1][0], [])], "has no usable images"),
+        (lambda c: [c[0], ("", c[1][1])], "has no name"),
+    ],
+)
+def test_api_bad_support_sets_get_clear_errors(client, make_classes, message):
+    classes, queries = _example("animals")
+    with pytest.raises(AppError, match=message):
+        _classify(client, make_classes(classes), queries[:1])
+
+
+def test_api_non_image_query_is_reported_and_the_rest_classified(client, tmp_path):
+    classes, queries = _example("animals")
+    bad = tmp_path / "report.pdf"
+    bad.write_bytes(b"%PDF-1.4 not an image")
+    status, _, html, _ = _classify(client, classes, [queries[0], bad])
+    assert "report.pdf is not an image" in status
+    assert len(re.findall(r"data-label=", html)) == 1
+    with pytest.raises(AppError, match="none of the query files is a usable image"):
+        _classify(client, classes, [bad])
+
+
+def test_api_save_then_load_the_classifier(client):
+    classes, queries = _example("animals")
+    _classify(client, classes, queries[:1], method="linear")
+    saved = client.predict(api_name="/image_save")
+    assert saved.endswith(".safetensors")
+    outputs = client.predict(handle_file(saved), "efficientnet_lite0", api_name="/image_load")
+    assert "Loaded a `linear` classifier" in outputs[0]
+    assert list(outputs[1:4]) == ["bird", "bovine", "fish"]  # session states are not API outputs
+
+
+def test_api_loading_a_foreign_file_is_refused(client, tmp_path):
+    junk = tmp_path / "weights.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(AppError, match="not a saved classifier file"):
+        client.predict(handle_file(str(junk)), "efficientnet_lite0", api_name="/image_load")
+
+
+def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
+    page = browser.new_page()
+    try:
+        page.goto(app_url, wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Load example and classify").click()
+        first = page.locator("#image-results .fs-prediction").first
+        first.wait_for(timeout=120_000)
+        labels = page.locator("#image-results .fs-prediction").evaluate_all(
+            "cards => cards.map(c => c.dataset.label)"
+        )
+        # The default example set is the first one, 'animals': 2 queries per class.
+        assert len(labels) == 6 and set(labels) <= {"bird", "bovine", "fish"}
+        assert sum(a == b for a, b in zip(labels, ["bird", "bird", "bovine", "bovine", "fish", "fish"])) >= 4
+        assert "queries classified" in page.locator("#image-status").inner_text()
+        page.screenshot(path=str(Path(__file__).parent / ".last_browser_test.png"), full_page=False)
+    finally:
+        page.close()
