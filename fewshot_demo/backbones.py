@@ -232,6 +232,33 @@ class ImageBackbone:
                 self._cache.popitem(last=False)
         return result
 
+    def prepare(self, kind: str, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
+        """Turn images into what a learner of ``input_kind == kind`` consumes.
+
+        Args:
+            kind: "features" for (n, feature_dim) pooled features (as ``embed``), or
+                "last_block_input" for the (n, c, h, w) activations entering the last stage of an
+                EfficientNet-style network (the output of ``blocks[:-1]``; (n, 192, 7, 7) for
+                EfficientNet-Lite0), without flip averaging, for learners that fine-tune that stage.
+            images: RGB images.
+
+        Raises:
+            ValueError: for an unknown kind, or a network without EfficientNet-style stages.
+        """
+        if kind == "features":
+            return self.embed(images, batch_size)
+        if kind != "last_block_input":
+            raise ValueError(f"image backbones prepare 'features' or 'last_block_input', not {kind!r}")
+        if not all(hasattr(self.model, name) for name in ("conv_stem", "bn1", "blocks")):
+            raise ValueError(f"backbone {self.id!r} has no EfficientNet-style stages to fine-tune; use efficientnet_lite0")
+        outputs = []
+        with self._lock, torch.no_grad():  # no_grad, not inference mode: learners train on these
+            for start in range(0, len(images), batch_size):
+                batch = torch.stack([self.preprocess(image) for image in images[start : start + batch_size]])
+                batch = (batch.to(self.device) - self._mean) / self._std
+                outputs.append(self.model.blocks[:-1](self.model.bn1(self.model.conv_stem(batch))))  # (b, c, h, w)
+        return torch.cat(outputs) if outputs else torch.empty(0)
+
     @torch.inference_mode()
     def classify_imagenet(self, image: Image.Image) -> tuple[int, float]:
         """Return (ImageNet class index, probability) from a fresh copy of the full network.

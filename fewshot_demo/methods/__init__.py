@@ -136,3 +136,31 @@ register(
     _text_finetune,
     "Fine-tune the text encoder's top layers on the support set (SetFit-style contrastive), then a linear head",
 )
+
+
+# Transfer baselines of the comparison tab. "finetune" has an image and a text version: one factory
+# picks by what produced the inputs (an image backbone id, or a text encoder id).
+def _baselinepp(context: LearnerContext, **options: object) -> FewShotLearner:
+    from fewshot_demo.methods.baselinepp import BaselinePlusPlus, BaselinePPConfig
+
+    return BaselinePlusPlus(BaselinePPConfig(**options))  # type: ignore[arg-type]
+
+
+def _finetune(context: LearnerContext, **options: object) -> FewShotLearner:
+    """Image fine-tuning (last block + new head) for an image backbone, else the text fine-tune."""
+    from fewshot_demo.backbones import BACKBONES
+
+    if context.backbone_id in BACKBONES:
+        from fewshot_demo.methods.finetune import make_image_finetune
+
+        return make_image_finetune(context.backbone_id, context.device, **options)
+    return _text_finetune(context, **options)
+
+
+register("baselinepp", _baselinepp, "Baseline++ (Chen et al. 2019): cosine classifier with a learned scale, trained on the support")
+register(
+    "finetune",
+    _finetune,
+    "Fine-tuning: images, the backbone's last block plus a new head; text, the encoder's top layers "
+    "(SetFit-style), then a linear head",
+)
