@@ -146,7 +146,7 @@ def run_benchmark(
             bar = tqdm(total=len(episodes), desc=f"{method} {n_shot}-shot", disable=not progress, leave=False)
             summary = evaluate(
                 lambda: make_learner(method, _context(pool, device)), items, episodes, method, n_shot,
-                on_episode=lambda _: bar.update(),
+                on_episode=lambda _: bar.update(), measure_memory=True,
             )
             bar.close()
             summaries.append(summary)
