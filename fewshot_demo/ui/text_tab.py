@@ -171,10 +171,10 @@ def build_text_tab() -> None:
     add_button.click(add_class, visible_count, [visible_count, *rows], api_name="text_add_class")
 
     def clear_all():
-        return [INITIAL_CLASSES, *([""] * (2 * MAX_CLASSES)), *_visibility(INITIAL_CLASSES), "", "", None, "", None]
+        return [None, INITIAL_CLASSES, *([""] * (2 * MAX_CLASSES)), *_visibility(INITIAL_CLASSES), "", "", None, "", None]
 
     clear_button.click(
-        clear_all, None, [visible_count, *class_inputs, *rows, queries, status, first_label, results, upload],
+        clear_all, None, [session, visible_count, *class_inputs, *rows, queries, status, first_label, results, upload],
         api_name="text_clear",
     )
     method.change(lambda m: gr.Slider(visible=m == "finetune"), method, steps, api_name=False)
@@ -202,7 +202,7 @@ def build_text_tab() -> None:
         net = load_encoder(encoder_id)
         notes: list[str] = []
         options = {"steps": int(n_steps)} if method_name == "finetune" else {}
-        if typed or not (state and state.get("classifier")):
+        if typed or not (state and state.get("loaded")):
             table = build_text_support(class_pairs)
             notes.extend(table.notes)
             key = support_fingerprint(table, net.id, method_name, options)
@@ -296,6 +296,7 @@ def build_text_tab() -> None:
         classifier = load_text_classifier(path, encoder_id)
         state = {
             "classifier": classifier,
+            "loaded": True,
             "captions": [
                 f"{classifier.class_names[int(label)]} (saved example {i + 1})"
                 for i, label in enumerate(classifier.support_labels)
