@@ -6,7 +6,7 @@ Run with `python app.py`; on Hugging Face Spaces this file is the entry point.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import threading
 
 import gradio as gr
 
@@ -19,20 +19,43 @@ bundled pretrained weights: EfficientNet-Lite0 (ImageNet) for images.
 """
 
 
+_warm = threading.Event()
+
+
+def warm_up() -> None:
+    """Load the default backbone in the background so the first click does not wait for it."""
+    from fewshot_demo.backbones import load_backbone
+
+    try:
+        load_backbone()
+    finally:
+        _warm.set()
+
+
+def wait_until_warm() -> str:
+    """API: returns once the default backbone is loaded (used by health checks and benchmarks)."""
+    if not _warm.is_set():
+        threading.Thread(target=warm_up, daemon=True).start()
+    _warm.wait(timeout=300)
+    return "ready"
+
+
 def build_demo() -> gr.Blocks:
-    """Build the whole app. Nothing heavy happens here: models load on first use."""
+    """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
     with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):
             build_image_tab()
+        gr.api(wait_until_warm, api_name="warmup")
     return demo
 
 
 demo = build_demo()
 
 if __name__ == "__main__":
+    threading.Thread(target=warm_up, daemon=True).start()
     demo.queue(default_concurrency_limit=2).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),  # also reachable inside a Space
         allowed_paths=[str(EXAMPLES_DIR)],
         max_file_size="25mb",
     )

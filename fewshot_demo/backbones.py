@@ -162,13 +162,14 @@ class ImageBackbone:
     Args:
         spec: the registry entry.
         device: where the network runs.
-        flip_average: average the features of the image and its mirror image; a cheap test-time
-            augmentation that makes features steadier, at one extra image per batch.
+        flip_average: average the features of the image and its mirror image. Off by default: on
+            the Tux Paint photo episodes it changed accuracy by less than the 95% CI at twice the
+            cost per image.
         cache_size: how many images' features to keep.
     """
 
     def __init__(
-        self, spec: BackboneSpec, device: torch.device, flip_average: bool = True, cache_size: int = 4096
+        self, spec: BackboneSpec, device: torch.device, flip_average: bool = False, cache_size: int = 4096
     ) -> None:
         self.spec = spec
         self.device = device

@@ -232,13 +232,20 @@ def build_image_tab() -> None:
         net = load_backbone(backbone_id)
         notes: list[str] = []
         options = {"inner_steps": int(steps), "inner_lr": float(lr)} if method_name in ADAPTIVE_METHODS else {}
-        if any(class_files for _, class_files in classes) or not (state and state.get("classifier")):
+        # The same classes, files and settings as the last click: reuse the fitted classifier.
+        support_key = repr((backbone_id, method_name, sorted(options.items()), classes))
+        if state and state.get("support_key") == support_key:
+            classifier = state["classifier"]
+            notes.extend(state.get("support_warnings", []))
+        elif any(class_files for _, class_files in classes) or not (state and state.get("classifier")):
             progress(0.3, desc="embedding the support set")
             support = build_support(classes)
             notes.extend(support.warnings)
             classifier = fit_image_classifier(support, net, method_name, options)
             state = {
                 "classifier": classifier,
+                "support_key": support_key,
+                "support_warnings": support.warnings,
                 "captions": [f"{support.class_names[int(l)]}: {s}" for l, s in zip(support.labels, support.sources)],
                 "thumbnails": [thumbnail_data_uri(img, 72) for img in support.images],
             }
