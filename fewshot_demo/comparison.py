@@ -1,0 +1,586 @@
+"""Transfer vs meta-learning on identical episodes: the core of the comparison tab (no UI here).
+
+    data = ComparisonData.from_builtin("tuxpaint")
+    for update in run_comparison(data, ComparisonConfig(methods=("linear", "protonet"), n_shots=(1, 5))):
+        print(update.message)            # partial results stream in as each method finishes
+    print(reading(update.summaries(), update.results))
+
+Every method sees exactly the same episodes (sampled once per shot from one seed), every item is
+embedded once per encoder and reused by all methods and shots, and the run can be cancelled between
+episodes. Each result keeps its per-episode accuracies (for paired comparisons), a confusion matrix
+over the pool's classes and the query items it got wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import platform
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from fewshot_demo import __version__
+from fewshot_demo.bench import EmbeddedPool, _cached
+from fewshot_demo.data.builtin import LoadedData, builtin_pool, get_dataset, load_dataset
+from fewshot_demo.device import pick_device
+from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
+from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, run_episode
+from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+
+#: Methods that learn on a support set from a pretrained representation (transfer learning).
+TRANSFER_METHODS = ("linear", "baselinepp", "finetune")
+#: Methods whose representation or adaptation rule was meta-learned on episodes.
+META_METHODS = ("protonet", "maml", "fomaml", "reptile", "matchingnet")
+COMPARED_METHODS = TRANSFER_METHODS + META_METHODS
+DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
+METHOD_LABELS = {
+    "linear": "Linear probe",
+    "baselinepp": "Baseline++",
+    "finetune": "Fine-tuning",
+    "protonet": "ProtoNet",
+    "maml": "MAML",
+    "fomaml": "FOMAML",
+    "reptile": "Reptile",
+    "matchingnet": "Matching Net",
+}
+MAX_EPISODES = 2000
+
+
+def method_family(method: str, encoder_id: str | None = None) -> str:
+    """"transfer" or "meta" (or "other" for methods outside the comparison).
+
+    ProtoNet counts as meta-learning only when a meta-trained checkpoint exists for the encoder;
+    otherwise it is prototypes on the frozen pretrained features, i.e. transfer (SimpleShot).
+    """
+    if method == "protonet" and encoder_id is not None:
+        from fewshot_demo.checkpoints import find_checkpoint
+
+        return "meta" if find_checkpoint("protonet", encoder_id) is not None else "transfer"
+    return "transfer" if method in TRANSFER_METHODS else "meta" if method in META_METHODS else "other"
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """What to compare.
+
+    Attributes:
+        n_way: classes per episode.
+        n_shots: support items per class; one set of episodes per value.
+        n_query: query items per class, or None to choose: up to 15, as many as keep every class
+            in play (at least 5), else as many as keep n_way classes.
+        n_episodes: episodes per shot (the same ones for every method).
+        methods: registered method names.
+        seed: seed of the episode sampler.
+        measure_memory: record the peak memory of each method (see ``PeakMemory``).
+    """
+
+    n_way: int = 5
+    n_shots: tuple[int, ...] = (5,)
+    n_query: int | None = None
+    n_episodes: int = 100
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seed: int = 0
+    measure_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_way < 2:
+            raise ValueError(f"n_way must be at least 2, got {self.n_way}")
+        if not self.n_shots or min(self.n_shots) < 1:
+            raise ValueError("choose at least one K-shot value, each at least 1")
+        if not 1 <= self.n_episodes <= MAX_EPISODES:
+            raise ValueError(f"the number of episodes must be between 1 and {MAX_EPISODES}, got {self.n_episodes}")
+        if self.n_query is not None and self.n_query < 1:
+            raise ValueError(f"n_query must be at least 1, got {self.n_query}")
+        if not self.methods:
+            raise ValueError("choose at least one method to compare")
+        unknown = [m for m in self.methods if m not in available_methods()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+
+
+# ------------------------------------------------------------------------------------------- data
+def embed_data(data: LoadedData, encoder_id: str, device: torch.device) -> EmbeddedPool:
+    """Embed every item once with an image backbone or text encoder; other input kinds on demand."""
+    class_names, labels = remap_labels(data.labels)
+    start = time.perf_counter()
+    if data.modality == "image":
+        from fewshot_demo.backbones import load_backbone
+
+        encoder = load_backbone(encoder_id, device)
+        features = encoder.embed(data.items)
+        prepare = getattr(encoder, "prepare", None)
+
+        def prepare_kind(kind: str) -> torch.Tensor:
+            if prepare is None:
+                raise ValueError(f"backbone {encoder_id!r} provides only 'features', not {kind!r} inputs")
+            return prepare(kind, data.items).to(device)
+    else:
+        from fewshot_demo.text.encoders import load_encoder
+
+        encoder = load_encoder(encoder_id, device)
+        features = encoder.embed(data.items)
+
+        def prepare_kind(kind: str) -> torch.Tensor:
+            return encoder.prepare(kind, data.items).to(device)
+
+    embed_ms = 1000 * (time.perf_counter() - start) / max(len(data.items), 1)
+    return EmbeddedPool(data.modality, encoder.id, class_names, labels, _cached(prepare_kind, features.to(device)),
+                        embed_ms, list(data.notes))
+
+
+@dataclass
+class ComparisonData:
+    """One data set, as items and labels, with its pools embedded lazily (once per encoder).
+
+    Attributes:
+        name: what the data set is called in results.
+        data: the items and labels.
+        encoder: encoder id for transfer methods (and meta methods unless ``meta_encoder`` is set).
+        meta_encoder: encoder id for meta-learned methods, or None.
+        pool_for: encoder id -> embedded pool (cached by the caller or here).
+    """
+
+    name: str
+    data: LoadedData
+    encoder: str
+    meta_encoder: str | None = None
+    device: torch.device = field(default_factory=lambda: pick_device(None))
+    pool_for: Callable[[str], EmbeddedPool] | None = None
+    _pools: dict[str, EmbeddedPool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_builtin(cls, dataset_id: str, device: torch.device | None = None) -> "ComparisonData":
+        """A built-in data set; its pools are cached across runs (see ``builtin_pool``)."""
+        spec = get_dataset(dataset_id)
+        device = device or pick_device(None)
+        return cls(spec.id, load_dataset(dataset_id), spec.encoder, spec.meta_encoder, device,
+                   lambda encoder: builtin_pool(dataset_id, encoder, device))
+
+    @classmethod
+    def from_data(cls, name: str, data: LoadedData, device: torch.device | None = None,
+                  image_backbone: str = "efficientnet_lite0", text_encoder: str = "minilm") -> "ComparisonData":
+        """User data (an upload, or the image/text tab's classes)."""
+        encoder = image_backbone if data.modality == "image" else text_encoder
+        return cls(name, data, encoder, None, device or pick_device(None))
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+    @property
+    def labels(self) -> list[int]:
+        names = {name: i for i, name in enumerate(self.class_names)}
+        return [names[label] for label in self.data.labels]
+
+    def encoder_for(self, method: str) -> str:
+        return self.meta_encoder if self.meta_encoder and method in META_METHODS else self.encoder
+
+    def pool(self, encoder_id: str) -> EmbeddedPool:
+        if encoder_id not in self._pools:
+            self._pools[encoder_id] = (
+                self.pool_for(encoder_id) if self.pool_for else embed_data(self.data, encoder_id, self.device)
+            )
+        return self._pools[encoder_id]
+
+
+def choose_n_query(labels: Sequence[int], n_way: int, max_shot: int, limit: int = 15) -> int:
+    """Queries per class: up to ``limit``, as many as keep every class in play if that is at least 5,
+    else as many as keep ``n_way`` classes.
+
+    Raises:
+        ValueError: when fewer than n_way classes have more than ``max_shot`` items.
+    """
+    sizes = sorted(Counter(labels).values(), reverse=True)
+    if len(sizes) < n_way:
+        raise ValueError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
+    every = min(limit, sizes[-1] - max_shot)
+    if every >= 5:
+        return every
+    enough = min(limit, sizes[n_way - 1] - max_shot)
+    if enough < 1:
+        raise ValueError(
+            f"{max_shot}-shot {n_way}-way needs {n_way} classes with at least {max_shot + 1} items; "
+            f"only {sum(s > max_shot for s in sizes)} have that many. Lower K-shot or N-way, or add items"
+        )
+    return enough
+
+
+# ---------------------------------------------------------------------------------------- results
+def episodes_fingerprint(episodes: Sequence[Episode]) -> str:
+    """A short hash of the episodes' indices and labels: equal fingerprints, identical episodes."""
+    digest = hashlib.sha1()
+    for episode in episodes:
+        for tensor in (episode.support_indices, episode.support_labels, episode.query_indices, episode.query_labels):
+            digest.update(tensor.numpy().tobytes())
+        digest.update(repr(episode.class_ids).encode())
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class MethodResult:
+    """One method at one K-shot on the shared episodes.
+
+    Attributes:
+        summary: accuracy, 95% CI, ms per episode, peak MB.
+        encoder_id: the backbone or encoder the method ran on.
+        n_query: queries per class in each episode.
+        episode_accuracies: (n_episodes,) accuracy on each episode, in episode order.
+        confusion: (n_classes, n_classes) query counts over all episodes; rows: true pool class,
+            columns: predicted pool class.
+        mistakes: {(pool index, predicted pool class): times}, over all episodes.
+        episodes_id: ``episodes_fingerprint`` of the episodes it ran on.
+    """
+
+    summary: EvaluationSummary
+    encoder_id: str
+    n_query: int
+    episode_accuracies: list[float]
+    confusion: np.ndarray
+    mistakes: Counter
+    episodes_id: str
+
+    @property
+    def method(self) -> str:
+        return self.summary.method
+
+    @property
+    def n_shot(self) -> int:
+        return self.summary.n_shot
+
+    @property
+    def family(self) -> str:
+        return method_family(self.method, self.encoder_id)
+
+    def per_class_accuracy(self) -> list[float | None]:
+        """Accuracy on the queries of each pool class (None for a class never queried)."""
+        totals = self.confusion.sum(axis=1)
+        return [float(self.confusion[c, c] / totals[c]) if totals[c] else None for c in range(len(totals))]
+
+    def misclassified(self, limit: int = 24) -> list[tuple[int, int, int]]:
+        """The most often misclassified query items: [(pool index, predicted pool class, times)]."""
+        return [(index, predicted, times) for (index, predicted), times in self.mistakes.most_common(limit)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary.to_dict(),
+            "family": self.family,
+            "encoder": self.encoder_id,
+            "n_query": self.n_query,
+            "episodes_id": self.episodes_id,
+        }
+
+
+@dataclass
+class ComparisonUpdate:
+    """One step of a running comparison, as yielded by ``run_comparison``.
+
+    Attributes:
+        kind: "status" (about to embed or start), "progress" (episodes ran), "result" (a method
+            finished: its result is last in ``results``), "skipped" (a method could not run: its
+            reason is last in ``skipped``), "done" or "cancelled" (the last update).
+        message: one line for the user.
+        done, total: episodes run so far, and in all, over every method and shot.
+        results: every finished result so far, in the order they finished.
+        skipped: "method: reason" for methods that could not run.
+        notes: what the reader should know about the data and the episodes.
+    """
+
+    kind: str
+    message: str
+    done: int
+    total: int
+    results: list[MethodResult]
+    skipped: list[str]
+    notes: list[str]
+
+    @property
+    def finished(self) -> bool:
+        return self.kind in ("done", "cancelled")
+
+    def summaries(self) -> list[EvaluationSummary]:
+        return [r.summary for r in self.results]
+
+
+def run_comparison(
+    data: ComparisonData,
+    config: ComparisonConfig,
+    cancel: threading.Event | None = None,
+    progress_every: int = 10,
+) -> Iterator[ComparisonUpdate]:
+    """Run every method at every K-shot on identical episodes, yielding updates as they happen.
+
+    Args:
+        data: the data set; pools are embedded on first use.
+        config: methods, shots, episodes; see ``ComparisonConfig``.
+        cancel: set it (from another thread) to stop between two episodes; the method that was
+            running is dropped (its partial run would not be comparable) and the last update says so.
+        progress_every: yield a "progress" update every this many episodes.
+
+    Yields:
+        ``ComparisonUpdate``s; the last has kind "done" or "cancelled".
+
+    Raises:
+        ValueError: when the data cannot make the requested episodes (before anything runs).
+    """
+    labels = data.labels
+    n_query = config.n_query or choose_n_query(labels, config.n_way, max(config.n_shots))
+    episode_sets = {
+        n_shot: sample_episodes(labels, EpisodeConfig(config.n_way, n_shot, n_query), config.n_episodes, seed=config.seed)
+        for n_shot in config.n_shots
+    }
+    notes = list(data.data.notes)
+    used = {c for episodes in episode_sets.values() for e in episodes for c in e.class_ids}
+    left_out = [data.class_names[c] for c in range(len(data.class_names)) if c not in used]
+    if left_out:
+        notes.append(f"classes with too few items for {max(config.n_shots)}-shot + {n_query} queries were left out: "
+                     + ", ".join(left_out))
+    notes.append(f"{config.n_way}-way, {n_query} queries per class, {config.n_episodes} episodes per K-shot, seed {config.seed}")
+    total = len(config.methods) * len(config.n_shots) * config.n_episodes
+    results: list[MethodResult] = []
+    skipped: list[str] = []
+    done = 0
+
+    def update(kind: str, message: str) -> ComparisonUpdate:
+        return ComparisonUpdate(kind, message, done, total, list(results), list(skipped), list(notes))
+
+    n_classes = len(data.class_names)
+    prepared: set[tuple[str, str]] = set()
+    for n_shot in config.n_shots:
+        episodes = episode_sets[n_shot]
+        fingerprint = episodes_fingerprint(episodes)
+        for method in config.methods:
+            if cancel is not None and cancel.is_set():
+                yield update("cancelled", f"Stopped before {method} {n_shot}-shot; {len(results)} result(s) kept.")
+                return
+            encoder_id = data.encoder_for(method)
+            try:
+                if encoder_id not in data._pools:
+                    yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
+                pool = data.pool(encoder_id)
+                context = LearnerContext(encoder_id, int(pool.prepare("features").shape[1]), data.device)
+                probe = make_learner(method, context)
+                if probe.input_kind != "features" and (encoder_id, probe.input_kind) not in prepared:
+                    yield update("status", f"Preparing {probe.input_kind} inputs for {method} (once)...")
+                    prepared.add((encoder_id, probe.input_kind))
+                items = pool.prepare(probe.input_kind)
+            except ValueError as error:
+                skipped.append(f"{method}: {error}")
+                done += len(episodes)
+                yield update("skipped", f"{method} skipped: {error}")
+                continue
+            accuracies: list[float] = []
+            seconds: list[float] = []
+            confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+            mistakes: Counter = Counter()
+            memory = PeakMemory(items.device)
+            stopped = False
+            failure = None
+            with memory if config.measure_memory else contextlib.nullcontext():
+                for number, episode in enumerate(episodes, start=1):
+                    if cancel is not None and cancel.is_set():
+                        stopped = True
+                        break
+                    try:
+                        outcome = run_episode(make_learner(method, context), items, episode)
+                    except ValueError as error:
+                        failure = error
+                        break
+                    accuracies.append(outcome.accuracy)
+                    seconds.append(outcome.seconds)
+                    class_ids = torch.tensor(episode.class_ids)
+                    true = class_ids[episode.query_labels].numpy()
+                    predicted = class_ids[outcome.predictions].numpy()
+                    np.add.at(confusion, (true, predicted), 1)
+                    for index, t, p in zip(episode.query_indices.tolist(), true, predicted):
+                        if t != p:
+                            mistakes[(index, int(p))] += 1
+                    done += 1
+                    if number % progress_every == 0 and number < len(episodes):
+                        yield update("progress", f"{method} {n_shot}-shot: episode {number}/{len(episodes)}")
+            if stopped:
+                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(accuracies)} of "
+                             f"{len(episodes)} episodes; that partial run is not shown. {len(results)} result(s) kept.")
+                return
+            if failure is not None:
+                skipped.append(f"{method}: {failure}")
+                done += len(episodes) - len(accuracies)
+                yield update("skipped", f"{method} skipped: {failure}")
+                continue
+            accuracy, ci95 = mean_and_ci95(accuracies)
+            summary = EvaluationSummary(
+                method=method, n_shot=n_shot, episodes=len(accuracies), accuracy=accuracy, ci95=ci95,
+                ms_per_episode=1000 * sum(seconds) / len(seconds),
+                peak_mb=memory.peak_mb if config.measure_memory else None,
+            )
+            results.append(MethodResult(summary, encoder_id, n_query, accuracies, confusion, mistakes, fingerprint))
+            yield update("result", f"{method} {n_shot}-shot: {accuracy:.1%} ± {ci95:.1%} "
+                         f"({summary.ms_per_episode:.1f} ms/episode)")
+    yield update("done", f"Done: {len(results)} result(s)" + (f", {len(skipped)} method(s) skipped" if skipped else "") + ".")
+
+
+# ---------------------------------------------------------------------------------------- reading
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width of the per-episode differences a - b (same episodes, paired).
+
+    Raises:
+        ValueError: when the two runs do not have the same number of episodes.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired comparison needs the same episodes; got {len(a)} and {len(b)}")
+    return mean_and_ci95([x - y for x, y in zip(a, b)])
+
+
+def _name(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResult] | None = None) -> str:
+    """A plain-language verdict from the numbers, per K-shot: which method wins, by how much, and
+    whether the gap is larger than the confidence intervals.
+
+    Args:
+        summaries: one per method and K-shot (on the same episodes for a given K-shot).
+        results: the matching results with per-episode accuracies, for a paired test of the gap
+            (more sensitive than comparing intervals, because every method saw the same episodes).
+
+    Returns:
+        Markdown: one paragraph per K-shot, then the transfer-vs-meta verdict and the known findings.
+    """
+    if not summaries:
+        return "No results yet."
+    per_episode = {(r.method, r.n_shot): r.episode_accuracies for r in (results or [])}
+    families = {r.method: r.family for r in (results or [])}
+    family = lambda method: families.get(method) or method_family(method)  # noqa: E731
+    paragraphs = []
+    verdicts = []
+    for n_shot in sorted({s.n_shot for s in summaries}):
+        ranked = sorted((s for s in summaries if s.n_shot == n_shot), key=lambda s: -s.accuracy)
+        best = ranked[0]
+        if len(ranked) == 1:
+            paragraphs.append(f"**{n_shot}-shot:** only {_name(best.method)} ran: {best.accuracy:.1%} ± {best.ci95:.1%}.")
+            continue
+        second = ranked[1]
+        gap = best.accuracy - second.accuracy
+        overlap = best.accuracy - best.ci95 <= second.accuracy + second.ci95
+        text = (f"**{n_shot}-shot:** {_name(best.method)} wins with {best.accuracy:.1%} ± {best.ci95:.1%}, "
+                f"{100 * gap:.1f} points ahead of {_name(second.method)} ({second.accuracy:.1%} ± {second.ci95:.1%}). ")
+        if overlap:
+            text += "Their 95% intervals overlap, so the gap is not larger than the intervals"
+        else:
+            text += "Their 95% intervals do not overlap: the gap is larger than the intervals"
+        pair = (best.method, n_shot), (second.method, n_shot)
+        if pair[0] in per_episode and pair[1] in per_episode and len(per_episode[pair[0]]) == len(per_episode[pair[1]]):
+            mean, ci = paired_difference(per_episode[pair[0]], per_episode[pair[1]])
+            significant = mean - ci > 0
+            text += (f"; on the same episodes the paired difference is {100 * mean:+.1f} ± {100 * ci:.1f} points, "
+                     + ("so it is a real difference on this data." if significant else "which includes zero: call it a tie."))
+        else:
+            text += "."
+        slowest, fastest = max(ranked, key=lambda s: s.ms_per_episode), min(ranked, key=lambda s: s.ms_per_episode)
+        if fastest.ms_per_episode > 0 and slowest.ms_per_episode / fastest.ms_per_episode >= 10:
+            text += (f" Cost: {_name(slowest.method)} needs {slowest.ms_per_episode:.0f} ms per episode, "
+                     f"{_name(fastest.method)} {fastest.ms_per_episode:.1f} ms.")
+        paragraphs.append(text)
+        transfer = [s for s in ranked if family(s.method) == "transfer"]
+        meta = [s for s in ranked if family(s.method) == "meta"]
+        if transfer and meta:
+            t, m = transfer[0], meta[0]
+            separated = abs(t.accuracy - m.accuracy) > t.ci95 + m.ci95
+            winner = "transfer" if t.accuracy >= m.accuracy else "meta"
+            verdicts.append((n_shot, winner, separated, t, m))
+    if verdicts:
+        parts = []
+        for n_shot, winner, separated, t, m in verdicts:
+            lead, other = (t, m) if winner == "transfer" else (m, t)
+            parts.append(f"{n_shot}-shot: best {winner} method {_name(lead.method)} {lead.accuracy:.1%} vs "
+                         f"{_name(other.method)} {other.accuracy:.1%} ({'clear' if separated else 'within the intervals'})")
+        transfer_wins = all(v[1] == "transfer" or not v[2] for v in verdicts)
+        answer = ("**Should you meta-learn or just transfer here?** "
+                  + ("Just transfer: " if transfer_wins else "Meta-learning pays off here: ") + "; ".join(parts) + ".")
+        paragraphs.append(answer)
+    paragraphs.append(
+        "*Context:* with a strong pretrained backbone, a linear probe (or a cosine classifier) on frozen features "
+        "is hard to beat (Chen et al. 2019, \"A Closer Look at Few-shot Classification\"; Tian et al. 2020, "
+        "\"Rethinking Few-Shot Image Classification\"). Meta-learning tends to matter when no good pretrained "
+        "representation exists, e.g. small networks trained from scratch on 28x28 pixels. Intervals are "
+        "1.96 x std / sqrt(episodes) over episodes; when episodes reuse the same few items they understate "
+        "the real uncertainty."
+    )
+    return "\n\n".join(paragraphs)
+
+
+# ----------------------------------------------------------------------------------------- export
+CSV_COLUMNS = ("dataset", "method", "family", "encoder", "n_way", "n_shot", "n_query", "episodes",
+               "accuracy", "ci95", "ms_per_episode", "peak_mb")
+
+
+def results_csv(dataset: str, n_way: int, results: Sequence[MethodResult]) -> str:
+    """The results as CSV text, one row per method and K-shot."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerow({"dataset": dataset, "n_way": n_way, **result.to_dict(), "peak_mb": (
+            "" if result.summary.peak_mb is None else round(result.summary.peak_mb, 2))})
+    return buffer.getvalue()
+
+
+def results_json(data: ComparisonData, config: ComparisonConfig, update: ComparisonUpdate) -> dict[str, Any]:
+    """The results as a JSON-able dict, in the bench command's shape plus the comparison's fields."""
+    per_class = {
+        f"{r.method}/{r.n_shot}": dict(zip(data.class_names, [None if a is None else round(a, 4) for a in r.per_class_accuracy()]))
+        for r in update.results
+    }
+    return {
+        "dataset": data.name,
+        "modality": data.data.modality,
+        "encoder": data.encoder,
+        **({"meta_encoder": data.meta_encoder} if data.meta_encoder else {}),
+        "device": str(data.device),
+        "n_way": config.n_way,
+        "n_shots": list(config.n_shots),
+        "n_query": update.results[0].n_query if update.results else config.n_query,
+        "episodes": config.n_episodes,
+        "seed": config.seed,
+        "items": len(data.data.items),
+        "classes": data.class_names,
+        "status": update.kind,
+        "notes": update.notes,
+        "skipped": update.skipped,
+        "versions": versions(),
+        "results": [r.to_dict() for r in update.results],
+        "per_class_accuracy": per_class,
+        "reading": reading(update.summaries(), update.results),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions that the numbers depend on."""
+    found = {"fewshot_demo": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for package in ("timm", "transformers"):
+        try:
+            found[package] = __import__(package).__version__
+        except ImportError:
+            pass
+    return found
+
+
+def write_exports(folder: Any, data: ComparisonData, config: ComparisonConfig, update: ComparisonUpdate) -> tuple[str, str]:
+    """Write ``comparison.csv`` and ``comparison.json`` into ``folder``; return their paths."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = folder / "comparison.csv", folder / "comparison.json"
+    csv_path.write_text(results_csv(data.name, config.n_way, update.results))
+    json_path.write_text(json.dumps(results_json(data, config, update), indent=2) + "\n")
+    return str(csv_path), str(json_path)
