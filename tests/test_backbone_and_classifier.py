@@ -55,7 +55,7 @@ def _support(set_name: str = "animals"):
 
 @pytest.fixture(scope="module")
 def fitted(backbone):
-    return fit_image_classifier(_support(), backbone, "protonet")
+    return fit_image_classifier(_support(), backbone, "protonet_plain")
 
 
 def test_example_queries_are_classified_with_explanations(fitted, backbone):

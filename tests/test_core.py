@@ -126,3 +126,29 @@ def test_registry_builds_fresh_learners_and_rejects_unknown_names():
     assert make_learner("linear") is not make_learner("linear")
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         make_learner("nope")
+
+
+def _two_shifted_clusters(seed: int = 0):
+    """Support items sit off-centre in their clusters; the queries reveal where the clusters really are."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.tensor([[0.0, 1.0], [4.0, 1.0]])
+    support = torch.tensor([[2.6, 1.0], [5.5, 1.0]])  # plain boundary at x = 4.05, the true one at 2
+    query_labels = torch.arange(2).repeat_interleave(20)
+    query = centers[query_labels] + 0.6 * torch.randn(40, 2, generator=generator)
+    return support, torch.tensor([0, 1]), query, query_labels
+
+
+def test_transductive_prototypes_use_the_query_batch():
+    from fewshot_demo.methods.transductive import TransductivePrototypes, balance_columns
+
+    support, labels, query, query_labels = _two_shifted_clusters()
+    plain = PrototypicalNetwork(NormalizationConfig(power=None, center=False, l2=False)).fit(support, labels)
+    refined = TransductivePrototypes(NormalizationConfig(power=None, center=False, l2=False), temperature=1.0)
+    refined.fit(support, labels)
+    plain_accuracy = (plain.predict(query) == query_labels).float().mean()
+    refined_accuracy = (refined.predict(query) == query_labels).float().mean()
+    assert refined_accuracy > plain_accuracy
+    # Balancing: every column of the balanced assignment carries the same mass.
+    balanced = balance_columns(torch.softmax(torch.randn(12, 3), dim=1))
+    assert torch.allclose(balanced.sum(0), torch.full((3,), 4.0), atol=1e-3)
+    assert torch.allclose(balanced.sum(1), torch.ones(12), atol=1e-3)

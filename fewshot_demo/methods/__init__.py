@@ -16,6 +16,7 @@ import torch
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.linear import LinearProbe
 from fewshot_demo.methods.protonet import PrototypicalNetwork
+from fewshot_demo.methods.transductive import TransductivePrototypes
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,17 @@ def make_learner(name: str, context: LearnerContext | None = None, **options: ob
 
 register("protonet", lambda context: PrototypicalNetwork(), "Prototypical Networks (Snell et al. 2017)")
 register("linear", lambda context: LinearProbe(), "Linear probe: logistic regression on frozen features")
+# Transductive: predictions use the whole query batch (fair when a batch is classified together).
+register(
+    "protonet_transductive",
+    lambda context: TransductivePrototypes(),
+    "Transductive ProtoNet: prototypes refined by soft k-means over the query batch (Ren et al. 2018)",
+)
+register(
+    "ptmap",
+    lambda context: TransductivePrototypes(temperature=10.0, n_iter=20, balanced=True, step=0.2),
+    "PT-MAP-style transductive prototypes assuming a class-balanced query batch (Hu et al. 2021)",
+)
 
 __all__ = [
     "FewShotLearner",
