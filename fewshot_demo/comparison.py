@@ -108,15 +108,22 @@ class ComparisonConfig:
 
 
 # ------------------------------------------------------------------------------------------- data
-def embed_data(data: LoadedData, encoder_id: str, device: torch.device) -> EmbeddedPool:
-    """Embed every item once with an image backbone or text encoder; other input kinds on demand."""
+def embed_data(data: LoadedData, encoder_id: str, device: torch.device, features: torch.Tensor | None = None) -> EmbeddedPool:
+    """Embed every item once with an image backbone or text encoder; other input kinds on demand.
+
+    Args:
+        data: the items and labels.
+        encoder_id: image backbone or text encoder id.
+        device: where the pool's tensors live.
+        features: (n_items, ...) features computed earlier for these items (a disk cache), if any.
+    """
     class_names, labels = remap_labels(data.labels)
     start = time.perf_counter()
     if data.modality == "image":
         from fewshot_demo.backbones import load_backbone
 
         encoder = load_backbone(encoder_id, device)
-        features = encoder.embed(data.items)
+        features = encoder.embed(data.items) if features is None else features
         prepare = getattr(encoder, "prepare", None)
 
         def prepare_kind(kind: str) -> torch.Tensor:
@@ -127,7 +134,7 @@ def embed_data(data: LoadedData, encoder_id: str, device: torch.device) -> Embed
         from fewshot_demo.text.encoders import load_encoder
 
         encoder = load_encoder(encoder_id, device)
-        features = encoder.embed(data.items)
+        features = encoder.embed(data.items) if features is None else features
 
         def prepare_kind(kind: str) -> torch.Tensor:
             return encoder.prepare(kind, data.items).to(device)

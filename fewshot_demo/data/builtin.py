@@ -253,15 +253,49 @@ def load_dataset(dataset_id: str) -> LoadedData:
         return _LOADED[dataset_id]
 
 
+def feature_cache_dir() -> Path:
+    """Where built-in features are cached on disk (``FEWSHOT_FEATURE_CACHE``, else ~/.cache/fewshot_demo/features)."""
+    return Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
+
+
+def _fingerprint(data: LoadedData) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for item, label in zip(data.items, data.labels):
+        digest.update(label.encode())
+        digest.update(item.encode() if isinstance(item, str) else item.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> "EmbeddedPool":
-    """The embedded pool of a built-in data set for one encoder, embedded once and cached in memory."""
+    """The embedded pool of a built-in data set for one encoder, embedded once and cached.
+
+    Cached in memory for the process, and its features on disk (``feature_cache_dir``), keyed by a
+    hash of the items, so a restarted app does not embed them again. Other input kinds (e.g. the
+    fine-tuning learner's) are computed on first use and kept in memory only.
+    """
+    import torch
+
+    from fewshot_demo.bench import _cached
     from fewshot_demo.comparison import embed_data
 
     key = (dataset_id, encoder_id, str(device))
-    if key not in _POOLS:
-        pool = embed_data(load_dataset(dataset_id), encoder_id, device)
-        with _LOCK:
-            _POOLS.setdefault(key, pool)
+    if key in _POOLS:
+        return _POOLS[key]
+    data = load_dataset(dataset_id)
+    cache = feature_cache_dir() / f"builtin-{dataset_id}-{encoder_id.replace(':', '_')}-{_fingerprint(data)}.pt"
+    if cache.is_file():
+        pool = embed_data(data, encoder_id, device, features=torch.load(cache, map_location="cpu", weights_only=True))
+    else:
+        pool = embed_data(data, encoder_id, device)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(pool.prepare("features").cpu(), cache)
+        except OSError:
+            pass  # a read-only home: the in-memory cache still works
+    with _LOCK:
+        _POOLS.setdefault(key, pool)
     return _POOLS[key]
 
 
