@@ -10,12 +10,15 @@ import threading
 
 import gradio as gr
 
+from fewshot_demo.ui.compare_tab import build_compare_tab
 from fewshot_demo.ui.image_tab import EXAMPLES_DIR, build_image_tab
+from fewshot_demo.ui.text_tab import build_text_tab
 
 TITLE = "Few-shot learning demo"
 INTRO = """# Few-shot learning demo
-Teach a classifier new classes from a handful of examples. Everything runs on this machine with
-bundled pretrained weights: EfficientNet-Lite0 (ImageNet) for images.
+Teach a classifier new classes from a handful of examples, and compare meta-learning with transfer
+learning on the same episodes. Everything runs offline on bundled pretrained weights:
+EfficientNet-Lite0 (ImageNet) for images, all-MiniLM-L6-v2 for text.
 """
 
 
@@ -46,6 +49,10 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):
             build_image_tab()
+        with gr.Tab("Text", id="text"):
+            build_text_tab()
+        with gr.Tab("Transfer vs meta", id="compare"):
+            build_compare_tab()
         gr.api(wait_until_warm, api_name="warmup")
     return demo
 
@@ -56,6 +63,6 @@ if __name__ == "__main__":
     threading.Thread(target=warm_up, daemon=True).start()
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),  # also reachable inside a Space
-        allowed_paths=[str(EXAMPLES_DIR)],
+        allowed_paths=[str(EXAMPLES_DIR.parent)],
         max_file_size="25mb",
     )

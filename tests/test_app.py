@@ -19,7 +19,7 @@ def _classify(client, classes, queries, method="protonet"):
     files = [[handle_file(str(p)) for p in paths] if paths else None for _, paths in classes]
     files += [None] * (MAX_CLASSES - len(classes))
     return client.predict(
-        "efficientnet_lite0", method, 10, 0.1, [handle_file(str(q)) for q in queries], None, *names, *files,
+        "efficientnet_lite0", method, 5, True, 0.5, [handle_file(str(q)) for q in queries], None, *names, *files,
         api_name="/image_classify",
     )
 
@@ -41,6 +41,15 @@ def test_api_classifies_an_example_set_with_explanations(client):
     assert "6 queries classified" in status
     assert first_label["label"] == labels[0]
     assert "Distance to each class prototype" in html and "Most similar examples" in html
+
+
+def test_api_maml_shows_its_adaptation_step_by_step(client):
+    classes, queries = _example("animals")
+    status, _, html, plot = _classify(client, classes, queries, method="maml")
+    steps = re.findall(r"(\d+): loss ([0-9.]+) / acc", status)
+    assert [int(s) for s, _ in steps] == list(range(6))  # step 0 (before) and 5 inner steps
+    assert float(steps[-1][1]) < float(steps[0][1])  # adaptation lowered the support loss
+    assert plot is not None and len(re.findall(r"data-label=", html)) == len(queries)
 
 
 def test_api_load_example_fills_the_classes(client):

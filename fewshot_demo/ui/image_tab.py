@@ -120,9 +120,10 @@ def build_image_tab() -> None:
                 value=DEFAULT_BACKBONE, label="Backbone",
             )
             method = gr.Dropdown(choices=method_choices(), value="protonet", label="Method")
-            with gr.Row(visible=False) as adaptation_settings:
-                inner_steps = gr.Slider(1, 50, value=10, step=1, label="Adaptation steps")
-                inner_lr = gr.Slider(0.001, 1.0, value=0.1, step=0.001, label="Step size")
+            with gr.Group(visible=False) as adaptation_settings:
+                inner_steps = gr.Slider(0, 50, value=5, step=1, label="Adaptation steps on the support set")
+                learned_lr = gr.Checkbox(value=True, label="Use the meta-learned step sizes")
+                inner_lr = gr.Slider(0.001, 2.0, value=0.5, step=0.001, label="Step size (when not meta-learned)")
             query_files = gr.File(label="Query images", file_count="multiple", height=120)
             query_capture = gr.Image(
                 sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
@@ -217,11 +218,11 @@ def build_image_tab() -> None:
 
     capture_button.click(add_capture, [capture, capture_target, visible_count, *files], [*files, capture], api_name=False)
 
-    method.change(lambda m: gr.Row(visible=m in ADAPTIVE_METHODS), method, adaptation_settings, api_name=False)
+    method.change(lambda m: gr.Group(visible=m in ADAPTIVE_METHODS), method, adaptation_settings, api_name=False)
 
     # ---- classify ---------------------------------------------------------------------------
     @user_errors
-    def classify(backbone_id: str, method_name: str, steps: float, lr: float,
+    def classify(backbone_id: str, method_name: str, steps: float, use_learned_lr: bool, lr: float,
                  queries: Any, captured: str | None, state: dict | None, *values: Any,
                  progress: gr.Progress = gr.Progress()):
         classes = _classes_from(list(values))
@@ -231,7 +232,9 @@ def build_image_tab() -> None:
         progress(0.1, desc="loading the backbone")
         net = load_backbone(backbone_id)
         notes: list[str] = []
-        options = {"inner_steps": int(steps), "inner_lr": float(lr)} if method_name in ADAPTIVE_METHODS else {}
+        options = {}
+        if method_name in ADAPTIVE_METHODS:
+            options = {"inner_steps": int(steps), "inner_lr": None if use_learned_lr else float(lr)}
         # The same classes, files and settings as the last click: reuse the fitted classifier.
         support_key = repr((backbone_id, method_name, sorted(options.items()), classes))
         if state and state.get("support_key") == support_key:
@@ -265,10 +268,15 @@ def build_image_tab() -> None:
         history = getattr(classifier.learner, "history", None)
         plot = gr.Plot(value=adaptation_figure(history), visible=True) if history else gr.Plot(visible=False)
         summary = f"**{len(predictions)} quer{'y' if len(predictions) == 1 else 'ies'} classified** with `{classifier.method}` on `{net.id}` ({classifier.n_way} classes, {len(classifier.support_labels)} examples)."
+        if history:
+            steps_text = ", ".join(
+                f"{h['step']}: loss {h['support_loss']:.3f} / acc {h['support_accuracy']:.0%}" for h in history
+            )
+            summary += f"\n\nAdaptation on the support set, step by step: {steps_text}."
         status_text = summary + ("\n\n" + "\n".join(f"- ⚠️ {n}" for n in notes) if notes else "")
         return state, status_text, predictions[0].probabilities, html, plot
 
-    classify_inputs = [backbone, method, inner_steps, inner_lr, query_files, query_capture, session, *class_inputs]
+    classify_inputs = [backbone, method, inner_steps, learned_lr, inner_lr, query_files, query_capture, session, *class_inputs]
     classify_outputs = [session, status, first_label, results, adaptation_plot]
     classify_button.click(classify, classify_inputs, classify_outputs, api_name="image_classify")
 
