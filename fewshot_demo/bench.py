@@ -100,18 +100,23 @@ def embed_image_folder(path: Path, backbone_id: str, device: torch.device) -> Em
 
 def embed_text_file(path: Path, encoder_id: str, device: torch.device) -> EmbeddedPool:
     """Read a text,label table and embed every text once."""
-    from fewshot_demo.text.data import load_text_dataset
+    from fewshot_demo.text.data import read_text_table
     from fewshot_demo.text.encoders import load_encoder
 
-    texts, names = load_text_dataset(path)
+    table = read_text_table(path)  # notes say what the cleaning skipped or merged
+    texts, names = table.texts, table.labels
     encoder = load_encoder(encoder_id, device)
+    notes = list(table.notes)
+    truncation = encoder.truncation_note(texts)
+    if truncation:
+        notes.append(truncation)
     start = time.perf_counter()
     features = encoder.embed(texts)
     embed_ms = 1000 * (time.perf_counter() - start) / max(len(texts), 1)
     class_names, labels = remap_labels(names)
     return EmbeddedPool(
         "text", encoder.id, class_names, labels,
-        _cached(lambda kind: encoder.prepare(kind, texts).to(device), features.to(device)), embed_ms, [],
+        _cached(lambda kind: encoder.prepare(kind, texts).to(device), features.to(device)), embed_ms, notes,
     )
 
 
