@@ -195,12 +195,13 @@ def test_frozen_head_on_real_embeddings_is_fast_and_right(encoder):
     for method in ("linear", "protonet"):
         make_learner(method, LearnerContext("minilm", 384)).fit(support, labels)  # one-time torch warm-up
         seconds = []
-        for _ in range(3):  # the best of three, so a busy machine does not fail the test
-            start = time.perf_counter()
+        # CPU seconds (all threads), the best of three: waiting for a core on a busy machine does not count.
+        for _ in range(3):
+            start = time.process_time()
             learner = make_learner(method, LearnerContext("minilm", 384))
             learner.fit(support, labels)
             predicted = learner.predict(queries)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(time.process_time() - start)
         assert min(seconds) < 1.0, (method, seconds)
         assert predicted.tolist() == [0, 1, 2], method
 
@@ -211,9 +212,9 @@ def test_finetune_learner_consumes_tokens_lowers_its_loss_and_classifies(encoder
     learner = make_learner("finetune", LearnerContext("minilm", 384), steps=8)
     assert learner.input_kind == "tokens"
     learner.progress = lambda fraction, message: progress.append(fraction)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds, all threads
     learner.fit(tokens, labels)
-    assert time.perf_counter() - start < 20
+    assert time.process_time() - start < 20
     assert learner.losses[-1] < learner.losses[0]
     assert progress[-1] == 1.0 and len(progress) == 8
     queries = encoder.prepare("tokens", ["good evening!", "do I need an umbrella", "play something by Miles Davis"])

@@ -119,7 +119,7 @@ def build_text_tab() -> None:
                 clear_button = gr.Button("Clear all", size="sm")
             upload = gr.File(
                 label="...or upload a CSV, TSV or JSONL file with 'text' and 'label' columns (fills the classes)",
-                file_types=[".csv", ".tsv", ".jsonl"], file_count="single", height=90,
+                file_types=[".csv", ".tsv", ".jsonl"], file_count="single", height=140,
             )
         with gr.Column(scale=2):
             encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_ENCODER, label="Encoder")
