@@ -31,7 +31,7 @@ class ImageFinetuneConfig:
     """
 
     steps: int = 5
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     head_learning_rate: float = 1e-2
     initial_scale: float = 10.0
 
