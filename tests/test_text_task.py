@@ -71,6 +71,8 @@ def test_bad_support_and_queries_give_clear_messages():
         build_text_support([("greeting", "hi"), ("weather", "   ")])
     with pytest.raises(ValueError, match="more than the 20"):
         build_text_support([(f"class {i}", f"text number {i}") for i in range(55)])
+    with pytest.raises(ValueError, match="at most 1000 at once"):
+        build_text_support([("a", "\n".join(f"a{i}" for i in range(600))), ("b", "\n".join(f"b{i}" for i in range(600)))])
     with pytest.raises(ValueError, match="at least one query"):
         parse_queries(" \n\t\n")
     assert parse_queries("a\n\n b ") == ["a", "b"]

@@ -25,6 +25,8 @@ from fewshot_demo.text.encoders import TextEncoder
 from fewshot_demo.text.finetune import ProgressCallback
 
 MAX_QUERIES = 200
+#: The app embeds the whole support set on each new fit; past this it stops being interactive.
+MAX_SUPPORT_TEXTS = 1000
 #: Longer texts are cut to this many characters before tokenising (the encoder reads far fewer tokens
 #: anyway); it keeps a pasted book from stalling the tokenizer.
 MAX_TEXT_CHARS = 20_000
@@ -97,6 +99,11 @@ def _checked(table: TextTable) -> TextTable:
             f"{MAX_CLASSES} you need most (the bench command handles any number of classes)"
         )
     check_class_names(names)
+    if len(table.texts) > MAX_SUPPORT_TEXTS:
+        raise ValueError(
+            f"{len(table.texts)} example texts; the app fits at most {MAX_SUPPORT_TEXTS} at once (few-shot needs "
+            "5-20 per class). Keep a sample per class, or run the bench command on the whole file"
+        )
     counts = table.counts()
     notes = list(table.notes)
     if len(set(counts.values())) > 1:
