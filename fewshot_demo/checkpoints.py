@@ -106,6 +106,7 @@ def save_checkpoint(
     tensors.update({name: value.detach().float().cpu().contiguous() for name, value in (extra_tensors or {}).items()})
     model_path = directory / MODEL_FILE
     save_file(tensors, str(model_path), metadata={"format": "pt", "method": method})
+    model_path.chmod(0o644)  # package data: readable by everyone
     architecture = network.architecture()
     feature_dim = architecture.get("feature_dim") or 784
     full_config = {

@@ -475,8 +475,6 @@ def meta_train(
 
 def save_trained(state: MetaState, config: TrainConfig, summary: dict[str, Any], train_pool: TaskPool, val_pool: TaskPool, out: Path, command: str) -> Path:
     """Write the checkpoint with its full config (classes, settings, validation accuracy, command)."""
-    from fewshot_demo.methods.maml import MAMLConfig  # noqa: F401
-
     extras = {name: value.detach() for name, value in state.extras.items()}
     fields: dict[str, Any] = {
         "n_way": config.n_way,
