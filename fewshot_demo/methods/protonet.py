@@ -21,14 +21,16 @@ class PrototypicalNetwork(FewShotLearner):
     Args:
         normalization: how features are normalised; see ``NormalizationConfig``.
         temperature: multiplies the negative squared distances before the softmax. Only the
-            confidence of the probabilities depends on it, never the predicted class.
+            confidence of the probabilities depends on it, never the predicted class. 8 gave the
+            best-calibrated probabilities over 1- and 5-shot Tux Paint episodes with Lite0
+            features (expected calibration error 0.082 and 0.055; 10 gave 0.12 at 1-shot).
     """
 
     name = "protonet"
     savable = True
 
     def __init__(
-        self, normalization: NormalizationConfig | None = None, temperature: float = 10.0
+        self, normalization: NormalizationConfig | None = None, temperature: float = 8.0
     ) -> None:
         super().__init__()
         self.normalizer = FeatureNormalizer(normalization)

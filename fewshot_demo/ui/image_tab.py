@@ -261,6 +261,8 @@ def build_image_tab() -> None:
         if not images:
             raise ValueError("none of the query files is a usable image; " + "; ".join(skipped))
         predictions = classify_images(classifier, net, images)
+        state = {**state, "query_features": net.embed(images),  # cached: no second forward pass
+                 "query_labels": [classifier.class_names.index(p.label) for p in predictions]}
         html = prediction_cards_html(
             predictions, query_names, [thumbnail_data_uri(img) for img in images],
             state["captions"], state.get("thumbnails"),
@@ -302,7 +304,8 @@ def build_image_tab() -> None:
         classifier: FewShotClassifier = state["classifier"]
         check = classifier.self_check()
         figure = embedding_map_figure(
-            classifier.embedding_map(), classifier.support_labels.tolist(), classifier.class_names
+            classifier.embedding_map(state.get("query_features")), classifier.support_labels.tolist(),
+            classifier.class_names, state.get("query_labels", []),
         )
         headers = ["true \\ predicted", *classifier.class_names]
         table = {"headers": headers, "data": confusion_table(check, classifier.class_names)}
