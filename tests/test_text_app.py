@@ -20,8 +20,8 @@ def _boxes(classes: list[tuple[str, str]]) -> list[str]:
     return [name for name, _ in padded] + [block for _, block in padded]
 
 
-def _classify(client, classes, queries, method="linear", encoder="minilm", steps=5):
-    return client.predict(encoder, method, steps, queries, *_boxes(classes), api_name="/text_classify")
+def _classify(client, classes, queries, method="linear", encoder="minilm", steps=5, loss="contrastive"):
+    return client.predict(encoder, method, steps, loss, queries, *_boxes(classes), api_name="/text_classify")
 
 
 def _example(client, name="intents"):
@@ -37,10 +37,10 @@ def test_api_load_example_fills_classes_and_queries(client):
     assert len(queries.splitlines()) == 8
 
 
-@pytest.mark.parametrize("method", ["linear", "protonet", "finetune"])
-def test_api_classifies_with_probabilities_and_nearest_examples(client, method):
+@pytest.mark.parametrize("method, loss", [("linear", ""), ("protonet", ""), ("finetune", "contrastive"), ("finetune", "cross_entropy")])
+def test_api_classifies_with_probabilities_and_nearest_examples(client, method, loss):
     classes, queries = _example(client, "intents")
-    status, first_label, cards = _classify(client, classes, queries, method=method)
+    status, first_label, cards = _classify(client, classes, queries, method=method, loss=loss or "contrastive")
     labels = re.findall(r'data-label="([^"]+)"', cards)
     expected = ["set_alarm", "weather", "play_music", "order_food", "make_call", "weather", "order_food", "play_music"]
     assert len(labels) == 8 and sum(a == b for a, b in zip(labels, expected)) >= 7

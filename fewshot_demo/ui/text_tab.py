@@ -124,7 +124,12 @@ def build_text_tab() -> None:
         with gr.Column(scale=2):
             encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_ENCODER, label="Encoder")
             method = gr.Dropdown(choices=METHODS, value="linear", label="Method")
-            steps = gr.Slider(0, 60, value=20, step=1, label="Fine-tuning steps", visible=False)
+            with gr.Row(visible=False) as finetune_settings:
+                steps = gr.Slider(0, 60, value=20, step=1, label="Fine-tuning steps")
+                loss = gr.Radio(
+                    [("Contrastive pairs (SetFit-style)", "contrastive"), ("Plain cross-entropy", "cross_entropy")],
+                    value="contrastive", label="Fine-tuning loss",
+                )
             queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries")
             classify_button = gr.Button("Classify", variant="primary", elem_id="text-classify")
 
@@ -177,7 +182,7 @@ def build_text_tab() -> None:
         clear_all, None, [session, visible_count, *class_inputs, *rows, queries, status, first_label, results, upload],
         api_name="text_clear",
     )
-    method.change(lambda m: gr.Slider(visible=m == "finetune"), method, steps, api_name=False)
+    method.change(lambda m: gr.Row(visible=m == "finetune"), method, finetune_settings, api_name=False)
 
     @user_errors
     def upload_file(value: Any):
@@ -193,7 +198,7 @@ def build_text_tab() -> None:
 
     # ---- classify -------------------------------------------------------------------------------
     @user_errors
-    def classify(encoder_id: str, method_name: str, n_steps: float, query_block: str, state: dict | None,
+    def classify(encoder_id: str, method_name: str, n_steps: float, loss_name: str, query_block: str, state: dict | None,
                  *values: Any, progress: gr.Progress = gr.Progress()):
         query_texts = parse_queries(query_block)
         class_pairs = list(zip(values[:MAX_CLASSES], values[MAX_CLASSES:]))
@@ -201,7 +206,7 @@ def build_text_tab() -> None:
         progress(0.05, desc="loading the encoder")
         net = load_encoder(encoder_id)
         notes: list[str] = []
-        options = {"steps": int(n_steps)} if method_name == "finetune" else {}
+        options = {"steps": int(n_steps), "loss": loss_name} if method_name == "finetune" else {}
         if typed or not (state and state.get("loaded")):
             table = build_text_support(class_pairs)
             notes.extend(table.notes)
@@ -238,7 +243,7 @@ def build_text_tab() -> None:
         )
         return state, _notes_markdown(summary, notes), predictions[0].probabilities, cards
 
-    classify_inputs = [encoder, method, steps, queries, session, *class_inputs]
+    classify_inputs = [encoder, method, steps, loss, queries, session, *class_inputs]
     classify_outputs = [session, status, first_label, results]
     classify_button.click(classify, classify_inputs, classify_outputs, api_name="text_classify")
 
