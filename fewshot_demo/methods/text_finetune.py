@@ -69,8 +69,15 @@ class TextFinetune(FewShotLearner):
         attention_mask, labels = attention_mask.to(device), support_labels.to(device)
         with torch.no_grad():  # the split must reproduce the encoder before any training
             self.top.eval()
-            if not torch.allclose(self.top(states[:4], attention_mask[:4]), last[:4], atol=1e-3):
-                raise ValueError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder's layer layout")
+            try:
+                reproduced = torch.allclose(self.top(states[:4], attention_mask[:4]), last[:4], atol=1e-3)
+            except (TypeError, RuntimeError, IndexError):  # a layer that needs more than (hidden, mask)
+                reproduced = False
+            if not reproduced:
+                raise ValueError(
+                    f"fine-tuning is not supported for the {self.encoder.id!r} encoder's layer layout; "
+                    "use a BERT-family encoder such as the bundled 'minilm'"
+                )
         self.losses = finetune_top_layers(
             self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress
         )
