@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,6 @@ def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browse
         assert len(labels) == 8 and sum(a == b for a, b in zip(labels, expected)) >= 7
         assert "queries classified" in page.locator("#text-status").inner_text()
         assert page.locator("#text-queries textarea").input_value().startswith("Get me up at half past five")
-        page.screenshot(path=str(Path(__file__).parent / ".last_text_browser_test.png"), full_page=False)
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "fewshot_text_browser_test.png"), full_page=False)
     finally:
         page.close()
