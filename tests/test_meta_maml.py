@@ -142,3 +142,12 @@ def test_conv4_maml_adapts_on_images():
     learner = MAML(Conv4(hidden=8), MAMLConfig(inner_steps=2, inner_lr=0.5)).fit(images, labels)
     assert learner.history[-1]["support_loss"] < learner.history[0]["support_loss"]
     assert learner.predict_proba(images[:2]).shape == (2, 3)
+
+
+def test_one_thread_is_restored():
+    from fewshot_demo.networks import one_thread
+
+    before = torch.get_num_threads()
+    with one_thread(True):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, prepare_episode
+from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 Params = dict[str, Tensor]
 StepCallback = Callable[[dict[str, float]], None]
@@ -235,23 +235,24 @@ class MAML(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = next(self.network.parameters()).device
-        support, _, self._normalizer = prepare_episode(self.network, support.to(device))
-        support_labels = support_labels.to(device)
-        params = {
-            **{name: value.detach().requires_grad_() for name, value in network_params(self.network).items()},
-            **zero_head(self.n_way, self.network.embed_dim, support),
-        }
-        with torch.enable_grad():
-            adapted, self.history = adapt(
-                self.network,
-                params,
-                self.inner_lrs,
-                support,
-                support_labels,
-                self.inner_steps,
-                create_graph=False,
-                on_step=self.on_step,
-            )
+        with one_thread(support.ndim == 2 and device.type == "cpu"):
+            support, _, self._normalizer = prepare_episode(self.network, support.to(device))
+            support_labels = support_labels.to(device)
+            params = {
+                **{name: value.detach().requires_grad_() for name, value in network_params(self.network).items()},
+                **zero_head(self.n_way, self.network.embed_dim, support),
+            }
+            with torch.enable_grad():
+                adapted, self.history = adapt(
+                    self.network,
+                    params,
+                    self.inner_lrs,
+                    support,
+                    support_labels,
+                    self.inner_steps,
+                    create_graph=False,
+                    on_step=self.on_step,
+                )
         self.adapted = {name: value.detach() for name, value in adapted.items()}
         return self
 
@@ -259,10 +260,12 @@ class MAML(FewShotLearner):
     def predict_proba(self, query: Tensor) -> Tensor:
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
-        query = query.to(self.adapted["head.bias"].device).float()
-        if self._normalizer is not None:
-            query = self._normalizer(query)
-        return task_logits(self.network, self.adapted, query).softmax(dim=1)  # (n_query, n_way)
+        device = self.adapted["head.bias"].device
+        with one_thread(query.ndim == 2 and device.type == "cpu"):
+            query = query.to(device).float()
+            if self._normalizer is not None:
+                query = self._normalizer(query)
+            return task_logits(self.network, self.adapted, query).softmax(dim=1)  # (n_query, n_way)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The adapted parameters (network and head) and the support normalisation."""

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, prepare_episode
+from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 
 def matching_log_probs(
@@ -68,8 +68,9 @@ class MatchingNetwork(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = self.log_temperature.device
-        support, _, self._normalizer = prepare_episode(self.network, support.to(device))
-        self.support_embeddings = self.network(support)
+        with one_thread(support.ndim == 2 and device.type == "cpu"):
+            support, _, self._normalizer = prepare_episode(self.network, support.to(device))
+            self.support_embeddings = self.network(support)
         self.support_labels = support_labels.to(device)
         return self
 
@@ -77,13 +78,14 @@ class MatchingNetwork(FewShotLearner):
     def predict_proba(self, query: Tensor) -> Tensor:
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
-        query = query.to(self.log_temperature.device).float()
-        if self._normalizer is not None:
-            query = self._normalizer(query)
-        log_probs = matching_log_probs(
-            self.support_embeddings, self.support_labels, self.network(query), self.n_way, self.log_temperature
-        )
-        return log_probs.exp()  # (n_query, n_way)
+        with one_thread(query.ndim == 2 and self.log_temperature.device.type == "cpu"):
+            query = query.to(self.log_temperature.device).float()
+            if self._normalizer is not None:
+                query = self._normalizer(query)
+            log_probs = matching_log_probs(
+                self.support_embeddings, self.support_labels, self.network(query), self.n_way, self.log_temperature
+            )
+            return log_probs.exp()  # (n_query, n_way)
 
     def state_dict(self) -> dict[str, Tensor]:
         if self.support_embeddings is None:

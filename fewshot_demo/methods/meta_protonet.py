@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, prepare_episode
+from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 
 def prototype_logits(support_embeddings: Tensor, support_labels: Tensor, query_embeddings: Tensor, n_way: int) -> Tensor:
@@ -54,19 +54,21 @@ class MetaPrototypicalNetwork(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = next(self.network.parameters()).device
-        support, _, self._normalizer = prepare_episode(self.network, support.to(device))
-        self.prototypes = class_means(self.network(support), support_labels.to(device), self.n_way)
+        with one_thread(support.ndim == 2 and device.type == "cpu"):
+            support, _, self._normalizer = prepare_episode(self.network, support.to(device))
+            self.prototypes = class_means(self.network(support), support_labels.to(device), self.n_way)
         return self
 
     @torch.no_grad()
     def predict_proba(self, query: Tensor) -> Tensor:
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
-        query = query.to(self.prototypes.device).float()
-        if self._normalizer is not None:
-            query = self._normalizer(query)
-        logits = -torch.cdist(self.network(query), self.prototypes).pow(2)  # (n_query, n_way)
-        return logits.softmax(dim=1)
+        with one_thread(query.ndim == 2 and self.prototypes.device.type == "cpu"):
+            query = query.to(self.prototypes.device).float()
+            if self._normalizer is not None:
+                query = self._normalizer(query)
+            logits = -torch.cdist(self.network(query), self.prototypes).pow(2)  # (n_query, n_way)
+            return logits.softmax(dim=1)
 
     def state_dict(self) -> dict[str, Tensor]:
         if self.prototypes is None:
