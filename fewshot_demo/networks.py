@@ -186,10 +186,11 @@ def prepare_episode(network: EmbeddingNetwork, support: Tensor, query: Tensor | 
 def one_thread(enabled: bool) -> Iterator[None]:
     """Run tiny tensor code on one intra-op thread (thread-local; restored afterwards).
 
-    Few-shot learners on cached features do many small operations (MAML: dozens of (25, 1280)
+    Few-shot learners run many small operations (MAML on cached features: dozens of (25, 1280)
     products). Measured on a 2-core CPU that other processes keep busy, MAML's fit takes 8 ms on one
-    thread and 2 s on two, because every small BLAS call waits for the second core. Larger inputs
-    (Conv-4 on images) keep the default.
+    thread and 2 s on two, because every small call waits for the second core; Conv-4 episodes on
+    28x28 images go from 0.7-3 s to 40-200 ms. An idle machine loses little by this: the
+    tensors are too small for a second thread to pay off.
     """
     if not enabled:
         yield

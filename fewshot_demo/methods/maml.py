@@ -235,7 +235,7 @@ class MAML(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = next(self.network.parameters()).device
-        with one_thread(support.ndim == 2 and device.type == "cpu"):
+        with one_thread(device.type == "cpu"):
             support, _, self._normalizer = prepare_episode(self.network, support.to(device))
             support_labels = support_labels.to(device)
             params = {
@@ -261,7 +261,7 @@ class MAML(FewShotLearner):
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
         device = self.adapted["head.bias"].device
-        with one_thread(query.ndim == 2 and device.type == "cpu"):
+        with one_thread(device.type == "cpu"):
             query = query.to(device).float()
             if self._normalizer is not None:
                 query = self._normalizer(query)

@@ -68,7 +68,7 @@ class MatchingNetwork(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = self.log_temperature.device
-        with one_thread(support.ndim == 2 and device.type == "cpu"):
+        with one_thread(device.type == "cpu"):
             support, _, self._normalizer = prepare_episode(self.network, support.to(device))
             self.support_embeddings = self.network(support)
         self.support_labels = support_labels.to(device)
@@ -78,7 +78,7 @@ class MatchingNetwork(FewShotLearner):
     def predict_proba(self, query: Tensor) -> Tensor:
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
-        with one_thread(query.ndim == 2 and self.log_temperature.device.type == "cpu"):
+        with one_thread(self.log_temperature.device.type == "cpu"):
             query = query.to(self.log_temperature.device).float()
             if self._normalizer is not None:
                 query = self._normalizer(query)

@@ -54,7 +54,7 @@ class MetaPrototypicalNetwork(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         check_inputs(self.network, support, "support inputs")
         device = next(self.network.parameters()).device
-        with one_thread(support.ndim == 2 and device.type == "cpu"):
+        with one_thread(device.type == "cpu"):
             support, _, self._normalizer = prepare_episode(self.network, support.to(device))
             self.prototypes = class_means(self.network(support), support_labels.to(device), self.n_way)
         return self
@@ -63,7 +63,7 @@ class MetaPrototypicalNetwork(FewShotLearner):
     def predict_proba(self, query: Tensor) -> Tensor:
         self._require_fitted()
         check_inputs(self.network, query, "query inputs")
-        with one_thread(query.ndim == 2 and self.prototypes.device.type == "cpu"):
+        with one_thread(self.prototypes.device.type == "cpu"):
             query = query.to(self.prototypes.device).float()
             if self._normalizer is not None:
                 query = self._normalizer(query)
