@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     command = "python -m fewshot_demo.compare_report " + " ".join(argv if argv is not None else sys.argv[1:])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    device_text = str(device) if device.type != "cpu" else f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    threads = torch.get_num_threads()
+    device_text = str(device) if device.type != "cpu" else f"cpu ({threads} thread{'s' if threads > 1 else ''}, {platform.machine()})"
     sections = [
         "Accuracy ± 95% CI (1.96 x std / sqrt(episodes), in points) and fit + predict time per episode on cached "
         f"features; {args.n_way}-way, {args.episodes} episodes per K-shot, the same episodes for every method (seed {args.seed}).",

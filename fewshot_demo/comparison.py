@@ -191,6 +191,10 @@ class ComparisonData:
     def encoder_for(self, method: str) -> str:
         return self.meta_encoder if self.meta_encoder and method in META_METHODS else self.encoder
 
+    def has_pool(self, encoder_id: str) -> bool:
+        """True once the items are embedded with ``encoder_id`` for this data."""
+        return encoder_id in self._pools
+
     def pool(self, encoder_id: str) -> EmbeddedPool:
         if encoder_id not in self._pools:
             self._pools[encoder_id] = (
@@ -370,7 +374,7 @@ def run_comparison(
                 return
             encoder_id = data.encoder_for(method)
             try:
-                if encoder_id not in data._pools:
+                if not data.has_pool(encoder_id):
                     yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
                 pool = data.pool(encoder_id)
                 context = LearnerContext(encoder_id, int(pool.prepare("features").shape[1]), data.device)

@@ -32,11 +32,14 @@ from fewshot_demo.comparison import (  # noqa: E402
     ComparisonData,
     ComparisonUpdate,
     MethodResult,
+    method_family,
     reading,
+    run_comparison,
     write_exports,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
 from fewshot_demo.methods import available_methods  # noqa: E402
+from fewshot_demo.ui.common import user_errors  # noqa: E402
 
 UPLOAD = "upload"
 TAB_DATA = "tab"
@@ -70,8 +73,9 @@ def source_choices(with_tab_data: bool) -> list[tuple[str, str]]:
 
 
 def method_choices() -> list[tuple[str, str]]:
+    """(label, name) of the compared methods that are registered, each marked transfer or meta."""
     known = available_methods()
-    return [(f"{METHOD_LABELS[m]} ({'transfer' if i < 3 else 'meta'})", m) for i, m in enumerate(COMPARED_METHODS) if m in known]
+    return [(f"{METHOD_LABELS[m]} ({method_family(m)})", m) for m in COMPARED_METHODS if m in known]
 
 
 def _user_errors_stream(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
@@ -85,12 +89,6 @@ def _user_errors_stream(handler: Callable[..., Iterator[Any]]) -> Callable[..., 
             raise gr.Error(str(error), print_exception=False) from None
 
     return wrapped
-
-
-def _user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
-    from fewshot_demo.ui.common import user_errors
-
-    return user_errors(handler)
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -288,8 +286,9 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
         _CANCEL[key] = cancel
         yield ["**Loading the data...**", *[gr.skip()] * 9]
         data, upload_key = _data_for(source_id, upload_value, tab_value, state)
-        from fewshot_demo.comparison import run_comparison
-
+        if data.data.modality == "text" and "finetune" in config.methods:
+            gr.Warning("Text fine-tuning trains the encoder on every episode: about 30 s per episode on a CPU. "
+                       "Lower the episodes, or press Stop to keep what has finished.")
         last_draw = 0.0
         update = None
         try:
@@ -332,7 +331,7 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
 
     stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None)
 
-    @_user_errors
+    @user_errors
     def details(state: dict | None, choice: Any):
         if not state or not state.get("update") or not state["update"].results:
             raise ValueError("run a comparison first, then pick a method to inspect")
