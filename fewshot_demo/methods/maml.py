@@ -267,6 +267,15 @@ class MAML(FewShotLearner):
                 query = self._normalizer(query)
             return task_logits(self.network, self.adapted, query).softmax(dim=1)  # (n_query, n_way)
 
+    def step_sizes(self) -> dict[str, float]:
+        """The step size of each adapted tensor (meta-learned unless ``inner_lr`` was given).
+
+        The head's (``head.weight``) is the natural default for a UI step-size control. Learned
+        rates below zero act as zero (the tensor is not adapted): the shipped Conv-4 MAML learned
+        to leave its first and last convolutions fixed, as ANIL (Raghu et al. 2020) would.
+        """
+        return {name: max(0.0, float(lr)) for name, lr in self.inner_lrs.items()}
+
     def state_dict(self) -> dict[str, Tensor]:
         """The adapted parameters (network and head) and the support normalisation."""
         if self.adapted is None:
