@@ -105,7 +105,9 @@ def save_checkpoint(
     tensors = {f"network.{name}": value.detach().float().cpu().contiguous() for name, value in network.state_dict().items()}
     tensors.update({name: value.detach().float().cpu().contiguous() for name, value in (extra_tensors or {}).items()})
     model_path = directory / MODEL_FILE
-    save_file(tensors, str(model_path), metadata={"format": "pt", "method": method})
+    # One metadata key only: safetensors writes several in arbitrary order, which would make the
+    # bytes (and the recorded SHA-256) of a reproduced checkpoint differ from the shipped one.
+    save_file(tensors, str(model_path), metadata={"format": "pt"})
     model_path.chmod(0o644)  # package data: readable by everyone
     architecture = network.architecture()
     feature_dim = architecture.get("feature_dim") or 784
