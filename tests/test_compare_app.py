@@ -63,7 +63,7 @@ def _run(client, source, upload, shots, episodes, methods):
 
 
 def test_api_streams_partial_results_then_exports_and_details(compare_client, class_zip):
-    job = _run(compare_client, "upload", handle_file(str(class_zip)), [1, 5], 10, ["protonet", "linear", "baselinepp"])
+    job = _run(compare_client, "upload", handle_file(str(class_zip)), [1, 5], 10, ["baselinepp", "linear", "protonet"])
     first_table_at, started = None, time.perf_counter()
     while not job.done():
         if first_table_at is None and any(isinstance(o[1], dict) and o[1].get("data") for o in job.outputs()):
@@ -72,7 +72,7 @@ def test_api_streams_partial_results_then_exports_and_details(compare_client, cl
     status, table, verdict, *_plots, choice, csv_path, json_path = job.result()
     assert "Done: 6 result(s)" in status
     rows = table["data"]
-    assert [(r[0], r[3]) for r in rows] == [(m, k) for k in (1, 5) for m in ("protonet", "linear", "baselinepp")]
+    assert [(r[0], r[3]) for r in rows] == [(m, k) for k in (1, 5) for m in ("protonet", "linear", "baselinepp")]  # cheapest first
     assert all(r[4] == 10 and 20 <= r[5] <= 100 for r in rows)  # episodes, accuracy in %
     assert len(job.outputs()) > 3  # partial updates came before the end
     assert first_table_at is not None

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.networks import one_thread
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class BaselinePlusPlus(FewShotLearner):
                 "use a pretrained backbone or encoder, not raw pixels"
             )
         self.n_way = check_support(support, support_labels)
+        with one_thread(support.device.type == "cpu"):  # 50 tiny steps: a second thread only waits
+            return self._fit(support, support_labels)
+
+    def _fit(self, support: Tensor, support_labels: Tensor) -> "BaselinePlusPlus":
         self.normalizer.fit(support)
         with torch.no_grad():
             features = self.normalizer(support)  # (n_support, d)
