@@ -574,12 +574,18 @@ def _evaluate_main(argv: list[str]) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    pool = load_pool(args.backbone, "eval", args.seed).to(device)
+    try:
+        device = pick_device(args.device)
+        pool = load_pool(args.backbone, "eval", args.seed).to(device)
+        episodes_by_shot = {
+            n_shot: sample_episodes(pool.labels.tolist(), EpisodeConfig(args.n_way, n_shot, args.n_query), args.episodes, args.seed)
+            for n_shot in args.n_shot
+        }
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     context = LearnerContext(backbone_id=args.backbone, feature_dim=784 if args.backbone == "pixels28" else pool.items.shape[-1], device=device)
     results = []
-    for n_shot in args.n_shot:
-        episodes = sample_episodes(pool.labels.tolist(), EpisodeConfig(args.n_way, n_shot, args.n_query), args.episodes, args.seed)
+    for n_shot, episodes in episodes_by_shot.items():
         for method in args.methods:
             summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot)
             results.append(summary.to_dict())
