@@ -181,7 +181,9 @@ def finetune_top_layers(
         classifier = nn.Parameter(F.normalize(prototypes, dim=-1))
         scale = 20.0
         parameters.append(classifier)
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True  # one op per step, not per tensor
+    )
     top.train()
     losses: list[float] = []
     began = time.perf_counter()
