@@ -259,8 +259,8 @@ class TrainConfig:
         iterations: outer steps.
         meta_lr: Adam step size of the outer loop for the network (for Reptile: the initial outer
             step size epsilon, annealed linearly to zero, with plain SGD as in the paper).
-        step_size_meta_lr: Adam step size for the method's own tensors (MAML's learned inner step
-            sizes, Matching Networks' temperature): a handful of scalars that need larger steps.
+        step_size_meta_lr: Adam step size for scalars: the method's own tensors (MAML's learned
+            inner step sizes, Matching Networks' temperature) and the projection's output scale.
         inner_steps, inner_lr, learn_inner_lr: MAML-family inner loop (see ``MAMLConfig``).
         rank: rank of the projection's residual map (feature track); hidden: Conv-4 channels (pixel track).
         val_every, val_episodes: validation schedule (5-shot and 1-shot episodes, half each).
@@ -420,10 +420,14 @@ def meta_train(
     if reptile:
         optimizer = torch.optim.SGD(state.parameters(), lr=config.meta_lr)
     else:
-        groups = [{"params": list(state.network.parameters()), "lr": config.meta_lr}]
-        if state.extras:
-            groups.append({"params": list(state.extras.values()), "lr": config.step_size_meta_lr})
-        optimizer = torch.optim.Adam(groups)
+        # Scalars (the projection's output scale, the method's own tensors) take the larger step:
+        # at the network's rate the scale would stay at its initial value, and it alone decides
+        # how confident ProtoNet's probabilities are (the query loss calibrates it).
+        scalars = [p for name, p in state.network.named_parameters() if p.ndim == 0] + list(state.extras.values())
+        weights = [p for p in state.network.parameters() if p.ndim > 0]
+        optimizer = torch.optim.Adam(
+            [{"params": weights, "lr": config.meta_lr}, {"params": scalars, "lr": config.step_size_meta_lr}]
+        )
     initial = validate(state, config, val_pool, config.val_episodes)
     best = {"val_accuracy": initial, "iteration": 0}
     best_state = copy.deepcopy(state)
