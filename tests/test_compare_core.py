@@ -289,3 +289,16 @@ def test_unsafe_or_wrong_uploads_are_refused(tmp_path):
         data_from_upload(other)
     with pytest.raises(ValueError, match="at least 2 classes"):
         LoadedData("text", ["a", "b"], ["x", "x"])
+
+
+def test_tab_data_wraps_what_the_user_entered_elsewhere():
+    from fewshot_demo.ui.compare_tab import tab_data
+
+    paths = sorted((EXAMPLES / "animals" / "support").glob("*/*"))
+    data = tab_data("image", [str(p) for p in paths], [p.parent.name for p in paths])
+    assert data.modality == "image" and data.class_names == ["bird", "bovine", "fish"]
+    assert all(max(image.size) <= 320 for image in data.items)  # kept small in memory
+    text = tab_data("text", ["hello", "hi", "buy shares"], ["greeting", "greeting", "finance"])
+    assert ComparisonData.from_data("tab", text, torch.device("cpu")).encoder == "minilm"
+    with pytest.raises(ValueError, match="one label per item"):
+        LoadedData("text", ["a", "b"], ["x"])
