@@ -47,12 +47,14 @@ def build_demo() -> gr.Blocks:
     """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
     with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
+        # What the user entered in the image tab, offered as a data set in the comparison tab.
+        entered_data = gr.State(None)
         with gr.Tab("Images", id="images"):
-            build_image_tab()
+            build_image_tab(entered_data)
         with gr.Tab("Text", id="text"):
             build_text_tab()
         with gr.Tab("Transfer vs meta", id="compare"):
-            build_compare_tab()
+            build_compare_tab(entered_data)
         gr.api(wait_until_warm, api_name="warmup")
     return demo
 

@@ -118,3 +118,15 @@ def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
         page.screenshot(path=str(Path(__file__).parent / ".last_browser_test.png"), full_page=False)
     finally:
         page.close()
+
+
+def test_classes_entered_in_the_image_tab_can_be_compared(client):
+    """The comparison tab's 'entered classes' data set is what the image tab last fitted."""
+    from fewshot_demo.ui.compare_tab import TAB_DATA
+
+    classes, queries = _example("mixed_5way")
+    _classify(client, classes, queries[:1])
+    job = client.submit(TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], api_name="/compare_run")
+    outputs = job.result(timeout=300)
+    status, table = outputs[0], outputs[1]
+    assert "protonet" in str(table) and "linear" in str(table), status

@@ -19,6 +19,7 @@ from fewshot_demo.image_task import (
     load_images,
 )
 from fewshot_demo.methods import available_methods
+from fewshot_demo.ui.compare_tab import tab_data
 from fewshot_demo.ui.common import (
     adaptation_figure,
     confusion_table,
@@ -76,8 +77,13 @@ def _file_paths(value: Any) -> list[str]:
     return [str(v if isinstance(v, (str, Path)) else getattr(v, "path", v)) for v in value]
 
 
-def build_image_tab() -> None:
-    """Create the image tab's components and events inside the caller's Blocks/Tab context."""
+def build_image_tab(shared_data: gr.State | None = None) -> None:
+    """Create the image tab's components and events inside the caller's Blocks/Tab context.
+
+    Args:
+        shared_data: optional State that receives the fitted support set (as
+            ``compare_tab.tab_data``), so the comparison tab can run episodes on the user's classes.
+    """
     session = gr.State(None)  # this browser session's fitted classifier and support thumbnails
     visible_count = gr.State(INITIAL_CLASSES)
 
@@ -229,6 +235,7 @@ def build_image_tab() -> None:
         query_paths = _file_paths(queries) + ([captured] if captured else [])
         if not query_paths:
             raise ValueError("add at least one query image (upload, webcam or clipboard), then press Classify")
+        shared = gr.skip()
         progress(0.1, desc="loading the backbone")
         net = load_backbone(backbone_id)
         notes: list[str] = []
@@ -245,6 +252,8 @@ def build_image_tab() -> None:
             support = build_support(classes)
             notes.extend(support.warnings)
             classifier = fit_image_classifier(support, net, method_name, options)
+            if shared_data is not None:
+                shared = tab_data("image", support.images, [support.class_names[int(l)] for l in support.labels])
             state = {
                 "classifier": classifier,
                 "support_key": support_key,
@@ -276,10 +285,13 @@ def build_image_tab() -> None:
             )
             summary += f"\n\nAdaptation on the support set, step by step: {steps_text}."
         status_text = summary + ("\n\n" + "\n".join(f"- ⚠️ {n}" for n in notes) if notes else "")
-        return state, status_text, predictions[0].probabilities, html, plot
+        outputs = [state, status_text, predictions[0].probabilities, html, plot]
+        return outputs + ([shared] if shared_data is not None else [])
 
     classify_inputs = [backbone, method, inner_steps, learned_lr, inner_lr, query_files, query_capture, session, *class_inputs]
     classify_outputs = [session, status, first_label, results, adaptation_plot]
+    if shared_data is not None:
+        classify_outputs.append(shared_data)
     classify_button.click(classify, classify_inputs, classify_outputs, api_name="image_classify")
 
     # ---- example sets ---------------------------------------------------------------------
