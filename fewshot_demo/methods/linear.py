@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.networks import one_thread
 
 
 class LinearProbe(FewShotLearner):
@@ -47,7 +48,8 @@ class LinearProbe(FewShotLearner):
         self.normalizer.fit(support)
         with torch.no_grad():
             features = self.normalizer(support)  # (n_support, d)
-        with torch.enable_grad():
+        # L-BFGS on a (25, 1280) problem is many tiny ops: one thread avoids waiting on a busy core.
+        with torch.enable_grad(), one_thread(support.device.type == "cpu"):
             weight = (10.0 * class_means(features, support_labels, self.n_way)).requires_grad_()
             bias = torch.zeros(self.n_way, device=features.device, requires_grad=True)
             optimizer = torch.optim.LBFGS(
