@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from fewshot_demo.device import pick_device
+from fewshot_demo.device import one_thread, pick_device
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -211,10 +211,12 @@ class ImageBackbone:
     @torch.inference_mode()
     def _forward(self, batch: Tensor) -> Tensor:
         batch = (batch.to(self.device) - self._mean) / self._std
-        if self.flip_average:
-            both = self.model(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
-            return (both[: len(batch)] + both[len(batch) :]) / 2
-        return self.model(batch)
+        # One thread per request on the CPU: see one_thread for the measurements.
+        with one_thread(self.device.type == "cpu"):
+            if self.flip_average:
+                both = self.model(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
+                return (both[: len(batch)] + both[len(batch) :]) / 2
+            return self.model(batch)
 
     def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
         """Return (n_images, feature_dim) float32 features on the CPU for RGB images."""

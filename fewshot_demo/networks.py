@@ -10,14 +10,14 @@ configs) and be rebuilt from it with ``build_network``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.device import one_thread  # noqa: F401  (re-exported for the learners)
 from fewshot_demo.features import FeatureNormalizer, NormalizationConfig
 
 
@@ -182,22 +182,3 @@ def prepare_episode(network: EmbeddingNetwork, support: Tensor, query: Tensor | 
     return normalizer(support), None if query is None else normalizer(query), normalizer
 
 
-@contextlib.contextmanager
-def one_thread(enabled: bool) -> Iterator[None]:
-    """Run tiny tensor code on one intra-op thread (thread-local; restored afterwards).
-
-    Few-shot learners run many small operations (MAML on cached features: dozens of (25, 1280)
-    products). Measured on a 2-core CPU that other processes keep busy, MAML's fit takes 8 ms on one
-    thread and 2 s on two, because every small call waits for the second core; Conv-4 episodes on
-    28x28 images go from 0.7-3 s to 40-200 ms. An idle machine loses little by this: the
-    tensors are too small for a second thread to pay off.
-    """
-    if not enabled:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
