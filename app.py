@@ -9,6 +9,7 @@ import os
 import threading
 
 import gradio as gr
+import torch
 
 from fewshot_demo.ui.compare_tab import build_compare_tab
 from fewshot_demo.ui.image_tab import EXAMPLES_DIR, build_image_tab
@@ -45,6 +46,9 @@ def wait_until_warm() -> str:
 
 def build_demo() -> gr.Blocks:
     """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
+    # One intra-op thread per request: a small server spends its cores on concurrent users, and a
+    # second thread on a busy core turns a 16 ms forward pass into seconds (see device.one_thread).
+    torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
     with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
         # What the user entered in the image tab, offered as a data set in the comparison tab.
