@@ -27,17 +27,19 @@ _warm = threading.Event()
 
 
 def warm_up() -> None:
-    """Load the default backbone in the background so the first click does not wait for it."""
+    """Load the default backbone and text encoder in the background, so first clicks do not wait."""
     from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.text.encoders import load_encoder
 
     try:
         load_backbone()
+        load_encoder()
     finally:
         _warm.set()
 
 
 def wait_until_warm() -> str:
-    """API: returns once the default backbone is loaded (used by health checks and benchmarks)."""
+    """API: returns once the default models are loaded (used by health checks and benchmarks)."""
     if not _warm.is_set():
         threading.Thread(target=warm_up, daemon=True).start()
     _warm.wait(timeout=300)

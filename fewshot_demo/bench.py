@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -196,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
         device = pick_device(args.device)
+        # Episodes are many small problems: one intra-op thread is faster than two on a small or
+        # shared CPU, as in the app (see device.one_thread). FEWSHOT_TORCH_THREADS overrides it.
+        torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
         torch.manual_seed(args.seed)
         if args.data.is_dir():
             pool = embed_image_folder(args.data, args.backbone, device)

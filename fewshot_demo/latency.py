@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1000 * statistics.median(values)
 
     print(f"app start to page served:             {page_ready:6.1f} s   (target <= 20 s)")
-    print(f"app start to backbone warm:           {warm_ready:6.1f} s")
+    print(f"app start to models warm:             {warm_ready:6.1f} s   (image backbone and text encoder)")
     print(f"5-way 5-shot click to first prediction: {1000 * first_click:6.0f} ms  (target <= 2000 ms; "
           f"{len(support_images)} support images embedded in that click)")
     print(f"second click, one new query (API):    {median_ms(second_clicks):6.0f} ms median of {len(second_clicks)} "
