@@ -6,6 +6,7 @@ import base64
 import functools
 import html
 import io
+import os
 from typing import Any, Callable, Sequence
 
 import gradio as gr
@@ -33,6 +34,14 @@ def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
             raise gr.Error(str(error), print_exception=False) from None
 
     return wrapped
+
+
+def file_paths(value: Any) -> list[str]:
+    """Normalise a gr.File or gr.Image value (None, a path, a FileData, or a list of them) to paths."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [str(item if isinstance(item, (str, os.PathLike)) else getattr(item, "path", item)) for item in items]
 
 
 def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:

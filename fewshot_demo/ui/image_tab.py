@@ -24,6 +24,7 @@ from fewshot_demo.ui.common import (
     adaptation_figure,
     confusion_table,
     embedding_map_figure,
+    file_paths,
     prediction_cards_html,
     self_check_markdown,
     thumbnail_data_uri,
@@ -66,15 +67,6 @@ def method_choices() -> list[tuple[str, str]]:
     known = {name for _, name in main}
     extra = [(f"{name}: {description}", name) for name, description in available_methods().items() if name not in known]
     return main + extra
-
-
-def _file_paths(value: Any) -> list[str]:
-    """Normalise a gr.File value (None, a path, or a list of paths) to a list of paths."""
-    if value is None:
-        return []
-    if isinstance(value, (str, Path)):
-        return [str(value)]
-    return [str(v if isinstance(v, (str, Path)) else getattr(v, "path", v)) for v in value]
 
 
 def build_image_tab(shared_data: gr.State | None = None) -> None:
@@ -161,7 +153,7 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
     def _classes_from(values: list[Any]) -> list[tuple[str, list[str]]]:
         """(name, files) of every class row with a name or files; empty rows are not classes."""
         class_names, class_files = values[:MAX_CLASSES], values[MAX_CLASSES:]
-        rows = [((class_names[i] or "").strip(), _file_paths(class_files[i])) for i in range(MAX_CLASSES)]
+        rows = [((class_names[i] or "").strip(), file_paths(class_files[i])) for i in range(MAX_CLASSES)]
         return [(name, paths) for name, paths in rows if name or paths]
 
     def _visibility(count: int) -> list[Any]:
@@ -219,7 +211,7 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
         if target >= count:
             raise ValueError("choose one of the visible classes to add the picture to")
         class_files = list(values)
-        class_files[target] = _file_paths(class_files[target]) + [image_path]
+        class_files[target] = file_paths(class_files[target]) + [image_path]
         return [*class_files, None]
 
     capture_button.click(add_capture, [capture, capture_target, visible_count, *files], [*files, capture], api_name=False)
@@ -232,7 +224,7 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
                  queries: Any, captured: str | None, state: dict | None, *values: Any,
                  progress: gr.Progress = gr.Progress()):
         classes = _classes_from(list(values))
-        query_paths = _file_paths(queries) + ([captured] if captured else [])
+        query_paths = file_paths(queries) + ([captured] if captured else [])
         if not query_paths:
             raise ValueError("add at least one query image (upload, webcam or clipboard), then press Classify")
         shared = gr.skip()
@@ -337,7 +329,7 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
 
     @user_errors
     def load(path: Any, backbone_id: str):
-        paths = _file_paths(path)
+        paths = file_paths(path)
         if not paths:  # the file was cleared: leave everything as it is
             return [gr.skip()] * (3 + 3 * MAX_CLASSES)
         classifier = FewShotClassifier.load(paths[0], expected_encoder_id=backbone_id)

@@ -24,6 +24,7 @@ from fewshot_demo.text.task import (
 from fewshot_demo.ui.common import (
     confusion_table,
     embedding_map_figure,
+    file_paths,
     prediction_cards_html,
     self_check_markdown,
     user_errors,
@@ -74,14 +75,6 @@ def _class_blocks(texts: list[str], labels: list[str]) -> list[tuple[str, str]]:
 def _caption(label: str, text: str) -> str:
     text = " ".join(text.split())
     return f"{label}: {text if len(text) <= CAPTION_CHARS else text[: CAPTION_CHARS - 1] + '…'}"
-
-
-def _file_path(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return None if value is None else str(getattr(value, "path", value))
 
 
 def _notes_markdown(summary: str, notes: list[str]) -> str:
@@ -186,7 +179,7 @@ def build_text_tab() -> None:
 
     @user_errors
     def upload_file(value: Any):
-        path = _file_path(value)
+        path = next(iter(file_paths(value)), None)
         if path is None:  # the file was cleared: leave the classes as they are
             return [gr.skip()] * (1 + 3 * MAX_CLASSES + 1)
         table = read_text_table(path)
@@ -295,7 +288,7 @@ def build_text_tab() -> None:
 
     @user_errors
     def load(value: Any, encoder_id: str):
-        path = _file_path(value)
+        path = next(iter(file_paths(value)), None)
         if path is None:
             return [gr.skip()] * (3 + 3 * MAX_CLASSES)
         classifier = load_text_classifier(path, encoder_id)
