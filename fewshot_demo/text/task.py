@@ -112,9 +112,13 @@ def _checked(table: TextTable) -> TextTable:
     return TextTable(texts=table.texts, labels=table.labels, notes=notes)
 
 
-def _clip(texts: Sequence[str]) -> tuple[list[str], int]:
+def _clip(texts: Sequence[str], encoder: TextEncoder, what: str) -> tuple[list[str], list[str]]:
+    """Cut texts to MAX_TEXT_CHARS; return them with notes on what was cut (here and by the encoder)."""
     clipped = [text[:MAX_TEXT_CHARS] for text in texts]
-    return clipped, sum(len(text) > MAX_TEXT_CHARS for text in texts)
+    count = sum(len(text) > MAX_TEXT_CHARS for text in texts)
+    notes = [f"{count} {what} text(s) longer than {MAX_TEXT_CHARS} characters were cut to that length."] if count else []
+    truncation = encoder.truncation_note(clipped, what=what)
+    return clipped, notes + ([truncation] if truncation else [])
 
 
 def support_fingerprint(table: TextTable, encoder_id: str, method: str, options: dict[str, Any]) -> str:
@@ -143,13 +147,7 @@ def fit_text_classifier(
         (classifier, notes): notes say what was truncated.
     """
     table = _checked(table)
-    texts, clipped = _clip(table.texts)
-    notes = []
-    if clipped:
-        notes.append(f"{clipped} example text(s) longer than {MAX_TEXT_CHARS} characters were cut to that length.")
-    truncation = encoder.truncation_note(texts, what="example")
-    if truncation:
-        notes.append(truncation)
+    texts, notes = _clip(table.texts, encoder, "example")
     class_names = table.class_names
     index = {name: i for i, name in enumerate(class_names)}
     labels = torch.tensor([index[label] for label in table.labels], dtype=torch.long)
@@ -196,13 +194,7 @@ def classify_texts(
             f"this classifier was fitted on {classifier.encoder_id!r} embeddings but {encoder.id!r} is selected; "
             "fit again or select the matching encoder"
         )
-    texts, clipped = _clip(queries)
-    notes = []
-    if clipped:
-        notes.append(f"{clipped} query text(s) longer than {MAX_TEXT_CHARS} characters were cut to that length.")
-    truncation = encoder.truncation_note(texts, what="query")
-    if truncation:
-        notes.append(truncation)
+    texts, notes = _clip(queries, encoder, "query")
     features = encoder.embed(texts)
     tokens = None if classifier.consumes_features else encoder.prepare(classifier.learner.input_kind, texts)
     return classifier.predict(features, query_tokens=tokens), notes
