@@ -24,6 +24,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster when other processes share the CPU."""
+    from fewshot_demo.device import one_thread
+
+    with one_thread(True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def backbone():
     from fewshot_demo.backbones import load_backbone

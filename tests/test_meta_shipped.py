@@ -22,12 +22,7 @@ SHIPPED = sorted(path for path in SHIPPED_DIR.glob("*-*") if (path / CONFIG_FILE
 METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_every_method_ships_for_both_tracks():

@@ -17,13 +17,7 @@ from fewshot_demo.train import TaskPool, TrainConfig, learner_for, meta_train, s
 DIM, INFORMATIVE = 32, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def synthetic_pool(n_classes: int, per_class: int, seed: int) -> TaskPool:
