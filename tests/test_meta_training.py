@@ -89,3 +89,35 @@ def test_train_command_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit):
         main(["--method", "maml", "--backbone", "pixels28", "--n-way", "1", "--dry-run"])
     assert "n_way must be at least 2" in capsys.readouterr().err
+
+
+def test_symmetric_classes_are_the_eight_symmetries_of_each_class():
+    from fewshot_demo.train import symmetric_classes
+
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    pool = symmetric_classes(TaskPool(torch.cat([image, -image]), torch.tensor([0, 1]), ["a", "b"]))
+    assert len(pool.class_names) == 16 and pool.labels.tolist() == [k * 2 + c for k in range(8) for c in (0, 1)]
+    turned = [pool.items[pool.labels == 2 * k][0, 0] for k in range(8)]
+    assert torch.equal(turned[1], torch.rot90(image[0, 0], 1))
+    assert torch.equal(turned[4], image[0, 0].flip(-1))
+    assert len({tuple(t.flatten().tolist()) for t in turned}) == 8  # all distinct for an asymmetric image
+    assert pool.class_names[2] == "a (rot 90)" and pool.class_names[9] == "b (rot 0, mirrored)"
+
+
+def test_random_shift_moves_content_by_at_most_max_shift_and_keeps_the_background():
+    from fewshot_demo.train import random_shift
+
+    images = torch.full((50, 1, 28, 28), -1.0)
+    images[:, :, 12:16, 12:16] = 1.0
+    shifted = random_shift(images, 2, np.random.default_rng(0))
+    assert shifted.shape == images.shape
+    assert set(shifted.unique().tolist()) == {-1.0, 1.0}
+    rows = torch.stack([torch.nonzero(image[0] > 0).min(dim=0).values for image in shifted])  # top-left corner
+    assert rows.min() >= 10 and rows.max() <= 14
+    assert len({tuple(r.tolist()) for r in rows}) > 5  # the offsets vary
+    assert torch.equal(random_shift(images, 0, np.random.default_rng(0)), images)
+
+
+def test_image_augmentation_is_refused_for_feature_tracks():
+    with pytest.raises(ValueError, match="pixels28"):
+        TrainConfig(method="protonet", backbone="efficientnet_lite0", max_shift=2)
