@@ -230,7 +230,7 @@ def test_finetune_top_layers_reproduce_the_encoder_before_training(encoder):
 
     ids, mask = encoder.tokenize(["a short one", "a much longer sentence that needs padding in the batch"])
     top = TopLayers(encoder.model, 2).eval()
-    states, last = frozen_states(encoder.model, ids, mask, top.first)
+    states, last = frozen_states(encoder.model, ids, mask, [top.first, -1])
     with torch.no_grad():
         torch.testing.assert_close(top(states, mask), last, atol=1e-4, rtol=1e-4)
 
@@ -242,3 +242,54 @@ def test_finetune_state_round_trips(encoder):
     restored.load_state_dict(learner.state_dict())
     torch.testing.assert_close(restored.predict_proba(tokens), learner.predict_proba(tokens))
     assert learner.config()["finetune"]["steps"] == 2
+
+
+# Last-and-middle-layer features ("minilm:layers") ------------------------------------------------
+
+
+def test_layers_pooling_concatenates_the_last_and_the_middle_layer(encoder):
+    layered = load_encoder("minilm:layers", "cpu")
+    assert layered.id == "minilm:layers" and layered.feature_dim == 2 * encoder.feature_dim == 768
+    texts = ["a short one", "a much longer sentence that needs padding in the batch"]
+    features = layered.embed(texts)  # (2, 768)
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
+    # The first half is the plain embedding, the second the mean-pooled middle layer (hidden state 3 of 6).
+    torch.testing.assert_close(features[:, :384] * 2**0.5, encoder.embed(texts), atol=1e-5, rtol=1e-5)
+    ids, mask = encoder.tokenize(texts)
+    with torch.no_grad():
+        middle = encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[3]
+    expected = torch.nn.functional.normalize(mean_pool(middle, mask), dim=-1) / 2**0.5
+    torch.testing.assert_close(features[:, 384:], expected, atol=1e-5, rtol=1e-5)
+    assert layered.prepare("features", texts).shape == (2, 768)
+
+
+def test_linear_on_layer_features_classifies_held_out_texts(encoder):
+    """The text tab's default (linear on minilm:layers) fits fast and gets held-out intents right."""
+    layered = load_encoder("minilm:layers", "cpu")
+    support, labels = _support(layered)
+    queries = layered.embed(["good evening!", "do I need an umbrella", "play something by Miles Davis"])
+    learner = make_learner("linear", LearnerContext(layered.id, layered.feature_dim)).fit(support, labels)
+    assert learner.predict(queries).tolist() == [0, 1, 2]
+
+
+def test_finetune_on_layer_features_tunes_the_last_layer_and_keeps_the_middle(encoder):
+    from fewshot_demo.text.finetune import auto_steps
+
+    assert [auto_steps(n) for n in (2, 5, 12, 25, 40, 200)] == [5, 5, 6, 12, 20, 20]
+    layered = load_encoder("minilm:layers", "cpu")
+    tokens, labels = _support(layered, "tokens")
+    learner = make_learner("finetune", LearnerContext(layered.id, layered.feature_dim))  # steps: automatic
+    learner.fit(tokens, labels)
+    assert len(learner.losses) == auto_steps(12) == 6
+    tuned, frozen = learner.embed(tokens), layered.embed(_texts())
+    assert tuned.shape == (12, 768)
+    torch.testing.assert_close(tuned[:, 384:], frozen[:, 384:], atol=1e-5, rtol=1e-5)  # middle layer: frozen
+    assert not torch.allclose(tuned[:, :384], frozen[:, :384], atol=1e-3)  # last layer: tuned
+    queries = layered.prepare("tokens", ["good evening!", "do I need an umbrella", "play something by Miles Davis"])
+    assert learner.predict(queries).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="tune at most 3 top layers"):
+        make_learner("finetune", LearnerContext(layered.id, 768), trainable_layers=4).fit(tokens, labels)
+
+
+def _texts() -> list[str]:
+    return [text for examples in INTENTS.values() for text in examples]

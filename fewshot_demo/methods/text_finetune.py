@@ -23,7 +23,9 @@ class TextFinetune(FewShotLearner):
     from ``encoder.prepare("tokens", texts)`` -> (n, 2, seq_len) ids and attention masks. ``fit``
     adapts a copy of the encoder's top ``config.trainable_layers`` layers with the contrastive
     (or cross-entropy) loss of ``fewshot_demo.text.finetune``, then fits ``LinearProbe`` on the tuned,
-    pooled embeddings of the support texts. The shared encoder itself is never modified.
+    pooled embeddings of the support texts. With an encoder id of pooling "layers" (``minilm:layers``)
+    the head reads the tuned last layer next to the frozen middle layer, as the frozen features do.
+    The shared encoder itself is never modified.
 
     Args:
         encoder: the frozen text encoder whose top layers are tuned.
@@ -47,9 +49,32 @@ class TextFinetune(FewShotLearner):
         self.losses: list[float] = []
 
     def _pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """The (n, d) embedding the fine-tune trains: the last layer's, mean-pooled for "layers" pooling."""
         from fewshot_demo.text.encoders import pool
 
-        return pool(hidden, attention_mask, self.encoder.pooling)
+        return pool(hidden, attention_mask, "mean" if self.encoder.pooling == "layers" else self.encoder.pooling)
+
+    def _frozen_layers(self) -> list[int]:
+        """Hidden states read from the frozen encoder: the input of the top layers, the last one, and
+        for "layers" pooling the middle one (frozen, below the tuned layers)."""
+        layers = [self.top.first, -1]
+        if self.encoder.pooling == "layers":
+            if self.encoder.middle_layer > self.top.first:
+                raise ValueError(
+                    f"'layers' pooling reads the frozen middle layer {self.encoder.middle_layer}; tune at most "
+                    f"{self.encoder.model.config.num_hidden_layers - self.encoder.middle_layer} top layers"
+                )
+            layers.append(self.encoder.middle_layer)
+        return layers
+
+    def _features(self, tuned: Tensor, attention_mask: Tensor, frozen: list[Tensor]) -> Tensor:
+        """What the head reads: the tuned embedding, or for "layers" pooling the tuned last layer and the
+        frozen middle layer, mean-pooled and concatenated (as ``encoders.layers_pool``)."""
+        from fewshot_demo.text.encoders import layers_pool
+
+        if self.encoder.pooling == "layers":
+            return layers_pool(tuned, frozen[2], attention_mask)  # (n, 2 * d)
+        return self._pool(tuned, attention_mask)  # (n, d)
 
     def _new_top(self) -> TopLayers:
         try:
@@ -65,7 +90,8 @@ class TextFinetune(FewShotLearner):
         self.top = self._new_top()
         device = next(self.encoder.model.parameters()).device
         self.top.to(device)
-        states, last = frozen_states(self.encoder.model, input_ids, attention_mask, self.top.first)
+        frozen = frozen_states(self.encoder.model, input_ids, attention_mask, self._frozen_layers())
+        states, last = frozen[0], frozen[1]
         attention_mask, labels = attention_mask.to(device), support_labels.to(device)
         with torch.no_grad():  # the split must reproduce the encoder before any training
             self.top.eval()
@@ -82,13 +108,13 @@ class TextFinetune(FewShotLearner):
             self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress
         )
         with torch.no_grad():
-            embeddings = self._pool(self.top(states, attention_mask), attention_mask)  # (n_support, d)
+            embeddings = self._features(self.top(states, attention_mask), attention_mask, frozen)  # (n_support, d)
         self.head.fit(embeddings, labels)
         return self
 
     @torch.no_grad()
     def embed(self, tokens: Tensor, batch_size: int = 32) -> Tensor:
-        """Return (n, d) embeddings of (n, 2, seq_len) token tensors from the tuned encoder."""
+        """Return (n, feature_dim) embeddings of (n, 2, seq_len) token tensors from the tuned encoder."""
         from fewshot_demo.text.encoders import unpack_tokens
 
         self._require_fitted()
@@ -96,9 +122,9 @@ class TextFinetune(FewShotLearner):
         chunks = []
         for start in range(0, len(tokens), batch_size):
             input_ids, attention_mask = unpack_tokens(tokens[start : start + batch_size])
-            states, _ = frozen_states(self.encoder.model, input_ids, attention_mask, self.top.first)
-            attention_mask = attention_mask.to(states.device)
-            chunks.append(self._pool(self.top(states, attention_mask), attention_mask))
+            frozen = frozen_states(self.encoder.model, input_ids, attention_mask, self._frozen_layers())
+            attention_mask = attention_mask.to(frozen[0].device)
+            chunks.append(self._features(self.top(frozen[0], attention_mask), attention_mask, frozen))
         return torch.cat(chunks) if chunks else torch.empty(0, self.encoder.feature_dim)
 
     @torch.no_grad()

@@ -5,9 +5,11 @@ The default, ``minilm``, is all-MiniLM-L6-v2 (a 6-layer BERT, 384-d) shipped ins
 where the network is there; offline they fail fast with a message that names the bundled default.
 
 An encoder id may carry a pooling suffix: ``"minilm"`` mean-pools the last hidden state over the
-attention mask (what all-MiniLM-L6-v2 was trained for), ``"minilm:cls"`` takes the [CLS] token. Either
-way the sentence embedding is L2-normalised. The id is stored with saved classifiers, so it names
-exactly how features were made.
+attention mask (what all-MiniLM-L6-v2 was trained for), ``"minilm:cls"`` takes the [CLS] token, and
+``"minilm:layers"`` concatenates the mean-pooled last layer with the mean-pooled middle layer (twice the
+width; the middle layer keeps more of the words themselves, which helps topic-like few-shot tasks).
+Either way the sentence embedding is L2-normalised. The id is stored with saved classifiers, so it
+names exactly how features were made.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fewshot_demo.backbones import hub_unreachable_reason
 from fewshot_demo.device import pick_device
 
 DEFAULT_ENCODER = "minilm"
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "layers")
 #: The ``input_kind`` a fine-tuning learner asks ``TextEncoder.prepare`` for.
 TOKENS = "tokens"
 
@@ -43,7 +45,7 @@ class EncoderSpec:
         locate: returns a local folder or a Hub repository id for ``from_pretrained``.
         max_length: the most tokens the encoder reads (longer texts are truncated); for MiniLM the
             256 it was trained with, for BERT its 512 positions.
-        pooling: the default pooling for this encoder, "mean" or "cls".
+        pooling: the default pooling for this encoder, "mean", "cls" or "layers".
     """
 
     id: str
@@ -134,10 +136,31 @@ def cls_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     return hidden[:, 0]
 
 
-def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
-    """Pool (n, seq_len, d) token states into (n, d) L2-normalised sentence embeddings."""
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean", middle: Tensor | None = None) -> Tensor:
+    """Pool (n, seq_len, d) token states into L2-normalised sentence embeddings.
+
+    Args:
+        hidden: (n, seq_len, d) last hidden states.
+        attention_mask: (n, seq_len).
+        pooling: "mean", "cls" or "layers".
+        middle: (n, seq_len, d) states of the middle layer; required for "layers".
+
+    Returns:
+        (n, d) embeddings, or (n, 2 * d) for "layers": the mean-pooled last and middle layers, each
+        L2-normalised, concatenated and scaled by 1/sqrt(2) so the whole vector has unit norm.
+    """
+    if pooling == "layers":
+        if middle is None:
+            raise ValueError("'layers' pooling needs the middle layer's states as well as the last")
+        return layers_pool(hidden, middle, attention_mask)
     pooled = mean_pool(hidden, attention_mask) if pooling == "mean" else cls_pool(hidden, attention_mask)
     return F.normalize(pooled, dim=-1)
+
+
+def layers_pool(last: Tensor, middle: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean-pool two (n, seq_len, d) layers, L2-normalise each, concatenate: (n, 2 * d) of unit norm."""
+    parts = [F.normalize(mean_pool(states, attention_mask), dim=-1) for states in (last, middle)]
+    return torch.cat(parts, dim=-1) / 2**0.5
 
 
 def pack_tokens(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -168,23 +191,22 @@ class TextEncoder:
 
     Args:
         spec: the registry entry.
-        pooling: "mean" (over the attention mask) or "cls".
+        pooling: "mean" (over the attention mask), "cls", or "layers" (last and middle layer,
+            mean-pooled and concatenated: ``feature_dim`` is twice the hidden size).
         device: where the network runs.
         cache_size: how many texts' embeddings to keep.
     """
 
     def __init__(self, spec: EncoderSpec, pooling: str, device: torch.device, cache_size: int = 8192) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        source = spec.locate()
         self.spec = spec
         self.pooling = pooling
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model: nn.Module = AutoModel.from_pretrained(source).eval().to(device)
-        self.model.requires_grad_(False)
+        self.tokenizer, self.model = _load_weights(spec.id, device)  # shared by the poolings of one encoder
         self.max_length = min(spec.max_length, int(getattr(self.tokenizer, "model_max_length", spec.max_length)))
-        self.feature_dim = int(self.model.config.hidden_size)
+        hidden_size = int(self.model.config.hidden_size)
+        self.feature_dim = 2 * hidden_size if pooling == "layers" else hidden_size
+        #: Index into the model's hidden states of the middle layer that "layers" pooling adds.
+        self.middle_layer = int(self.model.config.num_hidden_layers) // 2
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # one forward pass at a time; the cache is shared
@@ -231,8 +253,10 @@ class TextEncoder:
         model = model or self.model
         device = next(model.parameters()).device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (n, L, d)
-        return pool(hidden, attention_mask, self.pooling)
+        layers = self.pooling == "layers"
+        output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=layers)
+        middle = output.hidden_states[self.middle_layer] if layers else None  # (n, L, d)
+        return pool(output.last_hidden_state, attention_mask, self.pooling, middle)
 
     @staticmethod
     def _key(text: str) -> str:
@@ -286,6 +310,17 @@ class TextEncoder:
                 return torch.empty(0, 2, 1, dtype=torch.long)
             return pack_tokens(*self.tokenize([str(text) for text in texts]))
         raise ValueError(f"the text encoder cannot prepare inputs of kind {kind!r}; use 'features' or 'tokens'")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_weights(name: str, device: torch.device) -> tuple[object, nn.Module]:
+    """The tokenizer and the frozen network of an encoder, loaded once per device."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = ENCODERS[name].locate()
+    model: nn.Module = AutoModel.from_pretrained(source).eval().to(device)
+    model.requires_grad_(False)
+    return AutoTokenizer.from_pretrained(source), model
 
 
 @functools.lru_cache(maxsize=4)

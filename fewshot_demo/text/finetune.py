@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,9 @@ class FinetuneConfig:
 
     Attributes:
         trainable_layers: how many top transformer layers are adapted; the rest stay frozen.
-        steps: optimisation steps (each over a batch of up to ``batch_size`` support texts).
+        steps: optimisation steps (each over a batch of up to ``batch_size`` support texts), or None
+            for ``auto_steps``: one step per two support texts, between 5 and 20 (a 5 x 1 support set
+            has only 10 pairs and is learnt in a few steps; SetFit scales its pairs the same way).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         loss: "contrastive" (SetFit's cosine-similarity loss over all pairs of a batch) or
@@ -42,7 +44,7 @@ class FinetuneConfig:
     """
 
     trainable_layers: int = 2
-    steps: int = 20
+    steps: int | None = None
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     loss: str = "contrastive"
@@ -53,8 +55,17 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("contrastive", "cross_entropy"):
             raise ValueError(f"unknown fine-tune loss {self.loss!r}; use 'contrastive' or 'cross_entropy'")
-        if self.trainable_layers < 1 or self.steps < 0:
-            raise ValueError("trainable_layers must be >= 1 and steps >= 0")
+        if self.trainable_layers < 1 or (self.steps is not None and self.steps < 0):
+            raise ValueError("trainable_layers must be >= 1 and steps >= 0 (or None for automatic)")
+
+    def steps_for(self, n_support: int) -> int:
+        """The number of steps for ``n_support`` texts: ``steps``, or ``auto_steps`` when it is None."""
+        return auto_steps(n_support) if self.steps is None else self.steps
+
+
+def auto_steps(n_support: int) -> int:
+    """One step per two support texts, at least 5 and at most 20."""
+    return min(20, max(5, n_support // 2))
 
 
 def _layers(model: nn.Module) -> nn.ModuleList | None:
@@ -98,29 +109,29 @@ class TopLayers(nn.Module):
 
 
 @torch.inference_mode()
-def frozen_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, first: int,
-                  batch_size: int = 32) -> tuple[Tensor, Tensor]:
-    """Run the frozen encoder once; return the states entering layer ``first`` and the last ones.
+def frozen_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, layers: Sequence[int],
+                  batch_size: int = 32) -> list[Tensor]:
+    """Run the frozen encoder once; return the hidden states of the requested layers.
 
     Args:
         model: the frozen encoder.
         input_ids, attention_mask: (n, L) tokens.
-        first: which hidden state to keep (0 = embeddings output).
+        layers: indices into the model's hidden states (0 = embeddings output, -1 = last layer).
 
     Returns:
-        (states, last): each (n, L, d), on the model's device.
+        One (n, L, d) tensor per entry of ``layers``, on the model's device.
     """
     device = next(model.parameters()).device
-    states, last = [], []
+    kept: list[list[Tensor]] = [[] for _ in layers]
     for start in range(0, len(input_ids), batch_size):
         output = model(
             input_ids=input_ids[start : start + batch_size].to(device),
             attention_mask=attention_mask[start : start + batch_size].to(device),
             output_hidden_states=True,
         )
-        states.append(output.hidden_states[first])
-        last.append(output.last_hidden_state)
-    return torch.cat(states).clone(), torch.cat(last).clone()
+        for chunks, layer in zip(kept, layers):
+            chunks.append(output.hidden_states[layer])
+    return [torch.cat(chunks).clone() for chunks in kept]
 
 
 def contrastive_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -188,7 +199,8 @@ def finetune_top_layers(
     losses: list[float] = []
     began = time.perf_counter()
     n_support = len(states)
-    for step in range(config.steps):
+    n_steps = config.steps_for(len(states))
+    for step in range(n_steps):
         if n_support > config.batch_size:
             batch = torch.randperm(n_support, generator=generator)[: config.batch_size].to(device)
         else:
@@ -204,7 +216,7 @@ def finetune_top_layers(
         optimizer.step()
         losses.append(loss.item())
         if progress is not None:
-            progress((step + 1) / config.steps, f"fine-tuning step {step + 1}/{config.steps}, loss {losses[-1]:.3f}")
+            progress((step + 1) / n_steps, f"fine-tuning step {step + 1}/{n_steps}, loss {losses[-1]:.3f}")
         if time.perf_counter() - began > config.max_seconds:
             if progress is not None:
                 progress(1.0, f"stopped after {step + 1} steps: the {config.max_seconds:.0f} s budget is used")
