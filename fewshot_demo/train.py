@@ -78,6 +78,9 @@ TUXPAINT_MIN_IMAGES = 4
 FASHION_TRAIN_CLASSES = (0, 1, 2, 3, 4)
 MNIST_TRAIN_CLASSES = tuple(range(10))
 FASHION_HELD_OUT_CLASSES = (5, 6, 7, 8, 9)
+#: Stamp folders never used as Conv-4 base classes: garments, which would show the held-out classes'
+#: kind of object (the stamps have shirts and socks) to the network before evaluation.
+STAMP_EXCLUDED_FOLDERS = ("clothes",)
 FEATURE_CACHE_DIR = Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
 METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
 TRACKS = ("efficientnet_lite0", "pixels28")
@@ -238,19 +241,32 @@ def tuxpaint_pool(split: str, backbone_id: str = "efficientnet_lite0") -> TaskPo
     return TaskPool(torch.stack(items), torch.tensor(labels), names)
 
 
-def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0) -> TaskPool:
+def stamp_base_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
+    """Tux Paint stamp folders usable as Conv-4 base classes: at least 4 photos, no garments."""
+    return {
+        f"tuxpaint/{folder}": files
+        for folder, files in tuxpaint_folders(root).items()
+        if len(files) >= TUXPAINT_MIN_IMAGES and not any(folder == x or folder.startswith(x + "/") for x in STAMP_EXCLUDED_FOLDERS)
+    }
+
+
+def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0, stamps: bool = False) -> TaskPool:
     """Pixels for the Conv-4 track.
 
-    ``train``: Fashion-MNIST classes 0-4 (training images) and the 10 MNIST digits, 15 base classes;
+    ``train``: Fashion-MNIST classes 0-4 (training images) and the 10 MNIST digits, 15 base classes,
+    and with ``stamps`` also the Tux Paint stamp folders as silhouettes (``stamp_base_folders``);
     ``val``: Fashion-MNIST classes 5-9 from the training images; ``eval``: the same held-out classes
     from the test images, so evaluation images are never seen in training or validation.
     """
-    from fewshot_demo.data.grayscale import load_fashion_mnist, load_mnist_digits, normalize_pixels
+    from fewshot_demo.data.grayscale import load_fashion_mnist, load_mnist_digits, load_stamp_silhouettes, normalize_pixels
 
     generator = np.random.default_rng(seed)
     parts: list[tuple[Any, list[int], str]] = []
     if split == "train":
         parts = [(load_fashion_mnist("train"), list(FASHION_TRAIN_CLASSES), "fashion-mnist"), (load_mnist_digits(), list(MNIST_TRAIN_CLASSES), "mnist")]
+        if stamps:
+            silhouettes = load_stamp_silhouettes(stamp_base_folders())
+            parts.append((silhouettes, list(range(len(silhouettes.class_names))), ""))
     elif split in ("val", "eval"):
         parts = [(load_fashion_mnist("train" if split == "val" else "test"), list(FASHION_HELD_OUT_CLASSES), "fashion-mnist")]
     else:
@@ -263,14 +279,14 @@ def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0) -> T
                 members = np.sort(generator.choice(members, size=per_class, replace=False))
             images.append(normalize_pixels(torch.from_numpy(dataset.images[members])))
             labels.append(torch.full((len(members),), len(names), dtype=torch.long))
-            names.append(f"{source}/{dataset.class_names[class_id]}")
+            names.append(f"{source}/{dataset.class_names[class_id]}" if source else dataset.class_names[class_id])
     return TaskPool(torch.cat(images), torch.cat(labels), names)
 
 
-def load_pool(backbone_id: str, split: str, seed: int = 0) -> TaskPool:
-    """The train, val or eval pool of a track."""
+def load_pool(backbone_id: str, split: str, seed: int = 0, stamps: bool = False) -> TaskPool:
+    """The train, val or eval pool of a track (``stamps``: see ``grayscale_pool``)."""
     if backbone_id == "pixels28":
-        return grayscale_pool(split, per_class={"train": None, "val": 300, "eval": None}[split], seed=seed)
+        return grayscale_pool(split, per_class={"train": None, "val": 300, "eval": None}[split], seed=seed, stamps=stamps)
     if backbone_id == "efficientnet_lite0":
         return tuxpaint_pool(split, backbone_id)
     raise ValueError(f"no meta-training data for backbone {backbone_id!r}; use one of {', '.join(TRACKS)}")
@@ -296,9 +312,13 @@ class TrainConfig:
             inner step sizes, Matching Networks' temperature) and the projection's output scale.
         inner_steps, inner_lr, learn_inner_lr: MAML-family inner loop (see ``MAMLConfig``).
         rank: rank of the projection's residual map (feature track); hidden: Conv-4 channels (pixel track).
+        stamp_classes: pixel track: the Tux Paint stamp folders join the base classes as silhouettes
+            (see ``stamp_base_folders``).
         symmetric_classes: pixel track: every base class also enters training rotated and mirrored,
             as 8 classes (see ``symmetric_classes``).
         max_shift: pixel track: training images move by up to this many pixels (see ``random_shift``).
+        weight_average: when above 0, validate and keep an exponential moving average of the
+            meta-parameters with this decay instead of the raw iterate (Polyak averaging).
         val_every, val_episodes: validation schedule (5-shot and 1-shot episodes, half each).
         seed: seeds initialisation, task sampling and validation episodes.
     """
@@ -317,8 +337,10 @@ class TrainConfig:
     learn_inner_lr: bool = True
     rank: int = 32
     hidden: int = 32
+    stamp_classes: bool = False
     symmetric_classes: bool = False
     max_shift: int = 0
+    weight_average: float = 0.0
     val_every: int = 100
     val_episodes: int = 100
     seed: int = 0
@@ -330,8 +352,10 @@ class TrainConfig:
             raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
         if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
             raise ValueError("n_way must be at least 2, n_shot and n_query at least 1")
-        if (self.symmetric_classes or self.max_shift) and self.backbone != "pixels28":
-            raise ValueError("--symmetric-classes and --max-shift transform images: use them with --backbone pixels28")
+        if (self.stamp_classes or self.symmetric_classes or self.max_shift) and self.backbone != "pixels28":
+            raise ValueError("--stamp-classes, --symmetric-classes and --max-shift concern images: use them with --backbone pixels28")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"--weight-average is a decay in [0, 1), got {self.weight_average}")
         if self.max_shift < 0:
             raise ValueError(f"--max-shift must be 0 or more pixels, got {self.max_shift}")
 
@@ -473,6 +497,9 @@ def meta_train(
     initial = validate(state, config, val_pool, config.val_episodes)
     best = {"val_accuracy": initial, "iteration": 0}
     best_state = copy.deepcopy(state)
+    # With a high meta learning rate the iterates jump around the best region of the weights;
+    # their running average sits nearer its middle, and is what gets validated and kept.
+    average = copy.deepcopy(state) if config.weight_average else None
     log(f"validation accuracy before meta-training: {initial:.4f}")
     bar = tqdm(range(1, config.iterations + 1), desc=f"meta-training {config.method}", disable=not progress)
     start = time.perf_counter()
@@ -506,13 +533,17 @@ def meta_train(
             for group in optimizer.param_groups:  # linear annealing of epsilon, as in the paper
                 group["lr"] = config.meta_lr * (1 - (iteration - 1) / config.iterations)
         optimizer.step()
+        if average is not None:
+            with torch.no_grad():
+                for kept, current in zip(average.parameters(), state.parameters()):
+                    kept.lerp_(current, 1 - config.weight_average)
         if losses:
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accuracies):.3f}", best=f"{best['val_accuracy']:.3f}")
         if iteration % config.val_every == 0 or iteration == config.iterations:
-            accuracy = validate(state, config, val_pool, config.val_episodes)
+            accuracy = validate(state if average is None else average, config, val_pool, config.val_episodes)
             if accuracy > best["val_accuracy"]:
                 best = {"val_accuracy": accuracy, "iteration": iteration}
-                best_state = copy.deepcopy(state)
+                best_state = copy.deepcopy(state if average is None else average)
             bar.write(f"iteration {iteration}: validation accuracy {accuracy:.4f} (best {best['val_accuracy']:.4f})")
     summary = {
         "val_accuracy_init": round(initial, 4),
@@ -543,6 +574,19 @@ def save_trained(state: MetaState, config: TrainConfig, summary: dict[str, Any],
 
 
 # ------------------------------------------------------------------------------------------- command
+def _settings_only(argv: list[str]) -> list[str]:
+    """The arguments that decide the checkpoint: without --no-progress and without where --out put it."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--no-progress" and not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
+
+
 def _train_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train",
@@ -564,8 +608,10 @@ def _train_main(argv: list[str]) -> None:
     parser.add_argument("--fixed-inner-lr", action="store_true", help="do not meta-learn per-tensor step sizes")
     parser.add_argument("--rank", type=int, default=defaults.rank)
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--stamp-classes", action="store_true", help="pixels28: add the Tux Paint stamp folders (except clothes) as base classes")
     parser.add_argument("--symmetric-classes", action="store_true", help="pixels28: rotated and mirrored base classes count as new classes (x8)")
     parser.add_argument("--max-shift", type=int, default=defaults.max_shift, help="pixels28: move training images by up to this many pixels")
+    parser.add_argument("--weight-average", type=float, default=defaults.weight_average, help="decay of a moving average of the weights to validate and keep (0: off)")
     parser.add_argument("--val-every", type=int, default=defaults.val_every)
     parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -584,12 +630,13 @@ def _train_main(argv: list[str]) -> None:
             iterations=3 if args.dry_run else args.iterations, meta_lr=args.meta_lr,
             step_size_meta_lr=args.step_size_meta_lr,
             inner_steps=args.inner_steps, inner_lr=args.inner_lr, learn_inner_lr=not args.fixed_inner_lr,
-            rank=args.rank, hidden=args.hidden, symmetric_classes=args.symmetric_classes, max_shift=args.max_shift,
+            rank=args.rank, hidden=args.hidden, stamp_classes=args.stamp_classes,
+            symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, weight_average=args.weight_average,
             val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
         )
         device = pick_device(args.device)
         torch.manual_seed(config.seed)
-        train_pool = load_pool(config.backbone, "train", config.seed)
+        train_pool = load_pool(config.backbone, "train", config.seed, stamps=config.stamp_classes)
         val_pool = load_pool(config.backbone, "val", config.seed)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
@@ -603,7 +650,7 @@ def _train_main(argv: list[str]) -> None:
     out = args.out
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="fewshot-dry-run-")) if args.dry_run else SHIPPED_DIR / checkpoint_name(config.method, config.backbone)
-    command = "python -m fewshot_demo.train " + " ".join(shlex.quote(a) for a in argv if a != "--no-progress")
+    command = "python -m fewshot_demo.train " + " ".join(shlex.quote(a) for a in _settings_only(argv))
     save_trained(state, config, summary, train_pool, val_pool, out, command)
     print(json.dumps({"checkpoint": str(out), **summary}))
 

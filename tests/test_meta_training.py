@@ -119,5 +119,40 @@ def test_random_shift_moves_content_by_at_most_max_shift_and_keeps_the_backgroun
 
 
 def test_image_augmentation_is_refused_for_feature_tracks():
-    with pytest.raises(ValueError, match="pixels28"):
-        TrainConfig(method="protonet", backbone="efficientnet_lite0", max_shift=2)
+    for setting in ({"max_shift": 2}, {"symmetric_classes": True}, {"stamp_classes": True}):
+        with pytest.raises(ValueError, match="pixels28"):
+            TrainConfig(method="protonet", backbone="efficientnet_lite0", **setting)
+
+
+def test_cutout_photo_becomes_a_centred_silhouette_on_black():
+    from PIL import Image
+
+    from fewshot_demo.data.grayscale import cutout_to_pixels28
+
+    photo = Image.new("RGBA", (120, 60), (0, 0, 0, 0))  # wide, transparent
+    photo.paste((255, 255, 255, 255), (0, 0, 120, 60))
+    pixels = cutout_to_pixels28(photo)
+    assert pixels.shape == (28, 28) and pixels.dtype.name == "uint8"
+    assert pixels[0].max() == 0 and pixels[-1].max() == 0  # padded above and below: the aspect ratio is kept
+    assert pixels[14].min() == 255  # the object is bright on black
+
+
+def test_weight_average_is_what_gets_validated_and_kept():
+    torch.manual_seed(0)
+    train_pool, val_pool = synthetic_pool(30, 20, seed=1), synthetic_pool(10, 20, seed=2)
+    config = TrainConfig(method="protonet", backbone="efficientnet_lite0", n_shots=(1,), n_query=5, iterations=40,
+                         val_every=20, val_episodes=20, rank=4, meta_lr=1e-2, weight_average=0.9)
+    trained, summary = meta_train(config, train_pool, val_pool, torch.device("cpu"), progress=False, log=lambda _: None)
+    raw, raw_summary = meta_train(TrainConfig(**{**config.__dict__, "weight_average": 0.0}), train_pool, val_pool, torch.device("cpu"), progress=False, log=lambda _: None)
+    assert summary["val_accuracy"] >= summary["val_accuracy_init"]
+    if summary["best_iteration"] and raw_summary["best_iteration"]:
+        assert not torch.equal(trained.network.up, raw.network.up)  # the average differs from the last iterate
+    with pytest.raises(ValueError, match="weight-average"):
+        TrainConfig(weight_average=1.0)
+
+
+def test_recorded_command_leaves_out_where_the_checkpoint_went():
+    from fewshot_demo.train import _settings_only
+
+    assert _settings_only(["--method", "maml", "--out", "somewhere", "--no-progress", "--out=else", "--seed", "1"]) == [
+        "--method", "maml", "--seed", "1"]

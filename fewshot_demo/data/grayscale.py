@@ -129,6 +129,42 @@ def load_mnist_digits() -> GrayscaleSet:
     return GrayscaleSet(images, np.asarray(labels, dtype=np.int64), MNIST_CLASSES)
 
 
+def cutout_to_pixels28(image: Image.Image) -> np.ndarray:
+    """Turn a cut-out photo (transparent background) into a (28, 28) uint8 image in MNIST's style.
+
+    The object goes on black, as Fashion-MNIST and MNIST items do, is converted to grayscale and
+    padded to a square before the resize, so it keeps its aspect ratio and fills the frame.
+    """
+    rgba = image.convert("RGBA")
+    on_black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    on_black.alpha_composite(rgba)
+    gray = on_black.convert("L")
+    width, height = gray.size
+    side = max(width, height)
+    square = Image.new("L", (side, side), 0)
+    square.paste(gray, ((side - width) // 2, (side - height) // 2))
+    return np.asarray(square.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def load_stamp_silhouettes(folders: dict[str, list[Path]]) -> GrayscaleSet:
+    """Load {class name: cut-out photo files} (e.g. Tux Paint stamp folders) as 28x28 grayscale classes.
+
+    Raises:
+        ValueError: when a file cannot be read as an image.
+    """
+    images, labels, names = [], [], []
+    for class_id, (name, paths) in enumerate(folders.items()):
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    images.append(cutout_to_pixels28(image))
+            except OSError as error:
+                raise ValueError(f"cannot read {path} as an image: {error}") from None
+            labels.append(class_id)
+        names.append(name)
+    return GrayscaleSet(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(names))
+
+
 def export_folder(dataset: GrayscaleSet, out: Path, per_class: int | None = None) -> int:
     """Write ``out/<class name>/<index>.png`` files; return how many were written."""
     written = 0
