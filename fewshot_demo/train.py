@@ -657,7 +657,7 @@ def _train_main(argv: list[str]) -> None:
 
 def _evaluate_main(argv: list[str]) -> None:
     from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.evaluation import evaluate
+    from fewshot_demo.evaluation import evaluate, mean_and_ci95
     from fewshot_demo.methods import LearnerContext, make_learner
 
     parser = argparse.ArgumentParser(
@@ -674,8 +674,12 @@ def _evaluate_main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--paired-with", default=None, metavar="METHOD",
+                        help="also print each method's paired difference to METHOD on the same episodes")
     args = parser.parse_args(argv)
     try:
+        if args.paired_with is not None and args.paired_with not in args.methods:
+            raise ValueError(f"--paired-with {args.paired_with} must be one of --methods")
         device = pick_device(args.device)
         pool = load_pool(args.backbone, "eval", args.seed).to(device)
         episodes_by_shot = {
@@ -687,10 +691,21 @@ def _evaluate_main(argv: list[str]) -> None:
     context = LearnerContext(backbone_id=args.backbone, feature_dim=784 if args.backbone == "pixels28" else pool.items.shape[-1], device=device)
     results = []
     for n_shot, episodes in episodes_by_shot.items():
+        per_episode: dict[str, list[float]] = {}
         for method in args.methods:
-            summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot)
+            accuracies = per_episode.setdefault(method, [])
+            summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot,
+                               on_episode=lambda outcome: accuracies.append(outcome.accuracy))
             results.append(summary.to_dict())
             print(f"{n_shot}-shot {method:15s} {summary.accuracy:.4f} +- {summary.ci95:.4f}  {summary.ms_per_episode:.1f} ms/episode", flush=True)
+        if args.paired_with is not None:
+            baseline = np.asarray(per_episode[args.paired_with])
+            for method in args.methods:
+                if method != args.paired_with:
+                    difference, ci95 = mean_and_ci95((np.asarray(per_episode[method]) - baseline).tolist())
+                    results.append({"method": method, "minus": args.paired_with, "n_shot": n_shot,
+                                    "difference": round(difference, 4), "ci95": round(ci95, 4)})
+                    print(f"{n_shot}-shot {method} - {args.paired_with}: {100 * difference:+.2f} +- {100 * ci95:.2f} points", flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps({"backbone": args.backbone, "classes": pool.class_names, "n_way": args.n_way,
                                         "episodes": args.episodes, "seed": args.seed, "results": results}, indent=2) + "\n")

@@ -156,3 +156,17 @@ def test_recorded_command_leaves_out_where_the_checkpoint_went():
 
     assert _settings_only(["--method", "maml", "--out", "somewhere", "--no-progress", "--out=else", "--seed", "1"]) == [
         "--method", "maml", "--seed", "1"]
+
+
+def test_evaluate_prints_paired_differences_on_the_same_episodes(capsys):
+    from fewshot_demo.train import main
+
+    try:
+        main(["evaluate", "--backbone", "pixels28", "--methods", "protonet", "protonet_plain", "--n-shot", "1",
+              "--episodes", "4", "--paired-with", "protonet_plain"])
+    except SystemExit as stop:
+        pytest.skip(f"grayscale data not installed ({stop})")
+    out = capsys.readouterr().out
+    assert "1-shot protonet - protonet_plain: " in out and " points" in out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--backbone", "pixels28", "--methods", "protonet", "--paired-with", "maml"])
