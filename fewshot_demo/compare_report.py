@@ -37,7 +37,7 @@ from fewshot_demo.device import pick_device
 
 #: Methods left out of the default run for a modality, with the reason (override with --methods).
 SLOW_BY_MODALITY = {
-    "text": {"finetune": "text fine-tuning (SetFit-style) takes ~30 s per episode on a CPU"},
+    "text": {"finetune": "text fine-tuning (SetFit-style) takes a few seconds per episode for short texts on a CPU and ~30 s for news articles"},
 }
 
 
@@ -55,8 +55,11 @@ def skipped_notes(skipped: Sequence[str], encoder_id: str) -> list[str]:
     no_checkpoint = list(dict.fromkeys(s.split(":", 1)[0] for s in skipped if "no meta-trained" in s))
     others = [f"not run: {s}" for s in dict.fromkeys(skipped) if "no meta-trained" not in s]
     if no_checkpoint:
-        others.insert(0, f"not run: {', '.join(no_checkpoint)} (no meta-trained checkpoint for {encoder_id}; "
-                         f"`python -m fewshot_demo.train --method METHOD --backbone {encoder_id}` makes one)")
+        from fewshot_demo.train import TRACKS
+
+        remedy = (f"`python -m fewshot_demo.train --method METHOD --backbone {encoder_id}` makes one" if encoder_id in TRACKS
+                  else f"meta-training covers the {' and '.join(TRACKS)} backbones")
+        others.insert(0, f"not run: {', '.join(no_checkpoint)} (no meta-trained checkpoint for {encoder_id}; {remedy})")
     return others
 
 

@@ -40,7 +40,7 @@ def test_report_writes_a_table_with_date_device_and_versions(tmp_path, monkeypat
     assert "torch " in text and "fewshot_demo " in text
     assert "| method | family | encoder | 1-shot accuracy | 1-shot ms/episode | 2-shot accuracy | 2-shot ms/episode |" in text
     assert "| Linear probe | transfer | minilm |" in text and "| ProtoNet |" in text
-    assert "not run: maml (no meta-trained checkpoint for minilm" in text
+    assert "not run: maml (no meta-trained checkpoint for minilm; meta-training covers the efficientnet_lite0 and pixels28" in text
     assert "Not installed: `apt-get install gone`" in text
     (result,) = json.loads(dump.read_text())
     assert result["dataset"] == "tiny" and len(result["results"]) == 4

@@ -290,7 +290,8 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
         yield ["**Loading the data...**", *[gr.skip()] * 9]
         data, upload_key = _data_for(source_id, upload_value, tab_value, state)
         if data.data.modality == "text" and "finetune" in config.methods:
-            gr.Warning("Text fine-tuning trains the encoder on every episode: about 30 s per episode on a CPU. "
+            gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
+                       "about 30 s for long ones on a CPU. "
                        "Lower the episodes, or press Stop to keep what has finished.")
         last_draw = 0.0
         update = None
