@@ -33,7 +33,7 @@ from fewshot_demo.bench import EmbeddedPool, _cached
 from fewshot_demo.data.builtin import LoadedData, builtin_pool, get_dataset, load_dataset
 from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, run_episode
+from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, paired_difference, run_episode
 from fewshot_demo.methods import LearnerContext, available_methods, make_learner
 from fewshot_demo.networks import one_thread
 
@@ -445,17 +445,6 @@ def run_comparison(
 
 
 # ---------------------------------------------------------------------------------------- reading
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Mean and 95% CI half-width of the per-episode differences a - b (same episodes, paired).
-
-    Raises:
-        ValueError: when the two runs do not have the same number of episodes.
-    """
-    if len(a) != len(b):
-        raise ValueError(f"paired comparison needs the same episodes; got {len(a)} and {len(b)}")
-    return mean_and_ci95([x - y for x, y in zip(a, b)])
-
-
 def _name(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 

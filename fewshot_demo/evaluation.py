@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -25,6 +25,17 @@ def mean_and_ci95(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
     return mean, 1.96 * std / math.sqrt(n)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width of the per-episode differences a - b (same episodes, paired).
+
+    Raises:
+        ValueError: when the two runs do not have the same number of episodes.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired comparison needs the same episodes; got {len(a)} and {len(b)}")
+    return mean_and_ci95([x - y for x, y in zip(a, b)])
 
 
 _PROC = Path("/proc/self")

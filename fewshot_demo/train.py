@@ -657,7 +657,7 @@ def _train_main(argv: list[str]) -> None:
 
 def _evaluate_main(argv: list[str]) -> None:
     from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.evaluation import evaluate, mean_and_ci95
+    from fewshot_demo.evaluation import evaluate, paired_difference
     from fewshot_demo.methods import LearnerContext, make_learner
 
     parser = argparse.ArgumentParser(
@@ -699,10 +699,9 @@ def _evaluate_main(argv: list[str]) -> None:
             results.append(summary.to_dict())
             print(f"{n_shot}-shot {method:15s} {summary.accuracy:.4f} +- {summary.ci95:.4f}  {summary.ms_per_episode:.1f} ms/episode", flush=True)
         if args.paired_with is not None:
-            baseline = np.asarray(per_episode[args.paired_with])
             for method in args.methods:
                 if method != args.paired_with:
-                    difference, ci95 = mean_and_ci95((np.asarray(per_episode[method]) - baseline).tolist())
+                    difference, ci95 = paired_difference(per_episode[method], per_episode[args.paired_with])
                     results.append({"method": method, "minus": args.paired_with, "n_shot": n_shot,
                                     "difference": round(difference, 4), "ci95": round(ci95, 4)})
                     print(f"{n_shot}-shot {method} - {args.paired_with}: {100 * difference:+.2f} +- {100 * ci95:.2f} points", flush=True)

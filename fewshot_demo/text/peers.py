@@ -42,6 +42,7 @@ from typing import Callable, Sequence
 import torch
 
 from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
+from fewshot_demo import evaluation
 from fewshot_demo.evaluation import mean_and_ci95
 from fewshot_demo.methods import LearnerContext, available_methods, make_learner
 
@@ -73,8 +74,7 @@ class PeerRow:
 def paired_difference(ours: PeerRow, peer: PeerRow) -> dict:
     """Mean and 95% CI of (ours - peer) accuracy over the episodes both ran (the first n of each)."""
     n = min(len(ours.accuracies), len(peer.accuracies))
-    diffs = [a - b for a, b in zip(ours.accuracies[:n], peer.accuracies[:n])]
-    mean, ci95 = mean_and_ci95(diffs)
+    mean, ci95 = evaluation.paired_difference(ours.accuracies[:n], peer.accuracies[:n])
     return {"method": ours.method, "peer": peer.method, "n_shot": ours.n_shot, "episodes": n,
             "difference": round(mean, 4), "ci95": round(ci95, 4)}
 
