@@ -185,9 +185,14 @@ def tuxpaint_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
     return folders
 
 
+def is_under(folder: str, roots: tuple[str, ...]) -> bool:
+    """True when ``folder`` is one of ``roots`` or below one of them (food/fruit/cartoon is under food/fruit)."""
+    return any(folder == root or folder.startswith(root + "/") for root in roots)
+
+
 def is_eval_folder(folder: str) -> bool:
     """True for the evaluation folders and everything below them (e.g. food/fruit/cartoon)."""
-    return any(folder == name or folder.startswith(name + "/") for name in TUXPAINT_EVAL_FOLDERS)
+    return is_under(folder, TUXPAINT_EVAL_FOLDERS)
 
 
 def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, Tensor]:
@@ -246,7 +251,7 @@ def stamp_base_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]
     return {
         f"tuxpaint/{folder}": files
         for folder, files in tuxpaint_folders(root).items()
-        if len(files) >= TUXPAINT_MIN_IMAGES and not any(folder == x or folder.startswith(x + "/") for x in STAMP_EXCLUDED_FOLDERS)
+        if len(files) >= TUXPAINT_MIN_IMAGES and not is_under(folder, STAMP_EXCLUDED_FOLDERS)
     }
 
 

@@ -72,14 +72,20 @@ def image_to_pixels28(image: Image.Image) -> Tensor:
     keeps its aspect ratio) and resized to 28x28. 28x28 grayscale images pass through unchanged.
     """
     gray = image.convert("L")
+    array = torch.from_numpy(square_pixels28(gray, fill=gray.getpixel((0, 0))))
+    return normalize_pixels(array[None])[0]
+
+
+def square_pixels28(gray: Image.Image, fill: int) -> np.ndarray:
+    """Pad a grayscale image to a square with ``fill`` (keeping its aspect ratio) and resize it to
+    (28, 28) uint8; a 28x28 image passes through unchanged."""
     width, height = gray.size
     if (width, height) != (IMAGE_SIZE, IMAGE_SIZE):
         side = max(width, height)
-        square = Image.new("L", (side, side), gray.getpixel((0, 0)))
+        square = Image.new("L", (side, side), fill)
         square.paste(gray, ((side - width) // 2, (side - height) // 2))
         gray = square.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    array = torch.from_numpy(np.array(gray, dtype=np.uint8))
-    return normalize_pixels(array[None])[0]
+    return np.array(gray, dtype=np.uint8)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -138,12 +144,7 @@ def cutout_to_pixels28(image: Image.Image) -> np.ndarray:
     rgba = image.convert("RGBA")
     on_black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
     on_black.alpha_composite(rgba)
-    gray = on_black.convert("L")
-    width, height = gray.size
-    side = max(width, height)
-    square = Image.new("L", (side, side), 0)
-    square.paste(gray, ((side - width) // 2, (side - height) // 2))
-    return np.asarray(square.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return square_pixels28(on_black.convert("L"), fill=0)
 
 
 def load_stamp_silhouettes(folders: dict[str, list[Path]]) -> GrayscaleSet:

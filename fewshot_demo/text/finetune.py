@@ -199,7 +199,7 @@ def finetune_top_layers(
     losses: list[float] = []
     began = time.perf_counter()
     n_support = len(states)
-    n_steps = config.steps_for(len(states))
+    n_steps = config.steps_for(n_support)
     for step in range(n_steps):
         if n_support > config.batch_size:
             batch = torch.randperm(n_support, generator=generator)[: config.batch_size].to(device)
