@@ -78,6 +78,7 @@ TUXPAINT_MIN_IMAGES = 4
 FASHION_TRAIN_CLASSES = (0, 1, 2, 3, 4)
 MNIST_TRAIN_CLASSES = tuple(range(10))
 FASHION_HELD_OUT_CLASSES = (5, 6, 7, 8, 9)
+FASHION_SOURCE = "fashion-mnist"  # prefix of the Fashion-MNIST class names in the pools
 #: Stamp folders never used as Conv-4 base classes: garments, which would show the held-out classes'
 #: kind of object (the stamps have shirts and socks) to the network before evaluation.
 STAMP_EXCLUDED_FOLDERS = ("clothes",)
@@ -103,6 +104,15 @@ class TaskPool:
 
     def to(self, device: torch.device) -> "TaskPool":
         return TaskPool(self.items.to(device), self.labels.to(device), self.class_names)
+
+    def classes_starting_with(self, prefix: str) -> "TaskPool":
+        """The pool of the classes whose name starts with ``prefix``, relabelled 0..k-1."""
+        kept = [i for i, name in enumerate(self.class_names) if name.startswith(prefix)]
+        relabel = torch.full((len(self.class_names),), -1, dtype=torch.long, device=self.labels.device)
+        relabel[kept] = torch.arange(len(kept), device=self.labels.device)
+        new_labels = relabel[self.labels]
+        members = new_labels >= 0
+        return TaskPool(self.items[members], new_labels[members], [self.class_names[i] for i in kept])
 
 
 def sample_task(
@@ -268,12 +278,12 @@ def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0, stam
     generator = np.random.default_rng(seed)
     parts: list[tuple[Any, list[int], str]] = []
     if split == "train":
-        parts = [(load_fashion_mnist("train"), list(FASHION_TRAIN_CLASSES), "fashion-mnist"), (load_mnist_digits(), list(MNIST_TRAIN_CLASSES), "mnist")]
+        parts = [(load_fashion_mnist("train"), list(FASHION_TRAIN_CLASSES), FASHION_SOURCE), (load_mnist_digits(), list(MNIST_TRAIN_CLASSES), "mnist")]
         if stamps:
             silhouettes = load_stamp_silhouettes(stamp_base_folders())
             parts.append((silhouettes, list(range(len(silhouettes.class_names))), ""))
     elif split in ("val", "eval"):
-        parts = [(load_fashion_mnist("train" if split == "val" else "test"), list(FASHION_HELD_OUT_CLASSES), "fashion-mnist")]
+        parts = [(load_fashion_mnist("train" if split == "val" else "test"), list(FASHION_HELD_OUT_CLASSES), FASHION_SOURCE)]
     else:
         raise ValueError(f"split must be train, val or eval, got {split!r}")
     images, labels, names = [], [], []
@@ -322,6 +332,10 @@ class TrainConfig:
         symmetric_classes: pixel track: every base class also enters training rotated and mirrored,
             as 8 classes (see ``symmetric_classes``).
         max_shift: pixel track: training images move by up to this many pixels (see ``random_shift``).
+        fashion_tasks: pixel track: the fraction of training tasks that draw all their classes from
+            the Fashion-MNIST base classes (and their symmetries). Tasks drawn from all base classes
+            are mostly stamp silhouettes (464 of the 584 classes with symmetries); these practise
+            telling garments apart, as the held-out tasks require.
         weight_average: when above 0, validate and keep an exponential moving average of the
             meta-parameters with this decay instead of the raw iterate (Polyak averaging).
         val_every, val_episodes: validation schedule (5-shot and 1-shot episodes, half each).
@@ -345,6 +359,7 @@ class TrainConfig:
     stamp_classes: bool = False
     symmetric_classes: bool = False
     max_shift: int = 0
+    fashion_tasks: float = 0.0
     weight_average: float = 0.0
     val_every: int = 100
     val_episodes: int = 100
@@ -357,8 +372,12 @@ class TrainConfig:
             raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
         if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
             raise ValueError("n_way must be at least 2, n_shot and n_query at least 1")
-        if (self.stamp_classes or self.symmetric_classes or self.max_shift) and self.backbone != "pixels28":
-            raise ValueError("--stamp-classes, --symmetric-classes and --max-shift concern images: use them with --backbone pixels28")
+        if (self.stamp_classes or self.symmetric_classes or self.max_shift or self.fashion_tasks) and self.backbone != "pixels28":
+            raise ValueError(
+                "--stamp-classes, --symmetric-classes, --max-shift and --fashion-tasks concern images: use them with --backbone pixels28"
+            )
+        if not 0.0 <= self.fashion_tasks <= 1.0:
+            raise ValueError(f"--fashion-tasks is a fraction in [0, 1], got {self.fashion_tasks}")
         if not 0.0 <= self.weight_average < 1.0:
             raise ValueError(f"--weight-average is a decay in [0, 1), got {self.weight_average}")
         if self.max_shift < 0:
@@ -484,6 +503,9 @@ def meta_train(
     from fewshot_demo.methods.reptile import reptile_task_delta
 
     train_pool, val_pool = train_pool.to(device), val_pool.to(device)
+    fashion_pool = train_pool.classes_starting_with(FASHION_SOURCE + "/") if config.fashion_tasks else None
+    if fashion_pool is not None and len(fashion_pool.class_names) < 2:
+        raise ValueError("--fashion-tasks needs Fashion-MNIST base classes in the training pool")
     state = init_state(config, train_pool.items.shape[-1], device)
     state.network.train()
     generator = np.random.default_rng(config.seed)
@@ -513,7 +535,11 @@ def meta_train(
         losses, accuracies = [], []
         for _ in range(config.meta_batch):
             n_shot = int(generator.choice(config.n_shots))
-            task = sample_task(train_pool, config.n_way, n_shot, config.n_query, generator)
+            pool = train_pool
+            if fashion_pool is not None and generator.random() < config.fashion_tasks:
+                pool = fashion_pool
+            n_way = min(config.n_way, len(pool.class_names))
+            task = sample_task(pool, n_way, n_shot, config.n_query, generator)
             if config.max_shift:
                 support, support_labels, query, query_labels = task
                 task = (random_shift(support, config.max_shift, generator), support_labels,
@@ -616,6 +642,8 @@ def _train_main(argv: list[str]) -> None:
     parser.add_argument("--stamp-classes", action="store_true", help="pixels28: add the Tux Paint stamp folders (except clothes) as base classes")
     parser.add_argument("--symmetric-classes", action="store_true", help="pixels28: rotated and mirrored base classes count as new classes (x8)")
     parser.add_argument("--max-shift", type=int, default=defaults.max_shift, help="pixels28: move training images by up to this many pixels")
+    parser.add_argument("--fashion-tasks", type=float, default=defaults.fashion_tasks,
+                        help="pixels28: fraction of training tasks drawn from the Fashion-MNIST base classes only")
     parser.add_argument("--weight-average", type=float, default=defaults.weight_average, help="decay of a moving average of the weights to validate and keep (0: off)")
     parser.add_argument("--val-every", type=int, default=defaults.val_every)
     parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
@@ -636,7 +664,8 @@ def _train_main(argv: list[str]) -> None:
             step_size_meta_lr=args.step_size_meta_lr,
             inner_steps=args.inner_steps, inner_lr=args.inner_lr, learn_inner_lr=not args.fixed_inner_lr,
             rank=args.rank, hidden=args.hidden, stamp_classes=args.stamp_classes,
-            symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, weight_average=args.weight_average,
+            symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, fashion_tasks=args.fashion_tasks,
+            weight_average=args.weight_average,
             val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
         )
         device = pick_device(args.device)

@@ -119,9 +119,43 @@ def test_random_shift_moves_content_by_at_most_max_shift_and_keeps_the_backgroun
 
 
 def test_image_augmentation_is_refused_for_feature_tracks():
-    for setting in ({"max_shift": 2}, {"symmetric_classes": True}, {"stamp_classes": True}):
+    for setting in ({"max_shift": 2}, {"symmetric_classes": True}, {"stamp_classes": True}, {"fashion_tasks": 0.25}):
         with pytest.raises(ValueError, match="pixels28"):
             TrainConfig(method="protonet", backbone="efficientnet_lite0", **setting)
+    with pytest.raises(ValueError, match="fraction"):
+        TrainConfig(method="protonet", backbone="pixels28", fashion_tasks=1.5)
+
+
+def test_classes_starting_with_keeps_those_classes_relabelled():
+    pool = TaskPool(torch.arange(6.0)[:, None], torch.tensor([0, 1, 2, 0, 1, 2]), ["fashion-mnist/coat", "mnist/7", "fashion-mnist/dress"])
+    garments = pool.classes_starting_with("fashion-mnist/")
+    assert garments.class_names == ["fashion-mnist/coat", "fashion-mnist/dress"]
+    assert garments.items.flatten().tolist() == [0.0, 2.0, 3.0, 5.0] and garments.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_fashion_tasks_draw_that_share_of_training_tasks_from_the_garment_classes(monkeypatch):
+    import fewshot_demo.train as train
+
+    names = [f"fashion-mnist/garment-{i}" for i in range(3)] + [f"mnist/{i}" for i in range(7)]
+    labels = torch.arange(10).repeat_interleave(6)
+    images = torch.randn(len(labels), 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    train_pool = TaskPool(images, labels, names)
+    drawn: list[list[str]] = []
+    original = train.sample_task
+
+    def recording_sample_task(pool, n_way, n_shot, n_query, generator):
+        if pool.class_names[0].startswith(("fashion-mnist/garment", "mnist/")):
+            drawn.append(pool.class_names)
+            assert n_way <= len(pool.class_names)  # 5-way training tasks become 3-way on 3 garments
+        return original(pool, n_way, n_shot, n_query, generator)
+
+    monkeypatch.setattr(train, "sample_task", recording_sample_task)
+    config = TrainConfig(method="protonet", backbone="pixels28", n_way=5, n_query=2, meta_batch=10, iterations=4,
+                         val_every=4, val_episodes=2, hidden=4, fashion_tasks=0.5)
+    val_pool = TaskPool(images[:30], labels[:30] % 5, [f"held-out-{i}" for i in range(5)])
+    meta_train(config, train_pool, val_pool, torch.device("cpu"), progress=False, log=lambda _: None)
+    garment_only = [all(name.startswith("fashion-mnist/") for name in names) for names in drawn]
+    assert len(drawn) == 40 and 10 <= sum(garment_only) <= 30
 
 
 def test_cutout_photo_becomes_a_centred_silhouette_on_black():
