@@ -28,6 +28,7 @@ def test_peers_runs_our_methods_and_sklearn_and_skips_setfit_cleanly(tmp_path, m
     methods = ["linear@minilm", "linear@minilm:layers"] + (["sklearn_lr"] if has_sklearn else [])
     assert [(r["method"], r["n_shot"]) for r in result["results"]] == [(m, s) for s in (1, 3) for m in methods]
     assert all(r["episodes"] == 4 and 0 <= r["accuracy"] <= 1 and r["train_s"] >= 0 for r in result["results"])
+    assert all(len(r["per_episode"]) == 4 and abs(sum(r["per_episode"]) / 4 - r["accuracy"]) < 1e-3 for r in result["results"])
     assert result["time_vs_setfit"] == []
     if has_sklearn:
         assert {(d["method"], d["peer"], d["episodes"]) for d in result["paired_differences"]} == {

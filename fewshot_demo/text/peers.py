@@ -68,6 +68,8 @@ class PeerRow:
             "method": self.method, "encoder": self.encoder, "n_shot": self.n_shot, "episodes": len(self.accuracies),
             "accuracy": round(accuracy, 4), "ci95": round(ci95, 4),
             "train_s": round(sum(self.train_seconds) / len(self.train_seconds), 4),
+            # kept so that runs over different episodes can be merged and paired later
+            "per_episode": [round(accuracy, 4) for accuracy in self.accuracies],
         }
 
 
