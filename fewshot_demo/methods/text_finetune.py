@@ -69,12 +69,11 @@ class TextFinetune(FewShotLearner):
 
     def _features(self, tuned: Tensor, attention_mask: Tensor, frozen: list[Tensor]) -> Tensor:
         """What the head reads: the tuned embedding, or for "layers" pooling the tuned last layer and the
-        frozen middle layer, mean-pooled and concatenated (as ``encoders.layers_pool``)."""
-        from fewshot_demo.text.encoders import layers_pool
+        frozen middle layer, pooled as the frozen encoder's features are (``encoders.pool``)."""
+        from fewshot_demo.text.encoders import pool
 
-        if self.encoder.pooling == "layers":
-            return layers_pool(tuned, frozen[2], attention_mask)  # (n, 2 * d)
-        return self._pool(tuned, attention_mask)  # (n, d)
+        middle = frozen[2] if self.encoder.pooling == "layers" else None  # see _frozen_layers
+        return pool(tuned, attention_mask, self.encoder.pooling, middle)  # (n, feature_dim)
 
     def _new_top(self) -> TopLayers:
         try:
@@ -108,7 +107,7 @@ class TextFinetune(FewShotLearner):
             self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress
         )
         with torch.no_grad():
-            embeddings = self._features(self.top(states, attention_mask), attention_mask, frozen)  # (n_support, d)
+            embeddings = self._features(self.top(states, attention_mask), attention_mask, frozen)  # (n_support, feature_dim)
         self.head.fit(embeddings, labels)
         return self
 
