@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from fewshot_demo.text.peers import PeerRow, main, paired_difference
+import pytest
+
+from fewshot_demo.text.peers import PeerRow, main, merge_rows, paired_difference
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "text"
 
@@ -42,6 +44,34 @@ def test_paired_difference_uses_the_episodes_both_ran():
     peer = PeerRow("setfit", "minilm", 5, [0.5, 0.5], [3.0, 3.0])
     difference = paired_difference(ours, peer)
     assert difference["episodes"] == 2 and difference["difference"] == 0.25
+    later = PeerRow("setfit", "minilm", 5, [0.5, 1.0], [3.0, 3.0], first_episode=1)  # episodes 1 and 2
+    assert paired_difference(ours, later)["difference"] == -0.25
+    assert paired_difference(ours, PeerRow("setfit", "minilm", 5, [0.5], [3.0], first_episode=3)) is None
+
+
+def test_merge_joins_consecutive_ranges_and_refuses_gaps():
+    parts = [PeerRow("setfit", "minilm", 8, [0.75], [2.0], first_episode=2),
+             PeerRow("setfit", "minilm", 8, [0.25, 0.5], [1.0, 1.0])]
+    (merged,) = merge_rows(parts)
+    assert merged.accuracies == [0.25, 0.5, 0.75] and merged.train_seconds == [1.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="do not follow"):
+        merge_rows([parts[1], PeerRow("setfit", "minilm", 8, [0.75], [2.0], first_episode=3)])
+
+
+def test_split_runs_merge_into_the_single_run(tmp_path, capsys):
+    """Slow episodes 0-1 and 2-3 in two runs, merged, equal the run over 0-3 (same episodes, same pairs)."""
+    common = ["--data", str(EXAMPLES / "topics" / "support.csv"), "--n-shot", "2", "--n-query", "3",
+              "--methods", "finetune@minilm", "--peers"]
+    whole, first, second, merged = (tmp_path / f"{name}.json" for name in ("whole", "first", "second", "merged"))
+    assert main(common + ["--episodes", "0", "--setfit-episodes", "4", "--out", str(whole)]) == 0
+    assert main(common + ["--episodes", "0", "--setfit-episodes", "2", "--out", str(first)]) == 0
+    assert main(common + ["--episodes", "0", "--slow-from", "2", "--setfit-episodes", "2", "--out", str(second)]) == 0
+    assert main(["merge", str(second), str(first), "--out", str(merged)]) == 0
+    (row,) = json.loads(merged.read_text())["results"]
+    (reference,) = json.loads(whole.read_text())["results"]
+    assert row["first_episode"] == 0 and row["per_episode"] == reference["per_episode"]
+    assert main(["merge", str(first), str(first)]) == 2
+    assert "do not follow" in capsys.readouterr().err
 
 
 def test_unknown_method_is_a_clear_error(capsys):

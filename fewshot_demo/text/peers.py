@@ -1,6 +1,7 @@
 """Our text methods next to two outside peers, on exactly the bench's episodes.
 
     python -m fewshot_demo.text.peers --data bbc --n-shot 1 5 8 --episodes 200 --setfit-episodes 20
+    python -m fewshot_demo.text.peers merge run-a.json run-b.json --out merged.json
 
 The peers, on the same encoder and the same episodes:
 
@@ -12,13 +13,18 @@ The peers, on the same encoder and the same episodes:
 Our methods are named ``method@encoder_id`` (``linear@minilm:layers``: the linear probe on the
 last-and-middle-layer features); each is built with ``make_learner`` and fed what its ``input_kind``
 asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on ``--episodes`` episodes;
-methods that fine-tune the encoder and SetFit, slower, on the first ``--setfit-episodes`` of them.
+methods that fine-tune the encoder and SetFit, slower, on the first ``--setfit-episodes`` episodes
+(or those from ``--slow-from``).
 Every row reports accuracy +- 95% CI and the mean training seconds (``fit`` only, after embedding;
 for SetFit ``trainer.train()``: pair fine-tune and head), and every one of our methods gets its paired
 difference to each peer, over the episodes both ran. Episodes are drawn as by ``fewshot_demo.bench``
 (same seed, same sampler, classes in order of first appearance), so ``--data bbc`` gives the episodes
 of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV written by ``python -m
 fewshot_demo.text.data bbc bbc.csv``. One torch thread unless FEWSHOT_TORCH_THREADS says otherwise.
+
+SetFit on long texts takes minutes per episode, so its episodes can be split: ``--episodes 0
+--slow-from 8 --setfit-episodes 8`` runs episodes 8-15 (SetFit seeded with each episode's index, as in
+one long run), and ``merge`` joins the ``--out`` files of consecutive ranges and pairs them again.
 
 scikit-learn and setfit are optional: without them their rows are skipped with a note naming the
 ``pip install`` that adds them.
@@ -61,6 +67,11 @@ class PeerRow:
     n_shot: int
     accuracies: list[float] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)
+    first_episode: int = 0  # accuracies[i] is episode first_episode + i of the seed's sequence
+
+    @property
+    def end_episode(self) -> int:
+        return self.first_episode + len(self.accuracies)
 
     def summary(self) -> dict:
         accuracy, ci95 = mean_and_ci95(self.accuracies)
@@ -68,17 +79,64 @@ class PeerRow:
             "method": self.method, "encoder": self.encoder, "n_shot": self.n_shot, "episodes": len(self.accuracies),
             "accuracy": round(accuracy, 4), "ci95": round(ci95, 4),
             "train_s": round(sum(self.train_seconds) / len(self.train_seconds), 4),
-            # kept so that runs over different episodes can be merged and paired later
+            # kept so that runs over different episodes can be merged and paired later (``merge``)
+            "first_episode": self.first_episode,
             "per_episode": [round(accuracy, 4) for accuracy in self.accuracies],
+            "per_episode_train_s": [round(seconds, 4) for seconds in self.train_seconds],
         }
 
+    @classmethod
+    def from_summary(cls, summary: dict) -> "PeerRow":
+        """Rebuild a row from its ``summary`` (as written by ``--out``)."""
+        accuracies = list(summary["per_episode"])
+        seconds = summary.get("per_episode_train_s") or [summary["train_s"]] * len(accuracies)
+        return cls(summary["method"], summary["encoder"], summary["n_shot"], accuracies, list(seconds),
+                   summary.get("first_episode", 0))
 
-def paired_difference(ours: PeerRow, peer: PeerRow) -> dict:
-    """Mean and 95% CI of (ours - peer) accuracy over the episodes both ran (the first n of each)."""
-    n = min(len(ours.accuracies), len(peer.accuracies))
-    mean, ci95 = evaluation.paired_difference(ours.accuracies[:n], peer.accuracies[:n])
+
+def _overlap(ours: PeerRow, peer: PeerRow) -> tuple[slice, slice, int]:
+    """Slices of each row's lists covering the episodes both ran, and how many there are."""
+    first, end = max(ours.first_episode, peer.first_episode), min(ours.end_episode, peer.end_episode)
+    n = max(0, end - first)
+    return (slice(first - ours.first_episode, first - ours.first_episode + n),
+            slice(first - peer.first_episode, first - peer.first_episode + n), n)
+
+
+def paired_difference(ours: PeerRow, peer: PeerRow) -> dict | None:
+    """Mean and 95% CI of (ours - peer) accuracy over the episodes both ran; None when they share none."""
+    mine, theirs, n = _overlap(ours, peer)
+    if n == 0:
+        return None
+    mean, ci95 = evaluation.paired_difference(ours.accuracies[mine], peer.accuracies[theirs])
     return {"method": ours.method, "peer": peer.method, "n_shot": ours.n_shot, "episodes": n,
             "difference": round(mean, 4), "ci95": round(ci95, 4)}
+
+
+def merge_rows(rows: Sequence[PeerRow]) -> list[PeerRow]:
+    """Join rows of one method and shot count that ran consecutive episode ranges into one row each.
+
+    Raises:
+        ValueError: when two ranges of one method overlap or leave a gap (the merged row would not be
+            the episodes it claims to be).
+    """
+    groups: dict[tuple[str, int], list[PeerRow]] = {}
+    for row in rows:
+        groups.setdefault((row.method, row.n_shot), []).append(row)
+    merged = []
+    for (method, n_shot), parts in groups.items():
+        parts = sorted(parts, key=lambda row: row.first_episode)
+        joined = PeerRow(method, parts[0].encoder, n_shot, first_episode=parts[0].first_episode)
+        for part in parts:
+            if part.first_episode != joined.end_episode:
+                raise ValueError(
+                    f"{method} at {n_shot} shots: episodes {part.first_episode}-{part.end_episode - 1} do not follow "
+                    f"episodes {joined.first_episode}-{joined.end_episode - 1}; merge runs of consecutive ranges "
+                    "(--slow-from)"
+                )
+            joined.accuracies += part.accuracies
+            joined.train_seconds += part.train_seconds
+        merged.append(joined)
+    return merged
 
 
 def load_corpus(data: str) -> tuple[list[str], list[str], list[str]]:
@@ -142,12 +200,18 @@ def run_peers(
     n_query: int = 15,
     n_episodes: int = 200,
     n_slow_episodes: int = 20,
+    slow_from: int = 0,
     seed: int = 0,
     peer_encoder: str = "minilm",
     device: torch.device | str = "cpu",
+    peer_names: Sequence[str] = PEERS,
     log: Callable[[str], None] = lambda message: None,
 ) -> tuple[list[PeerRow], list[str]]:
     """Run our methods and the peers on the same episodes; return the rows and notes.
+
+    Frozen-feature methods and ``sklearn_lr`` run on episodes ``0 .. n_episodes - 1``; fine-tuning
+    methods and SetFit on ``slow_from .. slow_from + n_slow_episodes - 1`` (SetFit seeded with the
+    episode's index), so a long SetFit run can be split over processes and joined with ``merge``.
 
     Raises:
         ValueError: for an unknown method, or too few classes with enough texts.
@@ -160,12 +224,16 @@ def run_peers(
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
     notes: list[str] = []
+    unknown = [name for name in peer_names if name not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     peers: dict[str, Callable] = {}
-    try:
-        peers["sklearn_lr"] = _sklearn_lr()
-    except ImportError:
-        notes.append("sklearn_lr skipped: scikit-learn is not installed (pip install scikit-learn)")
-    if n_slow_episodes > 0:
+    if "sklearn_lr" in peer_names:
+        try:
+            peers["sklearn_lr"] = _sklearn_lr()
+        except ImportError:
+            notes.append("sklearn_lr skipped: scikit-learn is not installed (pip install scikit-learn)")
+    if n_slow_episodes > 0 and "setfit" in peer_names:
         try:
             peers["setfit"] = _setfit(parse_encoder_id(peer_encoder)[0].locate())
         except ImportError:
@@ -180,14 +248,17 @@ def run_peers(
 
     rows: list[PeerRow] = []
     for n_shot in n_shots:
-        episodes = sample_episodes(labels.tolist(), EpisodeConfig(n_way, n_shot, n_query), n_episodes, seed=seed)
-        slow = episodes[:n_slow_episodes]
+        config = EpisodeConfig(n_way, n_shot, n_query)
+        # one draw covers both ranges: the sampler's episodes do not depend on how many are drawn
+        drawn = sample_episodes(labels.tolist(), config, max(n_episodes, slow_from + n_slow_episodes), seed=seed)
+        episodes, slow = drawn[:n_episodes], drawn[slow_from : slow_from + n_slow_episodes]
         for method, encoder_id in parsed:
             encoder = load_encoder(encoder_id, device)
             context = LearnerContext(encoder.id, encoder.feature_dim, device)
             kind = make_learner(method, context).input_kind
-            row = PeerRow(f"{method}@{encoder.id}", encoder.id, n_shot)
-            for episode in slow if kind in SLOW_KINDS else episodes:
+            is_slow = kind in SLOW_KINDS
+            row = PeerRow(f"{method}@{encoder.id}", encoder.id, n_shot, first_episode=slow_from if is_slow else 0)
+            for episode in slow if is_slow else episodes:
                 support, query = episode.split(items(encoder_id, kind))
                 learner = make_learner(method, context)
                 began = time.perf_counter()
@@ -197,7 +268,7 @@ def run_peers(
             if row.accuracies:
                 rows.append(row)
                 log(_line(row.summary()))
-        if "sklearn_lr" in peers:
+        if "sklearn_lr" in peers and episodes:
             row = PeerRow("sklearn_lr", peer_encoder, n_shot)
             for episode in episodes:
                 support, query = episode.split(items(peer_encoder, "features").cpu())
@@ -207,8 +278,8 @@ def run_peers(
             rows.append(row)
             log(_line(row.summary()))
         if "setfit" in peers and slow:
-            row = PeerRow("setfit", peer_encoder, n_shot)
-            for index, episode in enumerate(slow):
+            row = PeerRow("setfit", peer_encoder, n_shot, first_episode=slow_from)
+            for index, episode in enumerate(slow, start=slow_from):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     predicted, seconds = peers["setfit"](
@@ -237,13 +308,16 @@ def report(rows: Sequence[PeerRow]) -> dict:
     differences, ratios = [], []
     for ours in (row for row in rows if row.method not in PEERS):
         for peer in (row for row in rows if row.method in PEERS and row.n_shot == ours.n_shot):
-            differences.append(paired_difference(ours, peer))
+            difference = paired_difference(ours, peer)
+            if difference is None:
+                continue
+            differences.append(difference)
             if peer.method == "setfit":
-                n = min(len(ours.train_seconds), len(peer.train_seconds))
-                ratio = sum(ours.train_seconds[:n]) / max(sum(peer.train_seconds[:n]), 1e-9)
+                mine, theirs, n = _overlap(ours, peer)
+                ratio = sum(ours.train_seconds[mine]) / max(sum(peer.train_seconds[theirs]), 1e-9)
                 ratios.append({"method": ours.method, "n_shot": ours.n_shot, "episodes": n,
-                               "train_s": round(sum(ours.train_seconds[:n]) / n, 4),
-                               "setfit_train_s": round(sum(peer.train_seconds[:n]) / n, 4),
+                               "train_s": round(sum(ours.train_seconds[mine]) / n, 4),
+                               "setfit_train_s": round(sum(peer.train_seconds[theirs]) / n, 4),
                                "time_ratio": round(ratio, 4)})
     return {"results": summaries, "paired_differences": differences, "time_vs_setfit": ratios}
 
@@ -276,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=200, help="episodes for frozen-feature methods and sklearn_lr")
     parser.add_argument("--setfit-episodes", type=int, default=20,
                         help="the first N episodes, for SetFit and the methods that fine-tune the encoder (0: neither)")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="our methods as method@encoder_id")
+    parser.add_argument("--slow-from", type=int, default=0,
+                        help="index of the first of those N episodes, to split a long run over processes (see merge)")
+    parser.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), help="our methods as method@encoder_id")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS, help="which peers to run")
     parser.add_argument("--peer-encoder", default="minilm", help="the encoder the peers use")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -284,7 +361,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def merge_main(argv: Sequence[str]) -> int:
+    """``merge A.json B.json ... [--out M.json]``: join runs over consecutive episode ranges, re-pair."""
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.text.peers merge",
+                                     description="Join peers runs (--out files) over consecutive episode ranges.")
+    parser.add_argument("runs", nargs="+", type=Path, help="JSON files written by --out")
+    parser.add_argument("--out", type=Path, default=None, help="write the merged results as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        runs = [json.loads(path.read_text(encoding="utf-8")) for path in args.runs]
+        settings = {(run["data"], run["n_way"], run["n_query"], run["seed"]) for run in runs}
+        if len(settings) > 1:
+            raise ValueError(f"the runs differ in data, n_way, n_query or seed: {sorted(settings)}")
+        rows = merge_rows([PeerRow.from_summary(summary) for run in runs for summary in run["results"]])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"error: cannot merge: {error!r}" if isinstance(error, KeyError) else f"error: cannot merge: {error}",
+              file=sys.stderr)
+        return 2
+    first = runs[0]
+    notes = sorted({note for run in runs for note in run.get("notes", [])})
+    result = {"data": first["data"], "n_way": first["n_way"], "n_query": first["n_query"], "seed": first["seed"],
+              "torch_threads": first.get("torch_threads"), "notes": notes, "merged_from": [str(p) for p in args.runs],
+              **report(rows)}
+    print(format_report(result))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
     torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
     try:
@@ -293,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         rows, run_notes = run_peers(
             texts, names, args.methods, args.n_shot, args.n_way, args.n_query, args.episodes,
-            args.setfit_episodes, args.seed, args.peer_encoder, args.device,
+            args.setfit_episodes, args.slow_from, args.seed, args.peer_encoder, args.device, args.peers,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except ValueError as error:
