@@ -72,6 +72,12 @@ def test_split_runs_merge_into_the_single_run(tmp_path, capsys):
     assert row["first_episode"] == 0 and row["per_episode"] == reference["per_episode"]
     assert main(["merge", str(first), str(first)]) == 2
     assert "do not follow" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"data": "x", "n_way": 5, "n_query": 3, "seed": 0}')
+    assert main(["merge", str(first), str(tmp_path / "other.json")]) == 2
+    assert "differ in data" in capsys.readouterr().err
+    (tmp_path / "wrong.json").write_text("{}")
+    assert main(["merge", str(tmp_path / "wrong.json")]) == 2
+    assert "not the JSON that peers --out writes" in capsys.readouterr().err
 
 
 def test_unknown_method_is_a_clear_error(capsys):

@@ -374,9 +374,11 @@ def merge_main(argv: Sequence[str]) -> int:
         if len(settings) > 1:
             raise ValueError(f"the runs differ in data, n_way, n_query or seed: {sorted(settings)}")
         rows = merge_rows([PeerRow.from_summary(summary) for run in runs for summary in run["results"]])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"error: cannot merge: {error!r}" if isinstance(error, KeyError) else f"error: cannot merge: {error}",
-              file=sys.stderr)
+    except (KeyError, TypeError) as error:
+        print(f"error: cannot merge: a file is not the JSON that peers --out writes (missing {error})", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"error: cannot merge: {error}", file=sys.stderr)
         return 2
     first = runs[0]
     notes = sorted({note for run in runs for note in run.get("notes", [])})
