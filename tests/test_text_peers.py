@@ -83,3 +83,5 @@ def test_split_runs_merge_into_the_single_run(tmp_path, capsys):
 def test_unknown_method_is_a_clear_error(capsys):
     assert main(["--data", str(EXAMPLES / "topics" / "support.csv"), "--methods", "nope@minilm"]) == 2
     assert "unknown method(s) nope" in capsys.readouterr().err
+    assert main(["--data", str(EXAMPLES / "topics" / "support.csv"), "--slow-from", "-1"]) == 2
+    assert "--slow-from must be 0 or more" in capsys.readouterr().err

@@ -223,6 +223,8 @@ def run_peers(
     unknown = [method for method, _ in parsed if method not in available_methods()]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    if slow_from < 0:
+        raise ValueError(f"--slow-from must be 0 or more (the index of an episode), not {slow_from}")
     notes: list[str] = []
     unknown = [name for name in peer_names if name not in PEERS]
     if unknown:
@@ -349,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-query", type=int, default=15)
     parser.add_argument("--episodes", type=int, default=200, help="episodes for frozen-feature methods and sklearn_lr")
     parser.add_argument("--setfit-episodes", type=int, default=20,
-                        help="the first N episodes, for SetFit and the methods that fine-tune the encoder (0: neither)")
+                        help="N episodes (from --slow-from), for SetFit and the methods that fine-tune the encoder (0: neither)")
     parser.add_argument("--slow-from", type=int, default=0,
                         help="index of the first of those N episodes, to split a long run over processes (see merge)")
     parser.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), help="our methods as method@encoder_id")
@@ -359,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return parser
+
+
+def _emit(result: dict, out: Path | None) -> int:
+    """Print the report's tables, write its JSON to ``out`` when given; the exit code."""
+    print(format_report(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
 
 
 def merge_main(argv: Sequence[str]) -> int:
@@ -385,10 +395,7 @@ def merge_main(argv: Sequence[str]) -> int:
     result = {"data": first["data"], "n_way": first["n_way"], "n_query": first["n_query"], "seed": first["seed"],
               "torch_threads": first.get("torch_threads"), "notes": notes, "merged_from": [str(p) for p in args.runs],
               **report(rows)}
-    print(format_report(result))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return 0
+    return _emit(result, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,10 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     result = {"data": args.data, "n_way": args.n_way, "n_query": args.n_query, "seed": args.seed,
               "torch_threads": torch.get_num_threads(), "notes": notes + run_notes, **report(rows)}
-    print(format_report(result))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return 0
+    return _emit(result, args.out)
 
 
 if __name__ == "__main__":
