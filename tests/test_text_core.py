@@ -16,6 +16,7 @@ from fewshot_demo.text.data import (
 )
 from fewshot_demo.text.encoders import (
     EncoderUnavailableError,
+    MAX_WINDOWS,
     load_encoder,
     mean_pool,
     pack_tokens,
@@ -62,8 +63,45 @@ def test_pool_is_l2_normalised_and_cls_takes_the_first_token():
 def test_tokens_pack_and_unpack_trim_to_the_longest_row():
     ids = torch.tensor([[101, 7, 102, 0, 0], [101, 8, 9, 102, 0]])
     mask = (ids > 0).long()
-    unpacked_ids, unpacked_mask = unpack_tokens(pack_tokens(ids, mask))
+    unpacked_ids, unpacked_mask, owner = unpack_tokens(pack_tokens(ids, mask))
     assert unpacked_ids.shape == (2, 4) and unpacked_mask.sum().item() == 7
+    assert owner.tolist() == [0, 1]
+
+
+def test_tokens_pack_the_windows_of_each_text_and_unpack_them_in_order():
+    # Text 0 has two windows, text 1 one, text 2 three: packed as (3 texts, 3 windows, 2, 4).
+    ids = torch.arange(1, 7)[:, None].repeat(1, 4)
+    mask = torch.ones_like(ids)
+    owner = torch.tensor([0, 0, 1, 2, 2, 2])
+    packed = pack_tokens(ids, mask, owner)
+    assert packed.shape == (3, 3, 2, 4)
+    assert packed[1, 1:].abs().sum() == 0  # text 1's missing windows are empty
+    unpacked_ids, _, unpacked_owner = unpack_tokens(packed)
+    torch.testing.assert_close(unpacked_ids, ids)
+    torch.testing.assert_close(unpacked_owner, owner)
+    # Indexing texts (as an episode split does) keeps each text's windows together.
+    sub_ids, _, sub_owner = unpack_tokens(packed[torch.tensor([2, 1])])
+    assert sub_ids[:, 0].tolist() == [4, 5, 6, 3] and sub_owner.tolist() == [0, 0, 0, 1]
+
+
+def test_windowed_pooling_averages_over_all_tokens_of_a_text():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 4, 8, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    owner = torch.tensor([0, 0, 1])  # text 0 = windows 0 and 1
+    tokens_of_text0 = torch.cat([hidden[0], hidden[1, :2]])
+    torch.testing.assert_close(mean_pool(hidden, mask, owner)[0], tokens_of_text0.mean(0))
+    torch.testing.assert_close(mean_pool(hidden, mask, owner)[1], hidden[2, :3].mean(0))
+    # One window per text: the same as no owner at all, for every pooling.
+    single = torch.arange(3)
+    middle = torch.randn(3, 4, 8, generator=generator)
+    for pooling in ("mean", "cls", "layers"):
+        torch.testing.assert_close(pool(hidden, mask, pooling, middle, single), pool(hidden, mask, pooling, middle))
+    # [CLS] over windows: weighted by each window's tokens (4 and 2).
+    torch.testing.assert_close(
+        pool(hidden, mask, "cls", owner=owner)[0],
+        torch.nn.functional.normalize((4 * hidden[0, 0] + 2 * hidden[1, 0]) / 6, dim=0),
+    )
 
 
 def test_encoder_embeddings_match_sentence_transformers_recipe(encoder):
@@ -92,17 +130,32 @@ def test_cls_pooling_is_a_separate_encoder_id():
         load_encoder("gpt-17", "cpu")
 
 
-def test_long_texts_are_truncated_with_a_note(encoder):
-    long_text = "The committee discussed the budget again. " * 200  # ~1400 tokens
-    assert encoder.truncated(["short", long_text]) == [1]
-    note = encoder.truncation_note(["short", long_text], what="example")
-    assert note is not None and "1 example was longer than 256 tokens" in note
+def test_long_texts_are_read_in_windows_and_cut_after_the_last_with_a_note(encoder):
+    sports = "The striker scored twice and the home crowd cheered the late winner. "  # 15 tokens
+    markets = "Shares fell sharply as investors sold bank stocks after the rate decision. "
+    two_topics = sports * 17 + markets * 17  # ~500 tokens: sport in the first window, markets in the second
+    assert encoder.token_counts([two_topics])[0] > 256 and encoder.truncated([two_topics]) == []
+    note = encoder.truncation_note(["short", two_topics], what="example")
+    assert note is not None and "1 example was longer than 256 tokens, the most the minilm encoder reads at once" in note
+    assert "windows of 256" in note and "not read" not in note
     assert encoder.truncation_note(["short"]) is None
-    features = encoder.embed([long_text])
-    head_only = encoder.embed([" ".join(long_text.split()[:150])])
-    assert torch.isfinite(features).all()
-    assert torch.nn.functional.cosine_similarity(features, head_only).item() > 0.95  # only the start is read
-    assert encoder.prepare("tokens", [long_text]).shape == (1, 2, 256)
+    whole, first_window = encoder.embed([two_topics, sports * 17]), encoder.embed([markets * 17])
+    # The second half is read: the text is closer to the markets paragraph than its first window alone is.
+    similarity = torch.nn.functional.cosine_similarity
+    assert similarity(whole[:1], first_window).item() > similarity(whole[1:], first_window).item() + 0.1
+    # The same embedding by hand: mean over the tokens of both windows.
+    with torch.inference_mode():
+        ids, mask, owner = encoder.tokenize_windows([two_topics])
+        assert owner.tolist() == [0, 0] and mask[0].sum() == 256
+        hidden = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = torch.nn.functional.normalize((hidden * mask[..., None]).sum((0, 1)) / mask.sum(), dim=0)
+    torch.testing.assert_close(whole[0], expected, atol=1e-5, rtol=1e-4)
+    assert encoder.prepare("tokens", [two_topics, "short"]).shape == (2, 2, 2, 256)
+    # Past MAX_WINDOWS windows a text is cut, and the note says so.
+    very_long = sports * 100  # ~1500 tokens
+    assert encoder.truncated(["short", very_long]) == [1]
+    assert "only up to the first 1016 tokens" in encoder.truncation_note([very_long])
+    assert encoder.prepare("tokens", [very_long]).shape == (1, MAX_WINDOWS, 2, 256)
 
 
 def test_hub_encoder_offline_fails_fast_naming_the_default(monkeypatch):
@@ -293,3 +346,54 @@ def test_finetune_on_layer_features_tunes_the_last_layer_and_keeps_the_middle(en
 
 def _texts() -> list[str]:
     return [text for examples in INTENTS.values() for text in examples]
+
+
+def test_finetune_reads_long_texts_in_windows_as_the_frozen_encoder_does(encoder, monkeypatch):
+    import fewshot_demo.methods.text_finetune as text_finetune
+
+    sports = "The striker scored twice and the home crowd cheered the late winner. "
+    markets = "Shares fell sharply as investors sold bank stocks after the rate decision. "
+    texts = [sports * 20, sports * 3, sports * 40 + "Goal!", markets * 25, markets * 2, markets * 45]
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    tokens = encoder.prepare("tokens", texts)
+    assert tokens.shape[1] == 3  # the longest texts span three windows
+    # Before any step the tuned copy is the frozen encoder: the same windowed embeddings.
+    untrained = make_learner("finetune", LearnerContext("minilm", 384), steps=0).fit(tokens, labels)
+    torch.testing.assert_close(untrained.embed(tokens), encoder.embed(texts), atol=1e-4, rtol=1e-4)
+    # Trained on random crops, in batches smaller than the support set: seeded, so a refit is the same.
+    def fit():
+        options = {"steps": 6, "batch_size": 4, "crop_tokens": 32}
+        return make_learner("finetune", LearnerContext("minilm", 384), **options).fit(tokens, labels)
+
+    learner = fit()
+    assert len(learner.losses) == 6
+    torch.testing.assert_close(learner.embed(tokens), fit().embed(tokens))
+    assert not torch.allclose(learner.embed(tokens), untrained.embed(tokens), atol=1e-3)
+    queries = encoder.prepare("tokens", [sports * 30 + markets, markets * 30 + sports])
+    assert learner.predict(queries).tolist() == [0, 1]
+    # A support set too big to hold is refused with a way out, before any work.
+    monkeypatch.setattr(text_finetune, "MAX_FINETUNE_TOKENS", 1000)
+    with pytest.raises(ValueError, match="fewer or shorter examples, or the 'linear' method"):
+        make_learner("finetune", LearnerContext("minilm", 384), steps=1).fit(tokens, labels)
+
+
+def test_random_crops_take_one_real_span_per_text_and_short_texts_whole():
+    from fewshot_demo.text.finetune import random_crops
+
+    # Text 0: windows 0 and 1 (10 and 6 real tokens); text 1: window 2 (3 tokens). States = token positions.
+    lengths = torch.tensor([10, 6, 3])
+    mask = (torch.arange(10)[None] < lengths[:, None]).long()  # (3, 10)
+    states = (torch.arange(3)[:, None, None] * 100 + torch.arange(10)[None, :, None]).float()  # (3, 10, 1)
+    owner = torch.tensor([0, 0, 1])
+    generator = torch.Generator().manual_seed(0)
+    seen_windows = set()
+    for _ in range(20):
+        crops, crop_mask = random_crops(torch.tensor([0, 1]), owner, states, mask, 4, generator)
+        assert crops.shape == (2, 4, 1) and crop_mask.tolist()[1] == [1, 1, 1, 0]  # text 1 whole
+        window, first = divmod(int(crops[0, 0, 0]), 100)
+        seen_windows.add(window)
+        assert crops[0, :, 0].tolist() == [window * 100 + first + k for k in range(4)]  # 4 consecutive tokens
+        assert first + 4 <= lengths[window]  # all of them real
+    assert seen_windows == {0, 1}
+    crops, _ = random_crops(torch.tensor([0]), owner, states, mask, 4, generator, from_start=True)
+    assert int(crops[0, 0, 0]) % 100 == 0  # [CLS] pooling keeps the first token

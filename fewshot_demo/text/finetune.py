@@ -7,8 +7,11 @@ the whole network (about 100 steps and 27 s for 5 x 8 short texts). Here the sam
 squared error between a pair's cosine similarity and 1 (same class) or 0 (different classes), is taken
 over *all* pairs of a batch at once from one forward pass, with positive and negative pairs weighted
 equally, and only the top ``trainable_layers`` transformer layers are adapted: the layers below are run
-once, under inference mode, and their outputs cached. The same loop with ``loss="cross_entropy"``
-trains a cosine classifier initialised from the class prototypes instead ("plain" fine-tuning).
+once, under inference mode, and their outputs cached. Each step trains on a random crop of at most
+``crop_tokens`` tokens of every text in the batch, cut from those cached states: a step then costs the
+same for a news article as for a tweet (short texts are used whole), and the crops of a long text
+vary from step to step. The same loop with ``loss="cross_entropy"`` trains a cosine classifier
+initialised from the class prototypes instead ("plain" fine-tuning).
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ class FinetuneConfig:
         loss: "contrastive" (SetFit's cosine-similarity loss over all pairs of a batch) or
             "cross_entropy" (a cosine classifier on the pooled embeddings).
         batch_size: support texts per step; the whole support set when it is smaller.
-        max_seconds: stop early after this much training time (a guard for long texts on a CPU).
+        crop_tokens: each step reads a random span of at most this many tokens of each text (from one
+            of its windows). Bounds the cost of a step for long texts; 64 tokens of a news article
+            carry its topic.
+        max_seconds: stop early after this much training time; a safety net that a fit of the default
+            steps does not reach on a 2-core CPU, so results do not depend on the machine's load.
         seed: seeds dropout and batch sampling, so a fit is repeatable.
     """
 
@@ -49,14 +56,17 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     loss: str = "contrastive"
     batch_size: int = 64
-    max_seconds: float = 30.0
+    crop_tokens: int = 64
+    max_seconds: float = 120.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in ("contrastive", "cross_entropy"):
             raise ValueError(f"unknown fine-tune loss {self.loss!r}; use 'contrastive' or 'cross_entropy'")
-        if self.trainable_layers < 1 or (self.steps is not None and self.steps < 0):
-            raise ValueError("trainable_layers must be >= 1 and steps >= 0 (or None for automatic)")
+        if self.trainable_layers < 1 or self.crop_tokens < 2 or (self.steps is not None and self.steps < 0):
+            raise ValueError(
+                "trainable_layers must be >= 1, crop_tokens >= 2 and steps >= 0 (or None for automatic)"
+            )
 
     def steps_for(self, n_support: int) -> int:
         """The number of steps for ``n_support`` texts: ``steps``, or ``auto_steps`` when it is None."""
@@ -154,31 +164,76 @@ def contrastive_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
     return loss
 
 
+def random_crops(
+    batch: Tensor,
+    owner: Tensor,
+    states: Tensor,
+    attention_mask: Tensor,
+    crop_tokens: int,
+    generator: torch.Generator,
+    from_start: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One random span of at most ``crop_tokens`` tokens per text of ``batch``, from one of its windows.
+
+    Args:
+        batch: (b,) support text indices.
+        owner: (m,) the text of each window, ascending.
+        states, attention_mask: (m, L, d) cached states and (m, L) mask of all windows.
+        crop_tokens: the longest span.
+        generator: draws the windows and the spans' starts.
+        from_start: start every span at its window's first token (for [CLS] pooling).
+
+    Returns:
+        (b, c, d) states and (b, c) mask of the spans, c <= crop_tokens; a text no longer than
+        ``crop_tokens`` comes whole.
+    """
+    device = states.device
+    counts = torch.bincount(owner, minlength=int(batch.max()) + 1).cpu()  # windows per text
+    first = counts.cumsum(0) - counts
+    batch = batch.cpu()
+    draws = torch.rand(2, len(batch), generator=generator)
+    window = first[batch] + (draws[0] * counts[batch]).long().clamp(max=counts[batch] - 1)
+    lengths = attention_mask[window.to(device)].sum(dim=1).cpu()
+    span = min(crop_tokens, int(lengths.max()))
+    start = torch.zeros_like(lengths) if from_start else (draws[1] * (lengths - span + 1).clamp_min(1)).long()
+    offsets = torch.arange(span)
+    positions = (start[:, None] + offsets).clamp(max=states.shape[1] - 1)  # (b, span)
+    mask = (offsets[None] < (lengths - start)[:, None]).to(attention_mask.dtype)
+    return states[window[:, None].to(device), positions.to(device)], mask.to(device)
+
+
 def finetune_top_layers(
     top: TopLayers,
     states: Tensor,
     attention_mask: Tensor,
     labels: Tensor,
-    pool: Callable[[Tensor, Tensor], Tensor],
+    pool: Callable[[Tensor, Tensor, Tensor], Tensor],
     config: FinetuneConfig,
     progress: ProgressCallback | None = None,
+    owner: Tensor | None = None,
+    crop_from_start: bool = False,
 ) -> list[float]:
     """Adapt ``top`` in place on a support set.
 
     Args:
         top: the trainable top layers.
-        states: (n_support, L, d) frozen states entering ``top``.
-        attention_mask: (n_support, L).
+        states: (m, L, d) frozen states entering ``top``, for the m windows of the support texts.
+        attention_mask: (m, L).
         labels: (n_support,) labels in 0..n_way-1.
-        pool: maps (n, L, d) states and the (n, L) mask to (n, d) L2-normalised embeddings.
+        pool: maps (m, L, d) states, the (m, L) mask and the (m,) text of each window to (n, d)
+            L2-normalised text embeddings.
         config: steps, learning rate, loss.
         progress: called with (fraction done, message) after each step.
+        owner: (m,) the support text of each window, ascending; None when each window is a whole text.
+        crop_from_start: crops start at their window's first token (see ``random_crops``).
 
     Returns:
         The loss of each step taken.
     """
     device = states.device
     attention_mask = attention_mask.to(device)
+    n_support = len(labels)
+    owner = torch.arange(n_support, device=device) if owner is None else owner.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout masks
     n_way = int(labels.max()) + 1
@@ -187,7 +242,7 @@ def finetune_top_layers(
     if config.loss == "cross_entropy":
         with torch.no_grad():
             top.eval()
-            start = pool(top(states, attention_mask), attention_mask)
+            start = pool(top(states, attention_mask), attention_mask, owner)
             prototypes = torch.zeros(n_way, start.shape[1], device=device).index_add_(0, labels, start)
         classifier = nn.Parameter(F.normalize(prototypes, dim=-1))
         scale = 20.0
@@ -198,14 +253,16 @@ def finetune_top_layers(
     top.train()
     losses: list[float] = []
     began = time.perf_counter()
-    n_support = len(states)
     n_steps = config.steps_for(n_support)
     for step in range(n_steps):
         if n_support > config.batch_size:
             batch = torch.randperm(n_support, generator=generator)[: config.batch_size].to(device)
         else:
             batch = torch.arange(n_support, device=device)
-        embeddings = pool(top(states[batch], attention_mask[batch]), attention_mask[batch])  # (b, d)
+        crops, crop_mask = random_crops(
+            batch, owner, states, attention_mask, config.crop_tokens, generator, crop_from_start
+        )
+        embeddings = pool(top(crops, crop_mask), crop_mask, torch.arange(len(batch), device=device))  # (b, d)
         if config.loss == "contrastive":
             loss = contrastive_loss(embeddings, labels[batch])
         else:
