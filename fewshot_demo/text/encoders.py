@@ -191,6 +191,12 @@ def layers_pool(last: Tensor, middle: Tensor, attention_mask: Tensor, owner: Ten
     return torch.cat(parts, dim=-1) / 2**0.5
 
 
+def window_numbers(owner: Tensor, n_texts: int) -> Tensor:
+    """For (m,) ascending window owners, each window's number within its text (0 for the first)."""
+    first = torch.searchsorted(owner, torch.arange(n_texts, device=owner.device))  # each text's first window
+    return torch.arange(len(owner), device=owner.device) - first[owner]
+
+
 def pack_tokens(input_ids: Tensor, attention_mask: Tensor, owner: Tensor | None = None) -> Tensor:
     """Stack the windows of each text into one (n, windows, 2, seq_len) int64 tensor, indexable by text
     like features. Texts with fewer windows than the longest are padded with all-zero windows.
@@ -204,8 +210,7 @@ def pack_tokens(input_ids: Tensor, attention_mask: Tensor, owner: Tensor | None 
     if owner is None:
         return stacked.unsqueeze(1)
     n_texts = int(owner.max()) + 1 if len(owner) else 0
-    first = torch.searchsorted(owner, torch.arange(n_texts))  # index of each text's first window
-    slot = torch.arange(len(owner)) - first[owner]  # window number within its text
+    slot = window_numbers(owner, n_texts)
     n_windows = int(slot.max()) + 1 if len(owner) else 1
     packed = stacked.new_zeros((n_texts, n_windows, *stacked.shape[1:]))
     packed[owner, slot] = stacked
@@ -293,8 +298,7 @@ class TextEncoder:
         if owner is None:  # a tokenizer that cannot split: the first window only
             return batch["input_ids"], batch["attention_mask"], torch.arange(len(texts))
         owner = owner.long()
-        first = torch.searchsorted(owner, torch.arange(len(texts)))
-        keep = torch.arange(len(owner)) - first[owner] < self.max_windows
+        keep = window_numbers(owner, len(texts)) < self.max_windows
         ids, mask = batch["input_ids"][keep], batch["attention_mask"][keep]
         length = max(int(mask.sum(dim=1).max()), 1)  # dropped windows may have set the padding
         return ids[:, :length], mask[:, :length], owner[keep]
