@@ -110,7 +110,7 @@ def test_encoder_embeddings_match_sentence_transformers_recipe(encoder):
     assert features.shape == (2, 384) and features.dtype == torch.float32
     torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
     with torch.inference_mode():  # by hand: mean over the attention mask, then L2
-        ids, mask = encoder.tokenize(texts)
+        ids, mask, _ = encoder.tokenize_windows(texts)
         hidden = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
         expected = torch.nn.functional.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=1)
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-4)
@@ -281,7 +281,7 @@ def test_finetune_learner_consumes_tokens_lowers_its_loss_and_classifies(encoder
 def test_finetune_top_layers_reproduce_the_encoder_before_training(encoder):
     from fewshot_demo.text.finetune import TopLayers, frozen_states
 
-    ids, mask = encoder.tokenize(["a short one", "a much longer sentence that needs padding in the batch"])
+    ids, mask, _ = encoder.tokenize_windows(["a short one", "a much longer sentence that needs padding in the batch"])
     top = TopLayers(encoder.model, 2).eval()
     states, last = frozen_states(encoder.model, ids, mask, [top.first, -1])
     with torch.no_grad():
@@ -308,7 +308,7 @@ def test_layers_pooling_concatenates_the_last_and_the_middle_layer(encoder):
     torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
     # The first half is the plain embedding, the second the mean-pooled middle layer (hidden state 3 of 6).
     torch.testing.assert_close(features[:, :384] * 2**0.5, encoder.embed(texts), atol=1e-5, rtol=1e-5)
-    ids, mask = encoder.tokenize(texts)
+    ids, mask, _ = encoder.tokenize_windows(texts)
     with torch.no_grad():
         middle = encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[3]
     expected = torch.nn.functional.normalize(mean_pool(middle, mask), dim=-1) / 2**0.5

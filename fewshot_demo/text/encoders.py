@@ -276,13 +276,6 @@ class TextEncoder:
         """Registry id, with a ``:pooling`` suffix when it differs from the encoder's default."""
         return self.spec.id if self.pooling == self.spec.pooling else f"{self.spec.id}:{self.pooling}"
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Return (input_ids, attention_mask), each (n, L): the first window of each text."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return batch["input_ids"], batch["attention_mask"]
-
     def tokenize_windows(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
         """Split each text into consecutive windows of at most ``max_length`` tokens, special tokens
         included, keeping the first ``max_windows`` of each.
@@ -318,8 +311,12 @@ class TextEncoder:
 
     def truncated(self, texts: Sequence[str]) -> list[int]:
         """Return the indices of texts longer than ``max_tokens`` (the encoder reads only their start)."""
+        return self._cut(self.token_counts(texts))
+
+    def _cut(self, counts: Sequence[int]) -> list[int]:
+        """The indices of ``token_counts`` (special tokens included) past ``max_tokens``."""
         special = self.tokenizer.num_special_tokens_to_add(pair=False)
-        return [i for i, count in enumerate(self.token_counts(texts)) if count - special > self.max_tokens]
+        return [i for i, count in enumerate(counts) if count - special > self.max_tokens]
 
     def truncation_note(self, texts: Sequence[str], what: str = "text") -> str | None:
         """A sentence for the user when some texts were read in windows or cut, else None."""
@@ -332,7 +329,7 @@ class TextEncoder:
             f"{windowed} {what}{plural} longer than {self.max_length} tokens, the most the {self.spec.id} encoder "
             f"reads at once, and read in windows of {self.max_length}"
         )
-        cut = len(self.truncated(texts))
+        cut = len(self._cut(counts))  # from the same counts: tokenising long texts again is not free
         if cut:
             note += f"; {cut} of them only up to the first {self.max_tokens} tokens (the rest was not read)"
         return note + "."
