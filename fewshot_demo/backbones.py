@@ -37,6 +37,8 @@ class BackboneSpec:
         mean, std: per-channel input normalisation.
         bundled: True when the weights come from an installed package (works offline).
         build: returns the network with its classifier removed, so it outputs pooled features.
+        input_kinds: what ``prepare`` can make for learners: "features" always, and
+            "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned.
     """
 
     id: str
@@ -46,6 +48,7 @@ class BackboneSpec:
     std: tuple[float, float, float]
     bundled: bool
     build: Callable[[], nn.Module]
+    input_kinds: tuple[str, ...] = ("features",)
 
 
 def _build_efficientnet_lite0() -> nn.Module:
@@ -117,6 +120,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             std=(0.5, 0.5, 0.5),
             bundled=True,
             build=_build_efficientnet_lite0,
+            input_kinds=("features", "last_block_input"),
         ),
         BackboneSpec(
             id="resnet50",

@@ -37,7 +37,6 @@ from fewshot_demo.networks import EmbeddingNetwork, build_network
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
 #: Checkpoints shipped inside the package.
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 USER_DIR_ENV_VAR = "FEWSHOT_CHECKPOINTS"
@@ -87,7 +86,7 @@ def save_checkpoint(
 
     Args:
         directory: created if needed; existing files are replaced.
-        method: one of ``METHODS``.
+        method: a meta-trained method (``meta_trained_methods()``).
         network: the trained network; stored under ``network.<name>``.
         backbone_id: the backbone whose output the network reads (``pixels28`` for Conv-4).
         extra_tensors: the method's own tensors (e.g. ``inner_lr.*``).
@@ -98,8 +97,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    recipe_of(method)  # refuses a method that is not meta-trained
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"network.{name}": value.detach().float().cpu().contiguous() for name, value in network.state_dict().items()}
@@ -142,13 +140,25 @@ class Checkpoint:
     extras: dict[str, Tensor]
 
 
-def _expected_extra_keys(method: str, config: dict[str, Any], network: EmbeddingNetwork) -> dict[str, tuple[int, ...]]:
-    if method in ("maml", "fomaml") and config.get("maml", {}).get("learn_inner_lr", False):
-        names = [f"network.{name}" for name, _ in network.named_parameters()] + ["head.weight", "head.bias"]
-        return {f"inner_lr.{name}": () for name in names}
-    if method == "matchingnet":
-        return {"method.log_temperature": ()}
-    return {}
+def meta_trained_methods() -> list[str]:
+    """The methods that have a meta-training recipe (and so checkpoints), in registry order."""
+    from fewshot_demo.methods import all_methods
+
+    return [spec.key for spec in all_methods() if spec.recipe is not None]
+
+
+def recipe_of(method: str):
+    """The ``MetaRecipe`` of a meta-trained method.
+
+    Raises:
+        ValueError: for a method without one, listing those that have one.
+    """
+    from fewshot_demo.methods import all_methods
+
+    for spec in all_methods():
+        if spec.key == method and spec.recipe is not None:
+            return spec.recipe
+    raise ValueError(f"{method!r} is not meta-trained; choose from {', '.join(meta_trained_methods())}")
 
 
 def load_checkpoint(
@@ -239,7 +249,10 @@ def _load_cached(
     except ValueError as error:
         raise ValueError(f"{directory}: {error}. {retrain}") from None
     expected = {f"network.{name}": tuple(value.shape) for name, value in network.state_dict().items()}
-    expected.update(_expected_extra_keys(config["method"], config, network))
+    try:
+        expected.update(recipe_of(config["method"]).extra_shapes(config, network))
+    except ValueError as error:
+        raise ValueError(f"{directory}: {error}. {retrain}") from None
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -345,26 +358,23 @@ def untrained_network(backbone_id: str, feature_dim: int, device: torch.device |
     return _untrained_network(json.dumps(architecture, sort_keys=True), str(torch.device(device)), seed)
 
 
-def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", **options: Any):
+def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu",
+                      options: Any = None):
     """Build the meta-trained learner ``method`` from its checkpoint for ``backbone_id``.
 
     Args:
-        method: one of ``METHODS``.
-        options: passed to the learner (for MAML-style learners: ``inner_steps``, ``inner_lr``,
-            ``on_step``).
+        method: a method with a meta-training recipe (``meta_trained_methods()``).
+        options: the method's options instance (for MAML-style learners ``AdaptationOptions``), or None.
 
     Raises:
-        ValueError: when there is no checkpoint for this backbone (saying how to make one) or it is
-            invalid.
+        CheckpointMissingError: when there is no checkpoint for this backbone, saying how to make one.
+        ValueError: when the checkpoint is invalid.
     """
-    from fewshot_demo.methods.maml import FOMAML, MAML, MAMLConfig
-    from fewshot_demo.methods.matchingnet import MatchingNetwork
-    from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
-    from fewshot_demo.methods.reptile import Reptile
+    from fewshot_demo.errors import CheckpointMissingError
 
     folder = find_checkpoint(method, backbone_id)
     if folder is None:
-        raise ValueError(
+        raise CheckpointMissingError(
             f"no meta-trained {method!r} checkpoint for backbone {backbone_id!r}; train one with "
             f"`python -m fewshot_demo.train --method {method} --backbone {backbone_id}` "
             f"(checkpoints ship for efficientnet_lite0 and pixels28), or use 'protonet' or 'linear'"
@@ -373,28 +383,22 @@ def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, devic
     # input shape is checked at fit time instead.
     expected_dim = None if backbone_id == "pixels28" else feature_dim or None
     checkpoint = load_checkpoint(folder, method=method, backbone_id=backbone_id, feature_dim=expected_dim, device=device)
-    if method in ("maml", "fomaml", "reptile"):
-        config = MAMLConfig(**checkpoint.config["maml"])
-        lrs = {name[len("inner_lr.") :]: value for name, value in checkpoint.extras.items() if name.startswith("inner_lr.")}
-        cls = {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}[method]
-        return cls(checkpoint.network, config, lrs or None, **options)
-    if options:
-        raise ValueError(f"{method!r} takes no options, got {', '.join(options)}; only MAML-style learners do")
-    if method == "matchingnet":
-        return MatchingNetwork(checkpoint.network, checkpoint.extras["method.log_temperature"])
-    return MetaPrototypicalNetwork(checkpoint.network)
+    recipe = recipe_of(method)
+    return recipe.learner(checkpoint.network, checkpoint.extras, recipe.settings_from(checkpoint.config), options)
 
 
-def make_scratch_maml(backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", **options: Any):
+def make_scratch_maml(backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", options: Any = None):
     """MAML's adaptation (same steps and base step size as the shipped checkpoint) from a random network.
 
     The baseline that shows what meta-training adds: without it, MAML is fine-tuning from zero.
     """
-    from fewshot_demo.methods.maml import MAML, MAMLConfig
+    from fewshot_demo.methods.maml import MAML, AdaptationOptions, MAMLConfig
 
     folder = find_checkpoint("maml", backbone_id)
     settings = json.loads((folder / CONFIG_FILE).read_text())["maml"] if folder is not None else {}
     config = MAMLConfig(**{**settings, "learn_inner_lr": False})
-    learner = MAML(untrained_network(backbone_id, feature_dim, device), config, None, **options)
+    options = options or AdaptationOptions()
+    learner = MAML(untrained_network(backbone_id, feature_dim, device), config, None,
+                   inner_steps=options.inner_steps, inner_lr=options.inner_lr)
     learner.name = "maml_scratch"  # type: ignore[misc]
     return learner

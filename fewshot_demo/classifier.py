@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,9 +21,18 @@ from torch import Tensor
 
 from fewshot_demo import __version__
 from fewshot_demo.features import class_means
-from fewshot_demo.methods import LearnerContext, PrototypicalNetwork, available_methods, make_learner
+from fewshot_demo.methods import (
+    LearnerContext,
+    PrototypicalNetwork,
+    available_methods,
+    get_method,
+    make_learner,
+    modality_of,
+)
 from fewshot_demo.methods.base import FewShotLearner
 
+#: The method the self-check refits when the real one trains the backbone or encoder.
+SELF_CHECK_STAND_IN = "linear"
 FILE_FORMAT = "fewshot-demo-classifier"
 FILE_FORMAT_VERSION = 1
 MAX_CLASSES = 20
@@ -94,14 +103,24 @@ class SelfCheck:
 class FewShotClassifier:
     """A learner fitted on named classes, plus what is needed to explain and save it.
 
+    Every method fits here, whatever it consumes: a learner on frozen features gets
+    ``support_features``; one that consumes another input kind (the image fine-tune's last-block
+    activations, the text fine-tune's tokens) gets ``support_inputs`` and, at prediction,
+    ``query_inputs``. Explanations (prototype distances, nearest support items, the 2-D map) always
+    use the frozen features, where they are comparable across methods.
+
     Args:
-        method: registry name of the learner (see ``fewshot_demo.methods.available_methods``).
+        method: registry key of the learner (see ``fewshot_demo.methods.all_methods``).
         class_names: the n_way class names; label i is ``class_names[i]``.
         support_features: (n_support, d) features of the support items.
         support_labels: (n_support,) labels in 0..n_way-1.
         encoder_id: the backbone or encoder that produced the features.
         learner: an already fitted learner to use instead of fitting a new one (when loading).
-        learner_options: keyword arguments for the learner's factory (e.g. MAML's inner steps).
+        learner_options: the method's options by name (e.g. MAML's ``inner_steps``), checked
+            against their bounds.
+        support_inputs: (n_support, ...) what the learner consumes when its input kind is not
+            "features" (from the backbone's or encoder's ``prepare``).
+        progress: ``(fraction, message)`` callback for learners that train for a while.
     """
 
     def __init__(
@@ -113,11 +132,15 @@ class FewShotClassifier:
         encoder_id: str,
         learner: FewShotLearner | None = None,
         learner_options: dict | None = None,
+        support_inputs: Tensor | None = None,
+        progress: Callable[[float, str], None] | None = None,
     ) -> None:
         self.method = method
+        self.spec = get_method(method)
         self.learner_options = dict(learner_options or {})
         self.class_names = check_class_names(class_names)
         self.encoder_id = encoder_id
+        self.input_kind = self.spec.input_kind(modality_of(encoder_id) or self.spec.modalities[0])
         self.support_features = support_features.float()
         self.support_labels = support_labels.long()
         n_way = len(self.class_names)
@@ -128,28 +151,64 @@ class FewShotClassifier:
         self.context = LearnerContext(
             backbone_id=encoder_id, feature_dim=int(support_features.shape[1]), device=support_features.device
         )
-        self.learner = learner if learner is not None else self._new_learner().fit(
-            self.support_features, self.support_labels
-        )
+        if learner is None:
+            learner = self._new_learner()
+            if progress is not None and hasattr(learner, "progress"):
+                learner.progress = progress
+            learner.fit(self._learner_inputs(self.support_features, support_inputs, "support"), self.support_labels)
+        self.learner = learner
         # Explanations always use prototypes on the same normalised features, whatever the method.
         self._explainer = PrototypicalNetwork().fit(self.support_features, self.support_labels)
 
+    @property
+    def consumes_features(self) -> bool:
+        """True when the learner reads the frozen features (then the self-check refits it)."""
+        return self.input_kind == "features"
+
+    @property
+    def self_check_method(self) -> str:
+        """The method the self-check refits: this one, or for a learner that trains the backbone or
+        encoder, ``SELF_CHECK_STAND_IN`` on the frozen features (a refit per item would take minutes)."""
+        return self.method if self.consumes_features else SELF_CHECK_STAND_IN
+
+    def _learner_inputs(self, features: Tensor, inputs: Tensor | None, what: str) -> Tensor:
+        if self.consumes_features:
+            return features.float()
+        if inputs is None or len(inputs) != len(features):
+            raise ValueError(
+                f"{self.method} consumes {self.input_kind!r} inputs; pass the {what} {self.input_kind} "
+                "(the backbone's or encoder's prepare) as well as the features"
+            )
+        return inputs
+
     def _new_learner(self) -> FewShotLearner:
         return make_learner(self.method, self.context, **self.learner_options)
+
+    def _self_check_learner(self) -> FewShotLearner:
+        if self.consumes_features:
+            return self._new_learner()
+        return make_learner(SELF_CHECK_STAND_IN, self.context)
 
     @property
     def n_way(self) -> int:
         return len(self.class_names)
 
     @torch.no_grad()
-    def predict(self, query_features: Tensor, n_nearest: int = 3) -> list[Prediction]:
-        """Classify (n_query, d) features; return one ``Prediction`` per query."""
+    def predict(self, query_features: Tensor, n_nearest: int = 3, query_inputs: Tensor | None = None) -> list[Prediction]:
+        """Classify queries; return one ``Prediction`` per query.
+
+        Args:
+            query_features: (n_query, d) frozen features (explanations, and the learner's input).
+            n_nearest: how many most similar support items to name per query.
+            query_inputs: (n_query, ...) the learner's inputs when it does not consume features.
+        """
         if query_features.ndim != 2 or query_features.shape[1] != self.support_features.shape[1]:
             raise ValueError(
                 f"query features have shape {tuple(query_features.shape)}, expected (n, "
                 f"{self.support_features.shape[1]}); were they made by {self.encoder_id!r}?"
             )
-        probabilities = self.learner.predict_proba(query_features.float())  # (n_query, n_way)
+        inputs = self._learner_inputs(query_features, query_inputs, "query")
+        probabilities = self.learner.predict_proba(inputs)  # (n_query, n_way)
         distances = self._explainer.distances(query_features.float())  # (n_query, n_way)
         normalize = self._explainer.normalizer
         similarity = normalize(query_features.float()) @ normalize(self.support_features).T  # (n_query, n_support)
@@ -182,7 +241,7 @@ class FewShotClassifier:
             if counts[true] < 2:
                 continue
             keep = torch.arange(n_support) != index
-            learner = self._new_learner().fit(self.support_features[keep], self.support_labels[keep])
+            learner = self._self_check_learner().fit(self.support_features[keep], self.support_labels[keep])
             predicted = int(learner.predict(self.support_features[index : index + 1])[0])
             predictions[index] = predicted
             confusion[true, predicted] += 1
@@ -323,7 +382,7 @@ class FewShotClassifier:
                 method, class_names, features, labels, encoder_id, learner=learner,
                 learner_options=dict(header.get("learner_options") or {}),
             )
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"{name} has settings this version cannot use ({error}); {hint}") from None
 
 

@@ -2,7 +2,7 @@
 
     python -m fewshot_demo.compare_report --out docs/results.md --episodes 100 --shots 1 5
 
-Runs every comparison method (``comparison.COMPARED_METHODS``) on every installed built-in data set,
+Runs every comparison method (``comparison.compared_methods()``) on every installed built-in data set,
 on identical episodes per data set and K-shot, and writes a Markdown table per data set
 (accuracy ± 95% CI and ms per episode, per method and K-shot) with the date, device and versions.
 Data sets that are not installed are listed with their install command; methods that cannot run
@@ -23,8 +23,8 @@ from typing import Sequence
 import torch
 
 from fewshot_demo.comparison import (
-    COMPARED_METHODS,
-    METHOD_LABELS,
+    compared_methods,
+    method_label,
     ComparisonConfig,
     ComparisonData,
     ComparisonUpdate,
@@ -47,7 +47,7 @@ def methods_for(modality: str, requested: Sequence[str] | None) -> tuple[tuple[s
         return tuple(requested), []
     slow = SLOW_BY_MODALITY.get(modality, {})
     notes = [f"{m} not run by default: {reason} (add --methods to include it)" for m, reason in slow.items()]
-    return tuple(m for m in COMPARED_METHODS if m not in slow), notes
+    return tuple(m for m in compared_methods() if m not in slow), notes
 
 
 def skipped_notes(skipped: Sequence[str], encoder_id: str) -> list[str]:
@@ -79,7 +79,7 @@ def markdown_table(update: ComparisonUpdate, shots: Sequence[int], methods: Sequ
         for r in found:
             cells += (["-", "-"] if r is None else
                       [f"{100 * r.summary.accuracy:.1f} ± {100 * r.summary.ci95:.1f}", f"{r.summary.ms_per_episode:.1f}"])
-        rows.append(f"| {METHOD_LABELS.get(method, method)} | {first.family} | {encoders[method]} | " + " | ".join(cells) + " |")
+        rows.append(f"| {method_label(method)} | {first.family} | {encoders[method]} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -34,39 +34,31 @@ from fewshot_demo.data.builtin import LoadedData, builtin_pool, get_dataset, loa
 from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, paired_difference, run_episode
-from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.errors import MethodNotApplicableError
+from fewshot_demo.methods import LearnerContext, available_methods, get_method, make_learner, methods_for
 from fewshot_demo.networks import one_thread
 
-#: Methods that learn on a support set from a pretrained representation (transfer learning).
-TRANSFER_METHODS = ("linear", "baselinepp", "finetune")
-#: Methods whose representation or adaptation rule was meta-learned on episodes.
-META_METHODS = ("protonet", "maml", "fomaml", "reptile", "matchingnet")
-COMPARED_METHODS = TRANSFER_METHODS + META_METHODS
 DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
-METHOD_LABELS = {
-    "linear": "Linear probe",
-    "baselinepp": "Baseline++",
-    "finetune": "Fine-tuning",
-    "protonet": "ProtoNet",
-    "maml": "MAML",
-    "fomaml": "FOMAML",
-    "reptile": "Reptile",
-    "matchingnet": "Matching Net",
-}
 MAX_EPISODES = 2000
 
 
+def compared_methods() -> tuple[str, ...]:
+    """The methods the comparison puts side by side by default: every inductive transfer and meta
+    method of the registry, transfer first (the report's and the tab's order)."""
+    specs = methods_for(families=("transfer", "meta"), transductive=False)
+    return tuple(s.key for s in sorted(specs, key=lambda s: s.family != "transfer"))
+
+
+def method_label(method: str) -> str:
+    """The display name of a method (its registry label)."""
+    return get_method(method).label
+
+
 def method_family(method: str, encoder_id: str | None = None) -> str:
-    """"transfer" or "meta" (or "other" for methods outside the comparison).
-
-    ProtoNet counts as meta-learning only when a meta-trained checkpoint exists for the encoder;
-    otherwise it is prototypes on the frozen pretrained features, i.e. transfer (SimpleShot).
-    """
-    if method == "protonet" and encoder_id is not None:
-        from fewshot_demo.checkpoints import find_checkpoint
-
-        return "meta" if find_checkpoint("protonet", encoder_id) is not None else "transfer"
-    return "transfer" if method in TRANSFER_METHODS else "meta" if method in META_METHODS else "other"
+    """"transfer", "meta" or "baseline"; on an encoder, ProtoNet without a checkpoint is transfer
+    (prototypes on the frozen pretrained features, i.e. SimpleShot)."""
+    spec = get_method(method)
+    return spec.family_for(encoder_id) if encoder_id is not None else spec.family
 
 
 @dataclass(frozen=True)
@@ -190,7 +182,9 @@ class ComparisonData:
         return [names[label] for label in self.data.labels]
 
     def encoder_for(self, method: str) -> str:
-        return self.meta_encoder if self.meta_encoder and method in META_METHODS else self.encoder
+        """The meta encoder for meta-learned methods and their controls, when the data has one."""
+        uses_meta = get_method(method).family in ("meta", "baseline")
+        return self.meta_encoder if self.meta_encoder and uses_meta else self.encoder
 
     def has_pool(self, encoder_id: str) -> bool:
         """True once the items are embedded with ``encoder_id`` for this data."""
@@ -374,17 +368,19 @@ def run_comparison(
                 yield update("cancelled", f"Stopped before {method} {n_shot}-shot; {len(results)} result(s) kept.")
                 return
             encoder_id = data.encoder_for(method)
+            spec = get_method(method)
+            kind = spec.input_kind(data.data.modality)
             try:
+                spec.check_applicable(data.data.modality, encoder_id)
                 if not data.has_pool(encoder_id):
                     yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
                 pool = data.pool(encoder_id)
                 context = LearnerContext(encoder_id, int(pool.prepare("features").shape[1]), data.device)
-                probe = make_learner(method, context)
-                if probe.input_kind != "features" and (encoder_id, probe.input_kind) not in prepared:
-                    yield update("status", f"Preparing {probe.input_kind} inputs for {method} (once)...")
-                    prepared.add((encoder_id, probe.input_kind))
-                items = pool.prepare(probe.input_kind)
-            except ValueError as error:
+                if kind != "features" and (encoder_id, kind) not in prepared:
+                    yield update("status", f"Preparing {kind} inputs for {method} (once)...")
+                    prepared.add((encoder_id, kind))
+                items = pool.prepare(kind)
+            except MethodNotApplicableError as error:
                 skipped.append(f"{method}: {error}")
                 done += len(episodes)
                 yield update("skipped", f"{method} skipped: {error}")
@@ -446,7 +442,7 @@ def run_comparison(
 
 # ---------------------------------------------------------------------------------------- reading
 def _name(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return method_label(method)
 
 
 def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResult] | None = None) -> str:

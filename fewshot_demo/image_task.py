@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -16,6 +16,7 @@ from PIL import Image
 from fewshot_demo.backbones import ImageBackbone
 from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction, check_class_names
 from fewshot_demo.images import ImageSource, load_image
+from fewshot_demo.methods import get_method
 
 MAX_IMAGES_PER_CLASS = 50
 MAX_QUERY_IMAGES = 32
@@ -88,11 +89,24 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
 
 
 def fit_image_classifier(
-    support: ImageSupport, backbone: ImageBackbone, method: str, learner_options: dict | None = None
+    support: ImageSupport,
+    backbone: ImageBackbone,
+    method: str,
+    learner_options: dict | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> FewShotClassifier:
-    """Embed the support images (cached by content) and fit the named method on them."""
+    """Embed the support images (cached by content) and fit the named method on them.
+
+    A method that consumes another input kind than features (``finetune`` reads the activations
+    entering the backbone's last stage) gets them from ``backbone.prepare``.
+    """
     features = backbone.embed(support.images)  # (n_support, d)
-    return FewShotClassifier(method, support.class_names, features, support.labels, backbone.id, learner_options=learner_options)
+    kind = get_method(method).input_kind("image")
+    inputs = None if kind == "features" else backbone.prepare(kind, support.images)
+    return FewShotClassifier(
+        method, support.class_names, features, support.labels, backbone.id, learner_options=learner_options,
+        support_inputs=inputs, progress=progress,
+    )
 
 
 def classify_images(
@@ -104,4 +118,6 @@ def classify_images(
             f"this classifier was fitted on {classifier.encoder_id!r} features but {backbone.id!r} is selected; "
             "fit again or select the matching backbone"
         )
-    return classifier.predict(backbone.embed(list(images)))
+    images = list(images)
+    inputs = None if classifier.consumes_features else backbone.prepare(classifier.input_kind, images)
+    return classifier.predict(backbone.embed(images), query_inputs=inputs)

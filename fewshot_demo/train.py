@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, save_checkpoint
+from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_methods, recipe_of, save_checkpoint
 from fewshot_demo.device import pick_device
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
@@ -83,7 +83,6 @@ FASHION_SOURCE = "fashion-mnist"  # prefix of the Fashion-MNIST class names in t
 #: kind of object (the stamps have shirts and socks) to the network before evaluation.
 STAMP_EXCLUDED_FOLDERS = ("clothes",)
 FEATURE_CACHE_DIR = Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
-METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
 TRACKS = ("efficientnet_lite0", "pixels28")
 
 
@@ -313,7 +312,7 @@ class TrainConfig:
     """Settings of one meta-training run.
 
     Attributes:
-        method: one of ``METHODS``.
+        method: a meta-trained method (``checkpoints.meta_trained_methods()``).
         backbone: ``efficientnet_lite0`` (projection over features) or ``pixels28`` (Conv-4).
         n_way: classes per training task.
         n_shots: shots per training task, drawn uniformly from this tuple for each task (one
@@ -366,8 +365,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        recipe_of(self.method)  # a method without a meta-training recipe is refused here
         if self.backbone not in TRACKS:
             raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
         if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
@@ -390,17 +388,6 @@ def build_fresh_network(config: TrainConfig, feature_dim: int) -> EmbeddingNetwo
     return FeatureProjection(feature_dim, rank=config.rank)
 
 
-def maml_config_of(config: TrainConfig):
-    from fewshot_demo.methods.maml import MAMLConfig
-
-    return MAMLConfig(
-        inner_steps=config.inner_steps,
-        inner_lr=config.inner_lr,
-        first_order=config.method == "fomaml",
-        learn_inner_lr=config.learn_inner_lr and config.method in ("maml", "fomaml"),
-    )
-
-
 @dataclass
 class MetaState:
     """What is being meta-trained: the network and the method's own tensors."""
@@ -413,62 +400,21 @@ class MetaState:
 
 
 def init_state(config: TrainConfig, feature_dim: int, device: torch.device) -> MetaState:
-    from fewshot_demo.methods.maml import initial_inner_lrs
-
     torch.manual_seed(config.seed)
     network = build_fresh_network(config, feature_dim).to(device)
-    extras: dict[str, Tensor] = {}
-    if config.method in ("maml", "fomaml") and config.learn_inner_lr:
-        extras = {
-            f"inner_lr.{name}": lr.clone().requires_grad_()
-            for name, lr in initial_inner_lrs(network, config.inner_lr).items()
-        }
-    if config.method == "matchingnet":
-        extras = {"method.log_temperature": torch.tensor(2.3, device=device, requires_grad=True)}
-    return MetaState(network, extras)
+    return MetaState(network, recipe_of(config.method).init_extras(network, config))
 
 
 def task_loss(state: MetaState, config: TrainConfig, task: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """The episodic loss of one task for the gradient-based outer loops; returns (loss, accuracy)."""
-    from fewshot_demo.methods.maml import maml_query_loss
-    from fewshot_demo.methods.matchingnet import matching_log_probs
-    from fewshot_demo.methods.meta_protonet import prototype_logits
-
     support, support_labels, query, query_labels = task
     support, query, _ = prepare_episode(state.network, support, query)
-    n_way = int(support_labels.max()) + 1
-    if config.method in ("maml", "fomaml"):
-        lrs = {name[len("inner_lr.") :]: value for name, value in state.extras.items()}
-        if not lrs:
-            from fewshot_demo.methods.maml import initial_inner_lrs
-
-            lrs = initial_inner_lrs(state.network, config.inner_lr)
-        return maml_query_loss(state.network, lrs, support, support_labels, query, query_labels, maml_config_of(config))
-    embeddings = state.network(torch.cat([support, query]))  # (n_support + n_query, embed_dim)
-    support_embeddings, query_embeddings = embeddings[: len(support)], embeddings[len(support) :]
-    if config.method == "matchingnet":
-        log_probs = matching_log_probs(
-            support_embeddings, support_labels, query_embeddings, n_way, state.extras["method.log_temperature"]
-        )
-        loss = F.nll_loss(log_probs, query_labels)
-    else:
-        log_probs = prototype_logits(support_embeddings, support_labels, query_embeddings, n_way)
-        loss = F.cross_entropy(log_probs, query_labels)
-    return loss, (log_probs.argmax(dim=1) == query_labels).float().mean().detach()
+    return recipe_of(config.method).task_loss(state.network, state.extras, config, support, support_labels, query, query_labels)
 
 
 def learner_for(state: MetaState, config: TrainConfig) -> FewShotLearner:
     """The test-time learner for the current meta-parameters (the same code users run)."""
-    from fewshot_demo.methods.maml import MAML
-    from fewshot_demo.methods.matchingnet import MatchingNetwork
-    from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
-
-    if config.method in ("maml", "fomaml", "reptile"):
-        lrs = {name[len("inner_lr.") :]: value for name, value in state.extras.items()}
-        return MAML(state.network, maml_config_of(config), lrs or None)
-    if config.method == "matchingnet":
-        return MatchingNetwork(state.network, state.extras["method.log_temperature"])
-    return MetaPrototypicalNetwork(state.network)
+    return recipe_of(config.method).learner(state.network, state.extras, config)
 
 
 def validate(state: MetaState, config: TrainConfig, pool: TaskPool, n_episodes: int) -> float:
@@ -500,8 +446,6 @@ def meta_train(
     """
     from tqdm import tqdm
 
-    from fewshot_demo.methods.reptile import reptile_task_delta
-
     train_pool, val_pool = train_pool.to(device), val_pool.to(device)
     fashion_pool = train_pool.classes_starting_with(FASHION_SOURCE + "/") if config.fashion_tasks else None
     if fashion_pool is not None and len(fashion_pool.class_names) < 2:
@@ -509,7 +453,8 @@ def meta_train(
     state = init_state(config, train_pool.items.shape[-1], device)
     state.network.train()
     generator = np.random.default_rng(config.seed)
-    reptile = config.method == "reptile"
+    recipe = recipe_of(config.method)
+    reptile = recipe.outer_update == "delta"
     if reptile:
         optimizer = torch.optim.SGD(state.parameters(), lr=config.meta_lr)
     else:
@@ -547,9 +492,8 @@ def meta_train(
             if reptile:
                 support, support_labels, query, query_labels = task
                 support, query, _ = prepare_episode(state.network, support, query)
-                delta = reptile_task_delta(
-                    state.network, torch.cat([support, query]), torch.cat([support_labels, query_labels]),
-                    maml_config_of(config),
+                delta = recipe.task_delta(
+                    state.network, state.extras, config, torch.cat([support, query]), torch.cat([support_labels, query_labels]),
                 )
                 for name, parameter in state.network.named_parameters():
                     # SGD on -delta / meta_batch: theta <- theta + epsilon * mean(phi - theta).
@@ -597,10 +541,7 @@ def save_trained(state: MetaState, config: TrainConfig, summary: dict[str, Any],
         **summary,
         "command": command,
     }
-    if config.method in ("maml", "fomaml", "reptile"):
-        fields["maml"] = maml_config_of(config).to_dict()
-        fields["inner_steps"] = config.inner_steps
-        fields["inner_lr"] = config.inner_lr
+    fields.update(recipe_of(config.method).checkpoint_fields(config))
     return save_checkpoint(out, config.method, state.network, config.backbone, extras, fields)
 
 
@@ -625,7 +566,7 @@ def _train_main(argv: list[str]) -> None:
         "Other commands: `evaluate`, `push`, `pull` (see `python -m fewshot_demo.train evaluate -h`).",
     )
     defaults = TrainConfig()
-    parser.add_argument("--method", choices=METHODS, default=defaults.method)
+    parser.add_argument("--method", choices=meta_trained_methods(), default=defaults.method)
     parser.add_argument("--backbone", choices=TRACKS, default=defaults.backbone)
     parser.add_argument("--n-way", type=int, default=defaults.n_way)
     parser.add_argument("--n-shot", type=int, nargs="+", default=list(defaults.n_shots), help="shots per training task (one drawn per task)")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from fewshot_demo.bench import main
-from fewshot_demo.comparison import COMPARED_METHODS
+from fewshot_demo.comparison import compared_methods
+
+COMPARED_METHODS = compared_methods()
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

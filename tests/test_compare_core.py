@@ -238,7 +238,9 @@ def test_finetune_name_dispatches_on_the_context():
     from fewshot_demo.methods.finetune import ImageFinetune
 
     assert isinstance(make_learner("finetune", LearnerContext("efficientnet_lite0", 1280)), ImageFinetune)
-    with pytest.raises(ValueError, match="pixels28 has none"):
+    from fewshot_demo.errors import InputKindUnsupportedError
+
+    with pytest.raises(InputKindUnsupportedError, match="'pixels28' cannot prepare"):
         make_learner("finetune", LearnerContext("pixels28", 1))
 
 

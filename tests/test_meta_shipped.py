@@ -120,6 +120,7 @@ def test_shipped_maml_adapts_a_5_way_5_shot_support_set_step_by_step():
 def test_maml_options_reach_the_learner_through_the_registry():
     context = LearnerContext(backbone_id="efficientnet_lite0", feature_dim=1280)
     steps = []
-    learner = make_learner("maml", context, inner_steps=2, inner_lr=0.1, on_step=steps.append)
+    learner = make_learner("maml", context, inner_steps=2, inner_lr=0.1)
+    learner.on_step = steps.append  # callbacks are attributes, not options: options are checked and saved
     learner.fit(torch.rand(4, 1280), torch.tensor([0, 0, 1, 1]))
     assert [entry["step"] for entry in steps] == [0, 1, 2]

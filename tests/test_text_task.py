@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fewshot_demo.classifier import FewShotClassifier
 from fewshot_demo.text.encoders import load_encoder
 from fewshot_demo.text.task import (
-    TextClassifier,
     build_text_support,
     classify_texts,
     fit_text_classifier,
@@ -47,7 +47,7 @@ def test_fit_classify_explain_check_map_save_load(method, encoder, tmp_path):
     assert coordinates["support"].shape == (12, 2) and coordinates["query"].shape == (2, 2)
     path = classifier.save(tmp_path / "text.safetensors")
     restored = load_text_classifier(path, "minilm")
-    assert isinstance(restored, TextClassifier) and restored.method == method
+    assert isinstance(restored, FewShotClassifier) and restored.method == method
     again, _ = classify_texts(restored, encoder, QUERIES)
     for before, after in zip(predictions, again):
         assert before.label == after.label

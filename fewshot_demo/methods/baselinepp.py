@@ -11,6 +11,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.options import bounded
 from fewshot_demo.networks import one_thread
 
 
@@ -26,10 +27,10 @@ class BaselinePPConfig:
         weight_decay: L2 penalty on the class weights (keeps them near their prototype initialisation).
     """
 
-    steps: int = 50
-    learning_rate: float = 0.02
-    initial_scale: float = 10.0
-    weight_decay: float = 0.0
+    steps: int = bounded(50, 1, 1000)
+    learning_rate: float = bounded(0.02, 1e-6, 10.0)
+    initial_scale: float = bounded(10.0, 1e-3, 1000.0)
+    weight_decay: float = bounded(0.0, 0.0, 10.0)
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from fewshot_demo.features import class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.options import bounded
 
 #: The input kind of this learner: the activations entering the backbone's last stage, computed once
 #: per image by ``ImageBackbone.prepare("last_block_input", images)``.
@@ -30,10 +31,10 @@ class ImageFinetuneConfig:
         initial_scale: starting softmax scale of the cosine head.
     """
 
-    steps: int = 5
-    learning_rate: float = 1e-4
-    head_learning_rate: float = 1e-2
-    initial_scale: float = 10.0
+    steps: int = bounded(5, 0, 100, "Fine-tuning steps")
+    learning_rate: float = bounded(1e-4, 1e-7, 1.0)
+    head_learning_rate: float = bounded(1e-2, 1e-7, 10.0)
+    initial_scale: float = bounded(10.0, 1e-3, 1000.0)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -89,6 +90,7 @@ class ImageFinetune(FewShotLearner):
 
     name = "finetune"
     input_kind = LAST_BLOCK_INPUT
+    savable = True
 
     def __init__(self, backbone_model: nn.Module, config: ImageFinetuneConfig | None = None) -> None:
         super().__init__()
@@ -99,6 +101,8 @@ class ImageFinetune(FewShotLearner):
         self.weight: Tensor | None = None  # (n_way, feature_dim)
         self.log_scale: Tensor | None = None  # ()
         self.losses: list[float] = []
+        #: Optional ``(fraction, message)`` callback, called after each training step.
+        self.progress: Callable[[float, str], None] | None = None
 
     def _logits(self, inputs: Tensor) -> Tensor:
         assert self.tail is not None and self.weight is not None and self.log_scale is not None
@@ -132,6 +136,8 @@ class ImageFinetune(FewShotLearner):
                 loss.backward()
                 optimizer.step()
                 self.losses.append(float(loss.detach()))
+                if self.progress is not None:
+                    self.progress(len(self.losses) / settings.steps, f"fine-tuning step {len(self.losses)}/{settings.steps}")
         self.tail.requires_grad_(False)
         self.weight, self.log_scale = self.weight.detach(), self.log_scale.detach()
         return self
@@ -145,23 +151,36 @@ class ImageFinetune(FewShotLearner):
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The tuned last stage (``tail.*``), the head's class directions and its log scale."""
+        if self.tail is None or self.weight is None or self.log_scale is None:
+            raise RuntimeError("fit the learner before saving it")
+        state = {f"tail.{name}": value for name, value in self.tail.state_dict().items()}
+        return {**state, "weight": self.weight, "log_scale": self.log_scale}
 
-def make_image_finetune(backbone_id: str, device: torch.device, **overrides: Any) -> ImageFinetune:
-    """Build an ``ImageFinetune`` on the shared backbone ``backbone_id`` with ``ImageFinetuneConfig`` overrides.
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        device = next(self.backbone_model.parameters()).device
+        tail = last_stage(self.backbone_model).to(device).eval()
+        tail.load_state_dict({name[len("tail.") :]: value for name, value in state.items() if name.startswith("tail.")})
+        self.tail = tail.requires_grad_(False)
+        self.weight, self.log_scale = state["weight"].float().to(device), state["log_scale"].float().to(device)
+        self.n_way = self.weight.shape[0]
+
+
+def make_image_finetune(backbone_id: str, device: torch.device, config: ImageFinetuneConfig | None = None) -> ImageFinetune:
+    """Build an ``ImageFinetune`` on the shared backbone ``backbone_id``.
 
     Raises:
-        ValueError: for the ``pixels28`` "backbone" (nothing pretrained to fine-tune) or an unknown option.
+        InputKindUnsupportedError: for a backbone without an EfficientNet-style last stage (``pixels28``
+            has nothing pretrained to fine-tune).
     """
-    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.backbones import BACKBONES, load_backbone
+    from fewshot_demo.errors import InputKindUnsupportedError
 
-    if backbone_id == "pixels28":
-        raise ValueError(
-            "finetune adapts a pretrained backbone; pixels28 has none. Use a pretrained image backbone, "
-            "or maml / maml_scratch for networks trained on raw pixels"
+    if LAST_BLOCK_INPUT not in BACKBONES[backbone_id].input_kinds:
+        raise InputKindUnsupportedError(
+            f"finetune adapts the last stage of a pretrained EfficientNet-style backbone; {backbone_id!r} has none. "
+            "Use efficientnet_lite0, or maml / maml_scratch for networks trained on raw pixels"
         )
-    known = set(ImageFinetuneConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown finetune option(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
     backbone = load_backbone(backbone_id, device)
-    return ImageFinetune(backbone.model, ImageFinetuneConfig(**overrides))
+    return ImageFinetune(backbone.model, config)

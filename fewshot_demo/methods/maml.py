@@ -24,6 +24,8 @@ from torch import Tensor
 from torch.func import functional_call
 
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.meta_recipe import MetaRecipe, TrainSettings
+from fewshot_demo.options import bounded
 from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 Params = dict[str, Tensor]
@@ -59,6 +61,20 @@ class MAMLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AdaptationOptions:
+    """What a user may change about test-time adaptation (MAML, FOMAML, Reptile, and the
+    from-scratch control).
+
+    Attributes:
+        inner_steps: gradient steps on the support set; None: as many as in meta-training.
+        inner_lr: one step size for every tensor; None: the meta-learned step sizes.
+    """
+
+    inner_steps: int | None = bounded(None, 0, 100, "Adaptation steps on the support set")
+    inner_lr: float | None = bounded(None, 1e-4, 10.0, "Step size (unset: the meta-learned ones)")
 
 
 def network_params(network: EmbeddingNetwork) -> Params:
@@ -310,3 +326,68 @@ class FOMAML(MAML):
     """
 
     name = "fomaml"
+
+
+INNER_LR_PREFIX = "inner_lr."
+
+
+class MAMLRecipe(MetaRecipe):
+    """Meta-training of MAML (second order) or FOMAML (first order): the query loss after adapting
+    on the support set, back-propagated through the inner steps; optionally meta-learned step sizes.
+
+    Args:
+        key: the method key.
+        learner_class: the learner users run (``MAML``, ``FOMAML``; Reptile's recipe subclasses this).
+        first_order: drop second derivatives in the outer gradient.
+        learns_step_sizes: whether ``settings.learn_inner_lr`` applies to this method.
+    """
+
+    def __init__(self, key: str, learner_class: type["MAML"], first_order: bool, learns_step_sizes: bool = True) -> None:
+        self.key = key
+        self.learner_class = learner_class
+        self.first_order = first_order
+        self.learns_step_sizes = learns_step_sizes
+
+    def maml_config(self, settings: TrainSettings) -> MAMLConfig:
+        return MAMLConfig(
+            inner_steps=settings.inner_steps,
+            inner_lr=settings.inner_lr,
+            first_order=self.first_order,
+            learn_inner_lr=settings.learn_inner_lr and self.learns_step_sizes,
+        )
+
+    def init_extras(self, network: EmbeddingNetwork, settings: TrainSettings) -> dict[str, Tensor]:
+        if not self.maml_config(settings).learn_inner_lr:
+            return {}
+        return {INNER_LR_PREFIX + name: lr.clone().requires_grad_()
+                for name, lr in initial_inner_lrs(network, settings.inner_lr).items()}
+
+    @staticmethod
+    def _step_sizes(extras: dict[str, Tensor]) -> Params:
+        return {name[len(INNER_LR_PREFIX) :]: value for name, value in extras.items() if name.startswith(INNER_LR_PREFIX)}
+
+    def task_loss(self, network, extras, settings, support, support_labels, query, query_labels):
+        lrs = self._step_sizes(extras) or initial_inner_lrs(network, settings.inner_lr)
+        return maml_query_loss(network, lrs, support, support_labels, query, query_labels, self.maml_config(settings))
+
+    def learner(self, network, extras, settings, options: AdaptationOptions | None = None) -> "MAML":
+        options = options or AdaptationOptions()
+        return self.learner_class(network, self.maml_config(settings), self._step_sizes(extras) or None,
+                                  inner_steps=options.inner_steps, inner_lr=options.inner_lr)
+
+    def checkpoint_fields(self, settings: TrainSettings) -> dict[str, Any]:
+        return {"maml": self.maml_config(settings).to_dict(), "inner_steps": settings.inner_steps,
+                "inner_lr": settings.inner_lr}
+
+    def settings_from(self, checkpoint_config: dict[str, Any]) -> MAMLConfig:
+        return MAMLConfig(**checkpoint_config["maml"])
+
+    def extra_shapes(self, checkpoint_config, network):
+        if not checkpoint_config.get("maml", {}).get("learn_inner_lr", False):
+            return {}
+        names = [NETWORK_PREFIX + name for name, _ in network.named_parameters()] + list(HEAD_KEYS)
+        return {INNER_LR_PREFIX + name: () for name in names}
+
+
+MAML_RECIPE = MAMLRecipe("maml", MAML, first_order=False)
+FOMAML_RECIPE = MAMLRecipe("fomaml", FOMAML, first_order=True)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.meta_recipe import MetaRecipe
 from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 
@@ -105,3 +106,34 @@ class MatchingNetwork(FewShotLearner):
 
     def config(self) -> dict[str, Any]:
         return {"architecture": self.network.architecture(), "log_temperature": float(self.log_temperature)}
+
+
+TEMPERATURE_KEY = "method.log_temperature"
+
+
+class MatchingNetRecipe(MetaRecipe):
+    """Meta-training of Matching Networks: the query log-likelihood under cosine attention, with the
+    attention's temperature meta-learned beside the network."""
+
+    key = "matchingnet"
+
+    def init_extras(self, network, settings):
+        device = next(network.parameters()).device
+        return {TEMPERATURE_KEY: torch.tensor(2.3, device=device, requires_grad=True)}
+
+    def task_loss(self, network, extras, settings, support, support_labels, query, query_labels):
+        embeddings = network(torch.cat([support, query]))  # (n_support + n_query, embed_dim)
+        n_way = int(support_labels.max()) + 1
+        log_probs = matching_log_probs(embeddings[: len(support)], support_labels, embeddings[len(support) :], n_way,
+                                       extras[TEMPERATURE_KEY])  # (n_query, n_way)
+        accuracy = (log_probs.argmax(dim=1) == query_labels).float().mean().detach()
+        return F.nll_loss(log_probs, query_labels), accuracy
+
+    def learner(self, network, extras, settings, options=None):
+        return MatchingNetwork(network, extras[TEMPERATURE_KEY])
+
+    def extra_shapes(self, checkpoint_config, network):
+        return {TEMPERATURE_KEY: ()}
+
+
+MATCHINGNET_RECIPE = MatchingNetRecipe()

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fewshot_demo.features import FeatureNormalizer, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.meta_recipe import MetaRecipe
 from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
 
 
@@ -87,3 +89,23 @@ class MetaPrototypicalNetwork(FewShotLearner):
 
     def config(self) -> dict[str, Any]:
         return {"architecture": self.network.architecture()}
+
+
+class ProtoNetRecipe(MetaRecipe):
+    """Meta-training of Prototypical Networks: query cross-entropy over negative squared distances
+    to the support prototypes in the learned embedding."""
+
+    key = "protonet"
+
+    def task_loss(self, network, extras, settings, support, support_labels, query, query_labels):
+        embeddings = network(torch.cat([support, query]))  # (n_support + n_query, embed_dim)
+        n_way = int(support_labels.max()) + 1
+        logits = prototype_logits(embeddings[: len(support)], support_labels, embeddings[len(support) :], n_way)
+        accuracy = (logits.argmax(dim=1) == query_labels).float().mean().detach()
+        return F.cross_entropy(logits, query_labels), accuracy
+
+    def learner(self, network, extras, settings, options=None):
+        return MetaPrototypicalNetwork(network)
+
+
+PROTONET_RECIPE = ProtoNetRecipe()

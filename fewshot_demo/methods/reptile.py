@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fewshot_demo.methods.maml import MAML, MAMLConfig, Params, adapt, initial_inner_lrs, network_params, zero_head
+from fewshot_demo.methods.maml import (
+    MAML,
+    MAMLConfig,
+    MAMLRecipe,
+    Params,
+    adapt,
+    initial_inner_lrs,
+    network_params,
+    zero_head,
+)
 from fewshot_demo.networks import EmbeddingNetwork
 
 
@@ -47,3 +56,19 @@ class Reptile(MAML):
     """
 
     name = "reptile"
+
+
+class ReptileRecipe(MAMLRecipe):
+    """Meta-training of Reptile: no loss is back-propagated; the loop moves the initialisation by
+    the mean of each task's ``phi - theta`` (one fixed step size, never meta-learned)."""
+
+    outer_update = "delta"
+
+    def __init__(self) -> None:
+        super().__init__("reptile", Reptile, first_order=True, learns_step_sizes=False)
+
+    def task_delta(self, network, extras, settings, inputs, labels):
+        return reptile_task_delta(network, inputs, labels, self.maml_config(settings))
+
+
+REPTILE_RECIPE = ReptileRecipe()

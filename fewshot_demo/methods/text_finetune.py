@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -162,18 +162,19 @@ class TextFinetune(FewShotLearner):
         return {"finetune": asdict(self.finetune_config), "head": self.head.config()}
 
 
-def make_text_finetune(encoder_id: str, device: torch.device, **overrides: Any) -> TextFinetune:
-    """Build a ``TextFinetune`` on the shared encoder ``encoder_id``, with ``FinetuneConfig`` overrides.
+def make_text_finetune(encoder_id: str, device: torch.device, config: FinetuneConfig | None = None) -> TextFinetune:
+    """Build a ``TextFinetune`` on the shared encoder ``encoder_id`` (the bundled one when empty).
 
     Raises:
-        ValueError: when ``encoder_id`` is not a text encoder (fine-tuning needs one).
+        InputKindUnsupportedError: when ``encoder_id`` is not a text encoder (fine-tuning needs one).
     """
+    from fewshot_demo.errors import InputKindUnsupportedError
     from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
 
     encoder_id = encoder_id or DEFAULT_ENCODER
     if encoder_id.partition(":")[0] not in ENCODERS:
-        raise ValueError(
-            f"the finetune method fine-tunes a text encoder; {encoder_id!r} is not one "
+        raise InputKindUnsupportedError(
+            f"the text finetune method fine-tunes a text encoder; {encoder_id!r} is not one "
             f"(choose from {', '.join(ENCODERS)})"
         )
-    return TextFinetune(load_encoder(encoder_id, device), replace(FinetuneConfig(), **overrides))
+    return TextFinetune(load_encoder(encoder_id, device), config)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.options import bounded
+
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -50,14 +52,14 @@ class FinetuneConfig:
         seed: seeds dropout and batch sampling, so a fit is repeatable.
     """
 
-    trainable_layers: int = 2
-    steps: int | None = None
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    loss: str = "contrastive"
-    batch_size: int = 64
-    crop_tokens: int = 64
-    max_seconds: float = 120.0
+    trainable_layers: int = bounded(2, 1, 24)
+    steps: int | None = bounded(None, 0, 200, "Fine-tuning steps (unset: automatic)")
+    learning_rate: float = bounded(1e-4, 1e-7, 1.0)
+    weight_decay: float = bounded(0.01, 0.0, 10.0)
+    loss: str = bounded("contrastive", label="Fine-tuning loss", choices=("contrastive", "cross_entropy"))
+    batch_size: int = bounded(64, 1, 512)
+    crop_tokens: int = bounded(64, 2, 1024)
+    max_seconds: float = bounded(120.0, 1.0, 600.0)
     seed: int = 0
 
     def __post_init__(self) -> None:

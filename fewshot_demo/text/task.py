@@ -1,10 +1,8 @@
 """From typed or uploaded texts to a fitted text classifier: the text tab's logic, without any UI.
 
 The fitted classifier is the modality-agnostic ``FewShotClassifier`` over frozen sentence embeddings
-(explanations, self-check, 2-D map and the safetensors file all come from it). The one text-specific
-part is the ``finetune`` learner, which consumes token tensors instead of embeddings: for it,
-``TextClassifier`` takes the probabilities from the fine-tuned encoder and keeps the explanations
-(nearest examples, distances) on the frozen embeddings, where they are comparable across methods.
+(explanations, self-check, 2-D map and the safetensors file all come from it). A learner that
+consumes another input kind (``finetune`` reads tokens) gets them from ``encoder.prepare``.
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ import torch
 from torch import Tensor
 
 from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction, check_class_names
-from fewshot_demo.methods import make_learner
-from fewshot_demo.methods.base import FewShotLearner
+from fewshot_demo.methods import get_method
 from fewshot_demo.text.data import TextTable, check_classes, split_lines, table_from_class_boxes
 from fewshot_demo.text.encoders import TextEncoder
 from fewshot_demo.text.finetune import ProgressCallback
@@ -30,53 +27,6 @@ MAX_SUPPORT_TEXTS = 1000
 #: Longer texts are cut to this many characters before tokenising (the encoder reads far fewer tokens
 #: anyway); it keeps a pasted book from stalling the tokenizer.
 MAX_TEXT_CHARS = 20_000
-TEXT_METHODS = ("linear", "protonet", "finetune")
-#: Stand-in used for the leave-one-out self-check when the method fine-tunes the encoder (refitting
-#: the encoder once per support text would take minutes).
-SELF_CHECK_STAND_IN = "linear"
-
-
-class TextClassifier(FewShotClassifier):
-    """``FewShotClassifier`` that also serves learners whose inputs are tokens, not embeddings.
-
-    For a feature learner it behaves exactly like its base class. For a token learner (``finetune``):
-    ``predict`` needs the query tokens too, its probabilities come from the fine-tuned encoder and its
-    explanations from the frozen embeddings, and the self-check uses ``SELF_CHECK_STAND_IN`` on the
-    frozen embeddings (``self_check_method`` says which method was checked).
-    """
-
-    @property
-    def consumes_features(self) -> bool:
-        return self.learner.input_kind == "features"
-
-    @property
-    def self_check_method(self) -> str:
-        return self.method if self.consumes_features else SELF_CHECK_STAND_IN
-
-    def _new_learner(self) -> FewShotLearner:
-        fitted = getattr(self, "learner", None)  # None while the base class is fitting a feature learner
-        if fitted is not None and fitted.input_kind != "features":
-            return make_learner(SELF_CHECK_STAND_IN, self.context)
-        return super()._new_learner()
-
-    def predict(self, query_features: Tensor, n_nearest: int = 3, query_tokens: Tensor | None = None) -> list[Prediction]:
-        """Classify queries; ``query_tokens`` (n_query, 2, seq_len) is required for a token learner."""
-        if self.consumes_features:
-            return super().predict(query_features, n_nearest)
-        if query_tokens is None or len(query_tokens) != len(query_features):
-            raise ValueError(f"the {self.method} classifier needs the query tokens as well as the embeddings")
-        probabilities = self.learner.predict_proba(query_tokens)  # (n_query, n_way)
-        tuned, self.learner = self.learner, make_learner("protonet", self.context).fit(
-            self.support_features, self.support_labels
-        )
-        try:  # distances and nearest examples on the frozen embeddings
-            predictions = super().predict(query_features, n_nearest)
-        finally:
-            self.learner = tuned
-        for prediction, row in zip(predictions, probabilities.tolist()):
-            prediction.probabilities = dict(zip(self.class_names, row))
-            prediction.label = self.class_names[max(range(len(row)), key=row.__getitem__)]
-        return predictions
 
 
 def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> TextTable:
@@ -133,13 +83,13 @@ def fit_text_classifier(
     method: str,
     options: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-) -> tuple[TextClassifier, list[str]]:
+) -> tuple[FewShotClassifier, list[str]]:
     """Embed the support texts (cached by text) and fit the named method.
 
     Args:
         table: the checked support set.
         encoder: the text encoder.
-        method: "linear", "protonet" or "finetune" (any registered learner that consumes features or tokens).
+        method: a registered method that runs on text (``methods_for("text", encoder.id)``).
         options: keyword arguments for the learner factory (e.g. ``steps`` for finetune).
         progress: ``(fraction, message)`` callback for the fine-tune.
 
@@ -152,23 +102,13 @@ def fit_text_classifier(
     index = {name: i for i, name in enumerate(class_names)}
     labels = torch.tensor([index[label] for label in table.labels], dtype=torch.long)
     features = encoder.embed(texts)  # (n_support, d)
-    options = dict(options or {})
-    learner: FewShotLearner | None = make_learner(method, _context(encoder), **options)
-    if learner.input_kind == "features":
-        learner = None  # the classifier fits it on the embeddings
-    else:
-        learner.progress = progress
-        learner.fit(encoder.prepare(learner.input_kind, texts), labels)
-    classifier = TextClassifier(
-        method, class_names, features, labels, encoder.id, learner=learner, learner_options=options
+    kind = get_method(method).input_kind("text")
+    inputs = None if kind == "features" else encoder.prepare(kind, texts)
+    classifier = FewShotClassifier(
+        method, class_names, features, labels, encoder.id, learner_options=dict(options or {}),
+        support_inputs=inputs, progress=progress,
     )
     return classifier, notes
-
-
-def _context(encoder: TextEncoder):
-    from fewshot_demo.methods import LearnerContext
-
-    return LearnerContext(backbone_id=encoder.id, feature_dim=encoder.feature_dim, device=encoder.device)
 
 
 def parse_queries(block: str | None) -> list[str]:
@@ -186,7 +126,7 @@ def parse_queries(block: str | None) -> list[str]:
 
 
 def classify_texts(
-    classifier: TextClassifier, encoder: TextEncoder, queries: Sequence[str]
+    classifier: FewShotClassifier, encoder: TextEncoder, queries: Sequence[str]
 ) -> tuple[list[Prediction], list[str]]:
     """Embed (and, for a token learner, tokenise) the queries and classify them; return (predictions, notes)."""
     if classifier.encoder_id != encoder.id:
@@ -196,11 +136,10 @@ def classify_texts(
         )
     texts, notes = _clip(queries, encoder, "query")
     features = encoder.embed(texts)
-    tokens = None if classifier.consumes_features else encoder.prepare(classifier.learner.input_kind, texts)
-    return classifier.predict(features, query_tokens=tokens), notes
+    inputs = None if classifier.consumes_features else encoder.prepare(classifier.input_kind, texts)
+    return classifier.predict(features, query_inputs=inputs), notes
 
 
-def load_text_classifier(path: str | Path, encoder_id: str | None = None) -> TextClassifier:
+def load_text_classifier(path: str | Path, encoder_id: str | None = None) -> FewShotClassifier:
     """Read and validate a saved text classifier (see ``FewShotClassifier.load``)."""
-    classifier = TextClassifier.load(path, expected_encoder_id=encoder_id)
-    return classifier
+    return FewShotClassifier.load(path, expected_encoder_id=encoder_id)

@@ -25,20 +25,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fewshot_demo.comparison import (  # noqa: E402
-    COMPARED_METHODS,
     DEFAULT_METHODS,
-    METHOD_LABELS,
     ComparisonConfig,
     ComparisonData,
     ComparisonUpdate,
     MethodResult,
     method_family,
+    method_label,
     reading,
     run_comparison,
     write_exports,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
-from fewshot_demo.methods import available_methods  # noqa: E402
+from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
 from fewshot_demo.ui.common import user_errors  # noqa: E402
 
 UPLOAD = "upload"
@@ -47,8 +46,6 @@ SHOT_CHOICES = [1, 5, 10]
 TABLE_HEADERS = ["method", "family", "encoder", "K-shot", "episodes", "accuracy", "± 95% CI", "ms/episode", "peak MB"]
 #: Redraw the plots at most this often while results stream in (matplotlib costs ~0.1 s a figure).
 REDRAW_SECONDS = 1.0
-#: Cheapest methods first, so the first result shows within a second or two of the click.
-RUN_ORDER = ("protonet", "matchingnet", "maml", "fomaml", "reptile", "linear", "baselinepp", "finetune")
 FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "other": "#6e7781"}
 
 _CANCEL: dict[str, threading.Event] = {}  # session -> its running comparison's stop flag
@@ -76,8 +73,8 @@ def source_choices(with_tab_data: bool) -> list[tuple[str, str]]:
 
 def method_choices() -> list[tuple[str, str]]:
     """(label, name) of the compared methods that are registered, each marked transfer or meta."""
-    known = available_methods()
-    return [(f"{METHOD_LABELS[m]} ({method_family(m)})", m) for m in COMPARED_METHODS if m in known]
+    return [(f"{spec.label} ({spec.family}{', transductive' if spec.transductive else ''})", spec.key)
+            for spec in all_methods()]
 
 
 def _user_errors_stream(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
@@ -95,7 +92,7 @@ def _user_errors_stream(handler: Callable[..., Iterator[Any]]) -> Callable[..., 
 
 # ------------------------------------------------------------------------------------------ figures
 def _label(result: MethodResult) -> str:
-    return METHOD_LABELS.get(result.method, result.method)
+    return method_label(result.method)
 
 
 def accuracy_figure(results: Sequence[MethodResult]):
@@ -115,7 +112,7 @@ def accuracy_figure(results: Sequence[MethodResult]):
                      edgecolor="black", linewidth=0.4)
             axes.text(i + (j - (len(shots) - 1) / 2) * width, 0.02, f"{shot}", ha="center", fontsize=7, color="white")
     axes.set_xticks(range(len(methods)))
-    axes.set_xticklabels([METHOD_LABELS.get(m, m) for m in methods], fontsize=8)
+    axes.set_xticklabels([method_label(m) for m in methods], fontsize=8)
     axes.set_ylim(0, 1)
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_title("Accuracy per method (bars: K-shot; blue transfer, orange meta)", fontsize=9)
@@ -283,7 +280,7 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
             raise ValueError("choose at least one method")
         config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
                                   n_episodes=int(episode_count),
-                                  methods=tuple(sorted(method_names, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 0)))
+                                  methods=tuple(cheapest_first(method_names)))  # first results within a second or two
         key = getattr(request, "session_hash", None) or "default"
         cancel = threading.Event()
         _CANCEL[key] = cancel
@@ -312,7 +309,7 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
                 files = [gr.skip()] * 2
                 if update.finished and results:
                     files = list(write_exports(tempfile.mkdtemp(prefix="fewshot-compare-"), data, config, update))
-                details = gr.Dropdown(choices=[(f"{METHOD_LABELS.get(r.method, r.method)}, {r.n_shot}-shot", i)
+                details = gr.Dropdown(choices=[(f"{method_label(r.method)}, {r.n_shot}-shot", i)
                                                for i, r in enumerate(results)], value=0 if results else None)
                 yield [status_markdown(update, time.perf_counter() - started), results_table(results),
                        reading(update.summaries(), results), *plots, new_state, details, *files]

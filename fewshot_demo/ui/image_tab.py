@@ -18,7 +18,7 @@ from fewshot_demo.image_task import (
     fit_image_classifier,
     load_images,
 )
-from fewshot_demo.methods import available_methods
+from fewshot_demo.methods import get_method, methods_for
 from fewshot_demo.ui.compare_tab import tab_data
 from fewshot_demo.ui.common import (
     adaptation_figure,
@@ -33,13 +33,8 @@ from fewshot_demo.ui.common import (
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"
 INITIAL_CLASSES = 3
-# Methods offered first; every other registered method that works on features follows.
-MAIN_METHODS = [
-    ("Prototypical Network", "protonet"),
-    ("MAML adaptation", "maml"),
-    ("Linear probe (transfer)", "linear"),
-]
-ADAPTIVE_METHODS = {"maml", "fomaml", "maml_scratch", "reptile"}
+#: Offered first, in this order; every other method that runs on the backbone follows.
+MAIN_METHODS = ("protonet", "maml", "linear")
 
 
 def list_example_sets() -> list[str]:
@@ -62,11 +57,16 @@ def example_set(name: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
     return list(classes.items()), queries
 
 
-def method_choices() -> list[tuple[str, str]]:
-    main = [(label, name) for label, name in MAIN_METHODS if name in available_methods()]
-    known = {name for _, name in main}
-    extra = [(f"{name}: {description}", name) for name, description in available_methods().items() if name not in known]
-    return main + extra
+def method_choices(backbone_id: str = DEFAULT_BACKBONE) -> list[tuple[str, str]]:
+    """(label, key) of every method that runs on the backbone, the main ones first."""
+    specs = methods_for("image", backbone_id)
+    ordered = sorted(specs, key=lambda s: MAIN_METHODS.index(s.key) if s.key in MAIN_METHODS else len(MAIN_METHODS))
+    return [(f"{s.label} ({s.family}{', transductive' if s.transductive else ''})", s.key) for s in ordered]
+
+
+def adapts_by_steps(method: str) -> bool:
+    """True for methods with MAML-style adaptation options (steps and step size)."""
+    return any(f.name == "inner_steps" for f in get_method(method).option_fields("image"))
 
 
 def build_image_tab(shared_data: gr.State | None = None) -> None:
@@ -216,7 +216,12 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
 
     capture_button.click(add_capture, [capture, capture_target, visible_count, *files], [*files, capture], api_name=False)
 
-    method.change(lambda m: gr.Group(visible=m in ADAPTIVE_METHODS), method, adaptation_settings, api_name=False)
+    method.change(lambda m: gr.Group(visible=adapts_by_steps(m)), method, adaptation_settings, api_name=False)
+    def offer_methods(backbone_id: str, current: str):
+        choices = method_choices(backbone_id)
+        return gr.Dropdown(choices=choices, value=current if current in [key for _, key in choices] else "linear")
+
+    backbone.change(offer_methods, [backbone, method], method, api_name=False)
 
     # ---- classify ---------------------------------------------------------------------------
     @user_errors
@@ -232,7 +237,7 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
         net = load_backbone(backbone_id)
         notes: list[str] = []
         options = {}
-        if method_name in ADAPTIVE_METHODS:
+        if adapts_by_steps(method_name):
             options = {"inner_steps": int(steps), "inner_lr": None if use_learned_lr else float(lr)}
         # The same classes, files and settings as the last click: reuse the fitted classifier.
         support_key = repr((backbone_id, method_name, sorted(options.items()), classes))
@@ -243,7 +248,10 @@ def build_image_tab(shared_data: gr.State | None = None) -> None:
             progress(0.3, desc="embedding the support set")
             support = build_support(classes)
             notes.extend(support.warnings)
-            classifier = fit_image_classifier(support, net, method_name, options)
+            classifier = fit_image_classifier(
+                support, net, method_name, options,
+                progress=lambda fraction, message: progress(0.4 + 0.3 * fraction, desc=message),
+            )
             if shared_data is not None:
                 shared = tab_data("image", support.images, [support.class_names[int(l)] for l in support.labels])
             state = {

@@ -10,10 +10,10 @@ from typing import Any
 import gradio as gr
 
 from fewshot_demo.classifier import MAX_CLASSES
+from fewshot_demo.methods import methods_for
 from fewshot_demo.text.data import read_text_table, split_lines
 from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
 from fewshot_demo.text.task import (
-    TextClassifier,
     build_text_support,
     classify_texts,
     fit_text_classifier,
@@ -32,17 +32,21 @@ from fewshot_demo.ui.common import (
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "text"
 INITIAL_CLASSES = 3
-METHODS = [
-    ("Linear head on frozen embeddings (fast)", "linear"),
-    ("Prototypes: nearest class mean (fastest)", "protonet"),
-    ("Fine-tune the encoder, then a linear head (a few seconds)", "finetune"),
-]
+#: Offered first, in this order; every other method that runs on the encoder follows.
+MAIN_METHODS = ("linear", "protonet", "finetune")
 CAPTION_CHARS = 70
 
 
 #: The tab's default: the bundled encoder's last and middle layers (a few points more accurate than the
 #: last layer alone on the README's text benchmarks, at the same cost).
 DEFAULT_TEXT_ENCODER = f"{DEFAULT_ENCODER}:layers"
+
+
+def method_choices(encoder_id: str = DEFAULT_TEXT_ENCODER) -> list[tuple[str, str]]:
+    """(label, key) of every method that runs on the text encoder, the main ones first."""
+    specs = methods_for("text", encoder_id)
+    ordered = sorted(specs, key=lambda s: MAIN_METHODS.index(s.key) if s.key in MAIN_METHODS else len(MAIN_METHODS))
+    return [(f"{s.label} ({s.family}{', transductive' if s.transductive else ''})", s.key) for s in ordered]
 
 
 def encoder_choices() -> list[tuple[str, str]]:
@@ -124,7 +128,7 @@ def build_text_tab() -> None:
             )
         with gr.Column(scale=2):
             encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder")
-            method = gr.Dropdown(choices=METHODS, value="linear", label="Method")
+            method = gr.Dropdown(choices=method_choices(), value="linear", label="Method")
             with gr.Row(visible=False) as finetune_settings:
                 steps = gr.Slider(0, 60, value=0, step=1, label="Fine-tuning steps (0: automatic, 5-20 by support size)")
                 loss = gr.Radio(
@@ -263,7 +267,7 @@ def build_text_tab() -> None:
     def self_check(state: dict | None, encoder_id: str):
         if not state or not state.get("classifier"):
             raise ValueError("classify once first (or load an example), then run the self-check")
-        classifier: TextClassifier = state["classifier"]
+        classifier = state["classifier"]
         check = classifier.self_check()
         text = self_check_markdown(check, classifier.class_names)
         if classifier.self_check_method != classifier.method:
