@@ -1,0 +1,74 @@
+"""Properties that a plausible one-line slip would break while every other test still passed.
+
+Small synthetic inputs built so that the wrong code gives a different answer, checked against hand
+computations or exact counts; no backbone is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_demo.methods import LinearProbe
+from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
+from fewshot_demo.networks import FeatureProjection
+
+
+# ------------------------------------------------------------------------------- Matching Networks
+def test_matching_probabilities_are_the_docstring_formula_by_hand(single_thread):
+    # p(y | x) = sum_i a(x, x_i) [y_i = y], a = softmax over the support of temperature * cosine.
+    support = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # labels 0, 1, 1
+    query = torch.tensor([[5.0, 0.0]])
+    scale = 2.0
+    log_probs = matching_log_probs(support, torch.tensor([0, 1, 1]), query, 2, torch.tensor(math.log(scale)))
+    weights = [math.exp(scale * cosine) for cosine in (1.0, 0.0, 1 / math.sqrt(2))]
+    expected = [weights[0] / sum(weights), (weights[1] + weights[2]) / sum(weights)]
+    assert log_probs.shape == (1, 2)
+    assert log_probs.exp()[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_matching_probabilities_of_a_query_do_not_depend_on_the_other_queries(single_thread):
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(6, 8, generator=generator)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    queries = torch.randn(5, 8, generator=generator)
+    log_temperature = torch.tensor(1.5)
+    batch = matching_log_probs(support, labels, queries, 3, log_temperature).exp()  # (5, 3)
+    assert torch.allclose(batch.sum(dim=1), torch.ones(5), atol=1e-6)  # one distribution per query
+    for row in range(5):
+        alone = matching_log_probs(support, labels, queries[row : row + 1], 3, log_temperature).exp()
+        assert torch.allclose(alone[0], batch[row], atol=1e-6)
+
+    # The same through the learner, on a (untrained, identity-initialised) projection network.
+    learner = MatchingNetwork(FeatureProjection(feature_dim=8, rank=2), log_temperature).fit(support, labels)
+    batch = learner.predict_proba(queries)
+    assert torch.allclose(batch.sum(dim=1), torch.ones(5), atol=1e-6)
+    for row in range(5):
+        assert torch.allclose(learner.predict_proba(queries[row : row + 1])[0], batch[row], atol=1e-6)
+
+
+# --------------------------------------------------------------------------------- linear probe
+def test_linear_probe_predicts_with_its_learned_bias(single_thread):
+    # 8, 2 and 1 support items: the fitted bias favours the large class, so it must be in the logits.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(torch.tensor([8, 2, 1]))
+    support = 2.0 * torch.eye(5)[labels] + 0.5 * torch.randn(11, 5, generator=generator)  # signed: no power transform
+    queries = torch.randn(6, 5, generator=generator)
+    probe = LinearProbe().fit(support, labels)
+    state = probe.state_dict()
+    weight, bias = state["weight"], state["bias"]
+    assert not state["normalizer.apply_power"]
+    assert bias[0] > bias[2] and float(bias.max() - bias.min()) > 0.5
+
+    # By hand: L2, centre on the normalised support mean, L2 again; then softmax(W x + b).
+    centre = F.normalize(support, dim=-1).mean(dim=0)
+    normalized = F.normalize(F.normalize(queries, dim=-1) - centre, dim=-1)  # (6, 5)
+    expected = torch.softmax(normalized @ weight.T + bias, dim=1)  # (6, 3)
+    probabilities = probe.predict_proba(queries)
+    assert torch.allclose(probabilities, expected, atol=1e-5)
+    assert probe.predict(queries).tolist() == expected.argmax(dim=1).tolist()
+    without_bias = torch.softmax(normalized @ weight.T, dim=1)
+    assert (expected - without_bias).abs().max() > 0.1  # the check above can tell them apart
