@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fewshot_demo.classifier import FewShotClassifier
 from fewshot_demo.methods import LinearProbe
 from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
 from fewshot_demo.networks import FeatureProjection
@@ -48,6 +49,28 @@ def test_matching_probabilities_of_a_query_do_not_depend_on_the_other_queries(si
     assert torch.allclose(batch.sum(dim=1), torch.ones(5), atol=1e-6)
     for row in range(5):
         assert torch.allclose(learner.predict_proba(queries[row : row + 1])[0], batch[row], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- self-check
+def test_self_check_leaves_the_item_out_and_reports_its_mistake(single_thread):
+    # Class A: three items along e0 and an odd one close to class B (along e1) with a direction of
+    # its own (e3). Held out, the odd item is nearest to B: a mistake. A linear probe fitted with it
+    # uses e3 to get it right, so a self-check that forgot to leave it out would report no mistake.
+    e = torch.eye(6)
+    class_a = [e[0] + 0.1 * e[4], e[0] - 0.1 * e[4], e[0] + 0.1 * e[5]]
+    odd = 0.8 * e[1] + 0.6 * e[3]
+    class_b = [e[1] + 0.1 * e[2], e[1] - 0.1 * e[2], e[1] - 0.1 * e[5]]
+    features = torch.stack(class_a + [odd] + class_b)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    classifier = FewShotClassifier("linear", ["A", "B"], features, labels, "synthetic")
+    assert classifier.learner.predict(odd[None]).tolist() == [0]  # fitted with it, the probe gets it right
+
+    check = classifier.self_check()
+    assert check.confusion.tolist() == [[3, 1], [0, 3]]
+    assert check.predictions == [0, 0, 0, 1, 1, 1, 1]
+    assert check.confused_pairs == [("A", "B", 1)]
+    assert check.accuracy == pytest.approx(6 / 7)
+    assert check.per_class == pytest.approx({"A": 0.75, "B": 1.0})
 
 
 # --------------------------------------------------------------------------------- linear probe
