@@ -12,7 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fewshot_demo.bench import EmbeddedPool
 from fewshot_demo.classifier import FewShotClassifier
+from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.data.builtin import LoadedData
 from fewshot_demo.methods import LinearProbe
 from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
 from fewshot_demo.networks import FeatureProjection
@@ -71,6 +74,31 @@ def test_self_check_leaves_the_item_out_and_reports_its_mistake(single_thread):
     assert check.confused_pairs == [("A", "B", 1)]
     assert check.accuracy == pytest.approx(6 / 7)
     assert check.per_class == pytest.approx({"A": 0.75, "B": 1.0})
+
+
+# ------------------------------------------------------------------------------------- comparison
+def test_comparison_confusion_has_true_classes_in_rows(single_thread):
+    # Every item of "lonely" is farther from the other "lonely" items (cosine -1/8) than from the
+    # identical "crowd" items (cosine 1/2), so in 2-way 1-shot episodes each "lonely" query is
+    # predicted "crowd", while a "crowd" query has an identical copy in the support: always right.
+    crowd = torch.tensor([-1.0, 0.0, 0.0])
+    lonely = [
+        0.5 * crowd + math.sin(math.pi / 3) * torch.tensor([0.0, math.cos(angle), math.sin(angle)])
+        for angle in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)
+    ]
+    features = torch.stack(lonely + [crowd] * 3)
+    data = LoadedData("text", [f"item {i}" for i in range(6)], ["lonely"] * 3 + ["crowd"] * 3)
+    pool = EmbeddedPool("text", "synthetic", data.class_names, torch.tensor([0, 0, 0, 1, 1, 1]),
+                        lambda kind: features, 0.0, [])
+    comparison_data = ComparisonData("asymmetric", data, "synthetic", None, torch.device("cpu"), lambda encoder: pool)
+    config = ComparisonConfig(n_way=2, n_shots=(1,), n_query=2, n_episodes=5, methods=("protonet", "linear"),
+                              measure_memory=False)
+    last = list(run_comparison(comparison_data, config))[-1]
+    assert last.kind == "done" and [r.method for r in last.results] == ["protonet", "linear"]
+    for result in last.results:
+        # rows: true class (lonely, crowd); columns: predicted class. 5 episodes x 2 queries per class.
+        assert result.confusion.tolist() == [[0, 10], [0, 10]], result.method
+        assert result.per_class_accuracy() == [0.0, 1.0]
 
 
 # --------------------------------------------------------------------------------- linear probe
