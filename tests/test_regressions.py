@@ -7,11 +7,14 @@ computations or exact counts; no backbone is loaded.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from fewshot_demo import train
 from fewshot_demo.bench import EmbeddedPool
 from fewshot_demo.classifier import FewShotClassifier
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
@@ -99,6 +102,64 @@ def test_comparison_confusion_has_true_classes_in_rows(single_thread):
         # rows: true class (lonely, crowd); columns: predicted class. 5 episodes x 2 queries per class.
         assert result.confusion.tolist() == [[0, 10], [0, 10]], result.method
         assert result.per_class_accuracy() == [0.0, 1.0]
+
+
+# ----------------------------------------------------------------------- meta-training folders
+FAKE_STAMP_FOLDERS = (
+    "food/fruit",  # evaluation folder
+    "food/fruit/cartoon",  # below an evaluation folder
+    "food/fruitcake",  # a name that starts like one, but is not below it
+    "animals/mammals",  # evaluation folder
+    "animals/mammals/bears/cartoon",  # two levels below one
+    "animals/insects",  # validation
+    "plants/trees",  # validation
+    "clothes/hats",  # validation; garments, never Conv-4 base classes
+    "clothes/armor/cartoon",  # garments, below clothes
+    "vehicles/cars",
+    "hobbies",
+)
+
+
+def _is_eval_or_below(folder: str) -> bool:
+    return any(folder == root or folder.startswith(root + "/") for root in train.TUXPAINT_EVAL_FOLDERS)
+
+
+@pytest.fixture
+def fake_stamps(tmp_path) -> Path:
+    """A Tux Paint stamps tree of tiny PNGs: 4 per folder, with sub-folders under evaluation folders."""
+    for number, folder in enumerate(FAKE_STAMP_FOLDERS):
+        (tmp_path / folder).mkdir(parents=True)
+        for index in range(train.TUXPAINT_MIN_IMAGES):
+            Image.new("RGB", (4, 4), (number * 20, index * 40, 0)).save(tmp_path / folder / f"stamp{index}.png")
+    return tmp_path
+
+
+def test_evaluation_folders_and_their_sub_folders_never_reach_meta_training(fake_stamps, monkeypatch):
+    assert train.is_eval_folder("food/fruit/cartoon") and train.is_eval_folder("animals/mammals/bears/cartoon")
+    assert not train.is_eval_folder("food/fruitcake")
+    # tuxpaint_pool takes no root: it reads TUXPAINT_STAMPS_DIR, and calls tuxpaint_folders, whose
+    # default root was bound at import, so both point at the fake tree; features are made up, not embedded.
+    list_folders = train.tuxpaint_folders
+    monkeypatch.setattr(train, "TUXPAINT_STAMPS_DIR", fake_stamps)
+    monkeypatch.setattr(train, "tuxpaint_folders", lambda root=fake_stamps: list_folders(root))
+    paths = sorted(p.relative_to(fake_stamps).as_posix() for p in fake_stamps.rglob("*.png"))
+    features = {path: torch.full((3,), float(i)) for i, path in enumerate(paths)}
+    monkeypatch.setattr(train, "tuxpaint_features", lambda backbone_id="efficientnet_lite0", root=None: features)
+
+    train_pool = train.tuxpaint_pool("train")
+    val_pool = train.tuxpaint_pool("val")
+    assert not [f for f in train_pool.class_names + val_pool.class_names if _is_eval_or_below(f)]
+    assert sorted(train_pool.class_names) == ["clothes/armor/cartoon", "food/fruitcake", "hobbies", "vehicles/cars"]
+    assert sorted(val_pool.class_names) == ["animals/insects", "clothes/hats", "plants/trees"]
+    assert len(train_pool.items) == 4 * train.TUXPAINT_MIN_IMAGES
+
+
+def test_stamp_base_folders_leave_out_garments_and_everything_below(fake_stamps):
+    folders = train.stamp_base_folders(root=fake_stamps)
+    assert sorted(folders) == sorted(
+        f"tuxpaint/{f}" for f in FAKE_STAMP_FOLDERS if f != "clothes" and not f.startswith("clothes/")
+    )
+    assert all(len(files) == train.TUXPAINT_MIN_IMAGES for files in folders.values())
 
 
 # --------------------------------------------------------------------------------- linear probe
