@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from fewshot_demo.bench import EmbeddedPool
 from fewshot_demo.classifier import FewShotClassifier
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
 from fewshot_demo.data.builtin import LoadedData
+from fewshot_demo.images import load_image
 from fewshot_demo.methods import LinearProbe
 from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
 from fewshot_demo.networks import FeatureProjection
@@ -160,6 +162,26 @@ def test_stamp_base_folders_leave_out_garments_and_everything_below(fake_stamps)
         f"tuxpaint/{f}" for f in FAKE_STAMP_FOLDERS if f != "clothes" and not f.startswith("clothes/")
     )
     assert all(len(files) == train.TUXPAINT_MIN_IMAGES for files in folders.values())
+
+
+# ------------------------------------------------------------------------------------------ images
+def test_exif_rotated_jpeg_is_loaded_as_displayed(tmp_path):
+    # Stored 60 wide x 30 high, red in the top-left corner. EXIF orientation 6 says: turn it 90 degrees
+    # clockwise to display, so it shows 30 wide x 60 high with the red corner at the top right.
+    stored = Image.new("RGB", (60, 30), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=95)
+
+    image = load_image(path)
+    assert image.size == (30, 60)
+    pixels = np.asarray(image).astype(int)  # (height, width, 3)
+    red, white = np.array([255, 0, 0]), np.array([255, 255, 255])
+    assert np.abs(pixels[2:18, 22:28] - red).max() < 40  # top right: the red corner
+    assert np.abs(pixels[2:18, 2:8] - white).max() < 40  # top left: white
+    assert np.abs(pixels[42:58, 22:28] - white).max() < 40  # bottom right: white
 
 
 # --------------------------------------------------------------------------------- linear probe
