@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -29,6 +28,7 @@ from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import EpisodeConfig, eligible_classes, remap_labels, sample_episodes
 from fewshot_demo.evaluation import EvaluationSummary, evaluate
 from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.settings import settings
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl"}
 
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = pick_device(args.device)
         # Episodes are many small problems: one intra-op thread is faster than two on a small or
         # shared CPU, as in the app (see device.one_thread). FEWSHOT_TORCH_THREADS overrides it.
-        torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
+        torch.set_num_threads(settings().torch_threads)
         torch.manual_seed(args.seed)
         if args.data.is_dir():
             pool = embed_image_folder(args.data, args.backbone, device)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -46,9 +45,8 @@ from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_
 from fewshot_demo.device import pick_device
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
+from fewshot_demo.settings import settings
 
-#: Where the Debian package ``tuxpaint-stamps-default`` installs its photos.
-TUXPAINT_STAMPS_DIR = Path(os.environ.get("TUXPAINT_STAMPS_DIR", "/usr/share/tuxpaint/stamps"))
 #: The image track's evaluation classes; never used in meta-training (nor their sub-folders).
 TUXPAINT_EVAL_FOLDERS = (
     "animals/birds",
@@ -82,7 +80,6 @@ FASHION_SOURCE = "fashion-mnist"  # prefix of the Fashion-MNIST class names in t
 #: Stamp folders never used as Conv-4 base classes: garments, which would show the held-out classes'
 #: kind of object (the stamps have shirts and socks) to the network before evaluation.
 STAMP_EXCLUDED_FOLDERS = ("clothes",)
-FEATURE_CACHE_DIR = Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
 TRACKS = ("efficientnet_lite0", "pixels28")
 
 
@@ -181,8 +178,17 @@ def random_shift(images: Tensor, max_shift: int, generator: np.random.Generator)
     return torch.stack([padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 
-def tuxpaint_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
-    """Return {folder relative to root: its PNG files (not those of sub-folders)}, sorted."""
+def tuxpaint_stamps_dir() -> Path:
+    """Where the Debian package ``tuxpaint-stamps-default`` installs its photos (``TUXPAINT_STAMPS_DIR`` overrides it)."""
+    return settings().tuxpaint_stamps_dir
+
+
+def tuxpaint_folders(root: Path | None = None) -> dict[str, list[Path]]:
+    """Return {folder relative to root: its PNG files (not those of sub-folders)}, sorted.
+
+    ``root``: the stamp folder (default ``tuxpaint_stamps_dir()``).
+    """
+    root = root or tuxpaint_stamps_dir()
     if not root.is_dir():
         raise ValueError(
             f"Tux Paint stamps not found in {root}; install them with `apt-get install tuxpaint-stamps-default` "
@@ -204,16 +210,17 @@ def is_eval_folder(folder: str) -> bool:
     return is_under(folder, TUXPAINT_EVAL_FOLDERS)
 
 
-def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, Tensor]:
+def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path | None = None) -> dict[str, Tensor]:
     """Return {relative path: (feature_dim,) feature} for every Tux Paint stamp, cached on disk.
 
     The first call embeds the ~800 photos with ``load_backbone(backbone_id)`` (about three minutes
-    on two CPU cores); later calls read ``<cache>/tuxpaint-<backbone>.pt``.
+    on two CPU cores); later calls read ``<cache>/tuxpaint-<backbone>.pt`` (``settings().feature_cache_dir``).
     """
     from fewshot_demo.backbones import load_backbone
     from fewshot_demo.images import load_image
 
-    cache = FEATURE_CACHE_DIR / f"tuxpaint-{backbone_id}.pt"
+    root = root or tuxpaint_stamps_dir()
+    cache = settings().feature_cache_dir / f"tuxpaint-{backbone_id}.pt"
     if cache.is_file():
         stored = torch.load(cache, map_location="cpu", weights_only=True)
         return dict(zip(stored["paths"], stored["features"]))
@@ -248,14 +255,14 @@ def tuxpaint_pool(split: str, backbone_id: str = "efficientnet_lite0") -> TaskPo
     items, labels = [], []
     for class_id, name in enumerate(names):
         for path in folders[name]:
-            key = path.relative_to(TUXPAINT_STAMPS_DIR).as_posix()
+            key = path.relative_to(tuxpaint_stamps_dir()).as_posix()
             if key in features:
                 items.append(features[key])
                 labels.append(class_id)
     return TaskPool(torch.stack(items), torch.tensor(labels), names)
 
 
-def stamp_base_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
+def stamp_base_folders(root: Path | None = None) -> dict[str, list[Path]]:
     """Tux Paint stamp folders usable as Conv-4 base classes: at least 4 photos, no garments."""
     return {
         f"tuxpaint/{folder}": files

@@ -27,6 +27,7 @@ from fewshot_demo.comparison import (
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_upload, load_dataset
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
 from fewshot_demo.methods import LearnerContext, make_learner
+from fewshot_demo.settings import settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -251,6 +252,7 @@ def test_every_builtin_data_set_names_its_install_command(monkeypatch, tmp_path)
     for spec in BUILTIN_DATASETS.values():
         assert spec.install.startswith(("apt-get install", "pip install"))
     monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(tmp_path / "missing"))
+    settings.cache_clear()
     spec = BUILTIN_DATASETS["tuxpaint"]
     assert "apt-get install tuxpaint-stamps-default" in spec.choice_label()
     with pytest.raises(ValueError, match="apt-get install tuxpaint-stamps-default"):

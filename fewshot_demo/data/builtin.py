@@ -12,7 +12,6 @@ User data enters the same way: ``data_from_upload`` (a zip of class folders, or 
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import tempfile
 import threading
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+
+from fewshot_demo.settings import settings
 
 if TYPE_CHECKING:
     import torch
@@ -105,7 +106,7 @@ class BuiltinDataset:
 
 # ----------------------------------------------------------------------------------------- loaders
 def _tuxpaint_dir() -> Path:
-    return Path(os.environ.get("TUXPAINT_STAMPS_DIR", "/usr/share/tuxpaint/stamps"))
+    return settings().tuxpaint_stamps_dir
 
 
 #: The 9 natural-photo folders of Tux Paint; the meta-learners never trained on them (see ``train.py``).
@@ -191,9 +192,9 @@ def _installed(package: str) -> Callable[[], bool]:
 
 
 def _fashion_installed() -> bool:
-    from fewshot_demo.data.grayscale import FASHION_MNIST_DIR
+    from fewshot_demo.data.grayscale import fashion_mnist_dir
 
-    return (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+    return (fashion_mnist_dir() / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -259,8 +260,8 @@ FEATURE_CACHE_VERSION = 2
 
 
 def feature_cache_dir() -> Path:
-    """Where built-in features are cached on disk (``FEWSHOT_FEATURE_CACHE``, else ~/.cache/fewshot_demo/features)."""
-    return Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
+    """Where built-in features are cached on disk (``settings().feature_cache_dir``: ``FEWSHOT_FEATURE_CACHE``)."""
+    return settings().feature_cache_dir
 
 
 def _fingerprint(data: LoadedData) -> str:

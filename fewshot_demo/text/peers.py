@@ -37,7 +37,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -51,6 +50,7 @@ from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_e
 from fewshot_demo import evaluation
 from fewshot_demo.evaluation import mean_and_ci95
 from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.settings import settings
 
 DEFAULT_METHODS = ("linear@minilm", "linear@minilm:layers", "finetune@minilm:layers")
 PEERS = ("sklearn_lr", "setfit")
@@ -403,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
     try:
+        torch.set_num_threads(settings().torch_threads)
         texts, names, notes = load_corpus(args.data)
         print(f"{len(texts)} texts in {len(set(names))} classes; {args.n_way}-way, {args.n_query} queries, seed {args.seed}",
               file=sys.stderr)
