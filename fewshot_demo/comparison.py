@@ -20,7 +20,6 @@ import io
 import json
 import platform
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -29,10 +28,10 @@ import numpy as np
 import torch
 
 from fewshot_demo import __version__
-from fewshot_demo.bench import EmbeddedPool, _cached
-from fewshot_demo.data.builtin import LoadedData, builtin_pool, get_dataset, load_dataset
+from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
+from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool
 from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
+from fewshot_demo.episodes import Episode, EpisodeConfig, sample_episodes
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, paired_difference, run_episode
 from fewshot_demo.errors import MethodNotApplicableError
 from fewshot_demo.methods import LearnerContext, available_methods, get_method, make_learner, methods_for
@@ -101,42 +100,6 @@ class ComparisonConfig:
 
 
 # ------------------------------------------------------------------------------------------- data
-def embed_data(data: LoadedData, encoder_id: str, device: torch.device, features: torch.Tensor | None = None) -> EmbeddedPool:
-    """Embed every item once with an image backbone or text encoder; other input kinds on demand.
-
-    Args:
-        data: the items and labels.
-        encoder_id: image backbone or text encoder id.
-        device: where the pool's tensors live.
-        features: (n_items, ...) features computed earlier for these items (a disk cache), if any.
-    """
-    class_names, labels = remap_labels(data.labels)
-    start = time.perf_counter()
-    if data.modality == "image":
-        from fewshot_demo.backbones import load_backbone
-
-        encoder = load_backbone(encoder_id, device)
-        features = encoder.embed(data.items) if features is None else features
-        prepare = getattr(encoder, "prepare", None)
-
-        def prepare_kind(kind: str) -> torch.Tensor:
-            if prepare is None:
-                raise ValueError(f"backbone {encoder_id!r} provides only 'features', not {kind!r} inputs")
-            return prepare(kind, data.items).to(device)
-    else:
-        from fewshot_demo.text.encoders import load_encoder
-
-        encoder = load_encoder(encoder_id, device)
-        features = encoder.embed(data.items) if features is None else features
-
-        def prepare_kind(kind: str) -> torch.Tensor:
-            return encoder.prepare(kind, data.items).to(device)
-
-    embed_ms = 1000 * (time.perf_counter() - start) / max(len(data.items), 1)
-    return EmbeddedPool(data.modality, encoder.id, class_names, labels, _cached(prepare_kind, features.to(device)),
-                        embed_ms, list(data.notes))
-
-
 @dataclass
 class ComparisonData:
     """One data set, as items and labels, with its pools embedded lazily (once per encoder).
@@ -193,7 +156,7 @@ class ComparisonData:
     def pool(self, encoder_id: str) -> EmbeddedPool:
         if encoder_id not in self._pools:
             self._pools[encoder_id] = (
-                self.pool_for(encoder_id) if self.pool_for else embed_data(self.data, encoder_id, self.device)
+                self.pool_for(encoder_id) if self.pool_for else embed_pool(self.data, encoder_id, self.device)
             )
         return self._pools[encoder_id]
 
