@@ -5,7 +5,8 @@
 
 PATH is a folder with one sub-folder of images per class, or a CSV/TSV/JSONL file with ``text`` and
 ``label`` columns. Every method sees the same episodes, and every item is embedded once and reused
-by all methods and shots.
+by all methods and shots. The episodes run in ``fewshot_demo.runner``; ``ms_per_episode`` is its
+``fit`` + ``predict_proba`` time.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE
 from fewshot_demo.data.pools import EmbeddedPool, embed_pool, read_image_folder, read_text_file
 from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import EpisodeConfig, eligible_classes, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, evaluate
-from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.evaluation import EvaluationSummary
+from fewshot_demo.methods import LearnerContext, available_methods, get_method
+from fewshot_demo.runner import run_episodes
 from fewshot_demo.settings import settings
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl"}
@@ -43,7 +45,11 @@ def run_benchmark(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[list[EvaluationSummary], list[str]]:
-    """Evaluate every method on the same episodes for each n_shot; return summaries and notes."""
+    """Evaluate every method on the same episodes for each n_shot; return summaries and notes.
+
+    Raises:
+        MethodNotApplicableError: for a method that cannot run on the pool's encoder (it says why).
+    """
     notes = []
     summaries = []
     label_list = pool.labels.tolist()
@@ -57,21 +63,17 @@ def run_benchmark(
                 + ", ".join(dropped)
             )
         episodes = sample_episodes(label_list, config, n_episodes, seed=seed)
+        context = LearnerContext(pool.encoder_id, pool.feature_dim, device)
         for method in methods:
-            probe = make_learner(method, _context(pool, device))
-            items = pool.prepare(probe.input_kind)
+            spec = get_method(method)
+            spec.check_applicable(pool.modality, pool.encoder_id)
+            items = pool.prepare(spec.input_kind(pool.modality))
             bar = tqdm(total=len(episodes), desc=f"{method} {n_shot}-shot", disable=not progress, leave=False)
-            summary = evaluate(
-                lambda: make_learner(method, _context(pool, device)), items, episodes, method, n_shot,
-                on_episode=lambda _: bar.update(), measure_memory=True,
-            )
+            run = run_episodes(method, items, episodes, context=context, on_episode=lambda _: bar.update(),
+                               measure_memory=True)
             bar.close()
-            summaries.append(summary)
+            summaries.append(run.summary())
     return summaries, notes
-
-
-def _context(pool: EmbeddedPool, device: torch.device) -> LearnerContext:
-    return LearnerContext(backbone_id=pool.encoder_id, feature_dim=int(pool.prepare("features").shape[1]), device=device)
 
 
 def format_table(summaries: Sequence[EvaluationSummary]) -> str:

@@ -7,13 +7,13 @@
 
 Every method sees exactly the same episodes (sampled once per shot from one seed), every item is
 embedded once per encoder and reused by all methods and shots, and the run can be cancelled between
-episodes. Each result keeps its per-episode accuracies (for paired comparisons), a confusion matrix
-over the pool's classes and the query items it got wrong.
+episodes. The episodes run in ``fewshot_demo.runner`` (its docstring says what is timed). Each result
+keeps its per-episode accuracies (for paired comparisons), a confusion matrix over the pool's classes
+and the query items it got wrong.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -31,11 +31,11 @@ from fewshot_demo import __version__
 from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
 from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool
 from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import Episode, EpisodeConfig, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, paired_difference, run_episode
+from fewshot_demo.episodes import Episode, EpisodeConfig, choose_n_query, sample_episodes
+from fewshot_demo.evaluation import EvaluationSummary, paired_difference
 from fewshot_demo.errors import MethodNotApplicableError
-from fewshot_demo.methods import LearnerContext, available_methods, get_method, make_learner, methods_for
-from fewshot_demo.networks import one_thread
+from fewshot_demo.methods import LearnerContext, available_methods, get_method, methods_for
+from fewshot_demo.runner import EpisodeRun
 
 DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
 MAX_EPISODES = 2000
@@ -159,28 +159,6 @@ class ComparisonData:
                 self.pool_for(encoder_id) if self.pool_for else embed_pool(self.data, encoder_id, self.device)
             )
         return self._pools[encoder_id]
-
-
-def choose_n_query(labels: Sequence[int], n_way: int, max_shot: int, limit: int = 15) -> int:
-    """Queries per class: up to ``limit``, as many as keep every class in play if that is at least 5,
-    else as many as keep ``n_way`` classes.
-
-    Raises:
-        ValueError: when fewer than n_way classes have more than ``max_shot`` items.
-    """
-    sizes = sorted(Counter(labels).values(), reverse=True)
-    if len(sizes) < n_way:
-        raise ValueError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
-    every = min(limit, sizes[-1] - max_shot)
-    if every >= 5:
-        return every
-    enough = min(limit, sizes[n_way - 1] - max_shot)
-    if enough < 1:
-        raise ValueError(
-            f"{max_shot}-shot {n_way}-way needs {n_way} classes with at least {max_shot + 1} items; "
-            f"only {sum(s > max_shot for s in sizes)} have that many. Lower K-shot or N-way, or add items"
-        )
-    return enough
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -338,7 +316,7 @@ def run_comparison(
                 if not data.has_pool(encoder_id):
                     yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
                 pool = data.pool(encoder_id)
-                context = LearnerContext(encoder_id, int(pool.prepare("features").shape[1]), data.device)
+                context = LearnerContext(encoder_id, pool.feature_dim, data.device)
                 if kind != "features" and (encoder_id, kind) not in prepared:
                     yield update("status", f"Preparing {kind} inputs for {method} (once)...")
                     prepared.add((encoder_id, kind))
@@ -348,59 +326,44 @@ def run_comparison(
                 done += len(episodes)
                 yield update("skipped", f"{method} skipped: {error}")
                 continue
-            accuracies: list[float] = []
-            seconds: list[float] = []
             confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
             mistakes: Counter = Counter()
-            memory = PeakMemory(items.device)
-            stopped = False
+            run = EpisodeRun(method, items, episodes, context=context, cancel=cancel,
+                             measure_memory=config.measure_memory)
             failure = None
-            # Feature-vector learners are dozens of tiny ops per episode: on one intra-op thread they
-            # run several times faster on a busy CPU (see ``networks.one_thread``); conv inputs keep all threads.
-            small = items.device.type == "cpu" and items.ndim == 2
-            # (set per episode: a generator may resume on another thread, so no setting spans a yield)
-            with memory if config.measure_memory else contextlib.nullcontext():
-                for number, episode in enumerate(episodes, start=1):
-                    if cancel is not None and cancel.is_set():
-                        stopped = True
-                        break
-                    try:
-                        with one_thread(small):
-                            outcome = run_episode(make_learner(method, context), items, episode)
-                    except ValueError as error:
-                        failure = error
-                        break
-                    accuracies.append(outcome.accuracy)
-                    seconds.append(outcome.seconds)
-                    class_ids = torch.tensor(episode.class_ids)
-                    true = class_ids[episode.query_labels].numpy()
-                    predicted = class_ids[outcome.predictions].numpy()
-                    np.add.at(confusion, (true, predicted), 1)
-                    for index, t, p in zip(episode.query_indices.tolist(), true, predicted):
-                        if t != p:
-                            mistakes[(index, int(p))] += 1
+            try:
+                for number, outcome in enumerate(run, start=1):
+                    _count(confusion, mistakes, episodes[number - 1], outcome.predictions)
                     done += 1
                     if number % progress_every == 0 and number < len(episodes):
                         yield update("progress", f"{method} {n_shot}-shot: episode {number}/{len(episodes)}")
-            if stopped:
-                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(accuracies)} of "
+            except ValueError as error:
+                failure = error
+            if run.cancelled:
+                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(run.outcomes)} of "
                              f"{len(episodes)} episodes; that partial run is not shown. {len(results)} result(s) kept.")
                 return
             if failure is not None:
                 skipped.append(f"{method}: {failure}")
-                done += len(episodes) - len(accuracies)
+                done += len(episodes) - len(run.outcomes)
                 yield update("skipped", f"{method} skipped: {failure}")
                 continue
-            accuracy, ci95 = mean_and_ci95(accuracies)
-            summary = EvaluationSummary(
-                method=method, n_shot=n_shot, episodes=len(accuracies), accuracy=accuracy, ci95=ci95,
-                ms_per_episode=1000 * sum(seconds) / len(seconds),
-                peak_mb=memory.peak_mb if config.measure_memory else None,
-            )
-            results.append(MethodResult(summary, encoder_id, n_query, accuracies, confusion, mistakes, fingerprint))
-            yield update("result", f"{method} {n_shot}-shot: {accuracy:.1%} ± {ci95:.1%} "
+            summary = run.summary()
+            results.append(MethodResult(summary, encoder_id, n_query, run.accuracies, confusion, mistakes, fingerprint))
+            yield update("result", f"{method} {n_shot}-shot: {summary.accuracy:.1%} ± {summary.ci95:.1%} "
                          f"({summary.ms_per_episode:.1f} ms/episode)")
     yield update("done", f"Done: {len(results)} result(s)" + (f", {len(skipped)} method(s) skipped" if skipped else "") + ".")
+
+
+def _count(confusion: np.ndarray, mistakes: Counter, episode: Episode, predictions: torch.Tensor) -> None:
+    """Add one episode's (n_query,) predictions to the confusion matrix and the mistakes, in pool classes."""
+    class_ids = torch.tensor(episode.class_ids)
+    true = class_ids[episode.query_labels].numpy()
+    predicted = class_ids[predictions].numpy()
+    np.add.at(confusion, (true, predicted), 1)
+    for index, t, p in zip(episode.query_indices.tolist(), true, predicted):
+        if t != p:
+            mistakes[(index, int(p))] += 1
 
 
 # ---------------------------------------------------------------------------------------- reading

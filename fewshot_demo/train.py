@@ -43,8 +43,10 @@ from torch import Tensor
 
 from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_methods, recipe_of, save_checkpoint
 from fewshot_demo.device import pick_device
+from fewshot_demo.episodes import EpisodeConfig, sample_episodes
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
+from fewshot_demo.runner import run_episodes
 from fewshot_demo.settings import settings
 
 #: The image track's evaluation classes; never used in meta-training (nor their sub-folders).
@@ -638,9 +640,8 @@ def _train_main(argv: list[str]) -> None:
 
 
 def _evaluate_main(argv: list[str]) -> None:
-    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.evaluation import evaluate, paired_difference
-    from fewshot_demo.methods import LearnerContext, make_learner
+    from fewshot_demo.evaluation import paired_difference
+    from fewshot_demo.methods import LearnerContext
 
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train evaluate",
@@ -675,9 +676,9 @@ def _evaluate_main(argv: list[str]) -> None:
     for n_shot, episodes in episodes_by_shot.items():
         per_episode: dict[str, list[float]] = {}
         for method in args.methods:
-            accuracies = per_episode.setdefault(method, [])
-            summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot,
-                               on_episode=lambda outcome: accuracies.append(outcome.accuracy))
+            run = run_episodes(method, pool.items, episodes, context=context)
+            per_episode[method] = run.accuracies
+            summary = run.summary()
             results.append(summary.to_dict())
             print(f"{n_shot}-shot {method:15s} {summary.accuracy:.4f} +- {summary.ci95:.4f}  {summary.ms_per_episode:.1f} ms/episode", flush=True)
         if args.paired_with is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot_demo import comparison
+from fewshot_demo import comparison, runner
 from fewshot_demo.comparison import (
     ComparisonConfig,
     ComparisonData,
@@ -71,7 +71,7 @@ def _synthetic(n_classes: int = 6, per_class: int = 20, dim: int = 16, seed: int
 
 def test_every_method_sees_identical_episodes(monkeypatch):
     seen: dict[str, list[tuple]] = {}
-    original = comparison.run_episode
+    original = runner.run_episode
 
     def spy(learner, items, episode):
         seen.setdefault(type(learner).__name__, []).append(
@@ -79,7 +79,7 @@ def test_every_method_sees_identical_episodes(monkeypatch):
         )
         return original(learner, items, episode)
 
-    monkeypatch.setattr(comparison, "run_episode", spy)
+    monkeypatch.setattr(runner, "run_episode", spy)
     config = ComparisonConfig(n_way=5, n_shots=(1, 5), n_query=5, n_episodes=8, methods=("protonet", "linear", "baselinepp"))
     updates = list(run_comparison(_synthetic(), config))
     assert updates[-1].kind == "done"
