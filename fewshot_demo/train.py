@@ -43,7 +43,7 @@ from torch import Tensor
 
 from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_methods, recipe_of, save_checkpoint
 from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import EpisodeConfig, sample_episodes
+from fewshot_demo.episodes import EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
 from fewshot_demo.runner import run_episodes
@@ -116,7 +116,12 @@ class TaskPool:
 def sample_task(
     pool: TaskPool, n_way: int, n_shot: int, n_query: int, generator: np.random.Generator
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Draw one N-way K-shot task; classes with few items give fewer queries (at least one).
+    """Draw one N-way K-shot *training* task; classes with few items give fewer queries (at least one).
+
+    Only for meta-training tasks: the loop augments them (``random_shift``) and wants every base class
+    in play however few items it has. Validation and ``train evaluate`` draw their episodes with
+    ``episodes.sample_episodes`` and run them in ``fewshot_demo.runner``, as the bench and the
+    comparison do.
 
     Returns:
         (support, support_labels, query, query_labels) with labels in 0..n_way-1; support is
@@ -427,15 +432,22 @@ def learner_for(state: MetaState, config: TrainConfig) -> FewShotLearner:
 
 
 def validate(state: MetaState, config: TrainConfig, pool: TaskPool, n_episodes: int) -> float:
-    """Mean query accuracy on fixed validation episodes (half 1-shot, half 5-shot, or max shots)."""
-    generator = np.random.default_rng(config.seed + 1)
+    """Mean query accuracy on fixed validation episodes, the learner users run on the current state.
+
+    The episodes are split evenly over ``config.n_shots`` (half 1-shot, half 5-shot by default) and
+    drawn by ``episodes.sample_episodes`` from seed ``config.seed + 1``, with 15 queries per class, or
+    fewer where classes are small (``episodes.choose_n_query``); they run in ``fewshot_demo.runner``.
+    """
+    labels = pool.labels.tolist()
     n_way = min(config.n_way, len(pool.class_names))
-    accuracies = []
-    for episode in range(n_episodes):
-        n_shot = config.n_shots[episode % len(config.n_shots)]
-        support, support_labels, query, query_labels = sample_task(pool, n_way, n_shot, 15, generator)
-        learner = learner_for(state, config).fit(support, support_labels)
-        accuracies.append((learner.predict(query) == query_labels).float().mean().item())
+    accuracies: list[float] = []
+    for index, n_shot in enumerate(config.n_shots):
+        count = n_episodes // len(config.n_shots) + int(index < n_episodes % len(config.n_shots))
+        if count == 0:
+            continue
+        shape = EpisodeConfig(n_way, n_shot, choose_n_query(labels, n_way, n_shot))
+        episodes = sample_episodes(labels, shape, count, seed=config.seed + 1)
+        accuracies += run_episodes(lambda: learner_for(state, config), pool.items, episodes, name=config.method).accuracies
     state.network.train()
     return float(np.mean(accuracies))
 

@@ -153,3 +153,22 @@ def test_peak_memory_is_recorded_when_asked():
     episodes = sample_episodes(labels, EpisodeConfig(3, 1, 1), 2, seed=0)
     assert run_episodes("protonet", features, episodes, measure_memory=True).summary().peak_mb is not None
     assert run_episodes("protonet", features, episodes).summary().peak_mb is None
+
+
+def test_training_validation_runs_the_benchs_episodes_even_on_small_classes():
+    from fewshot_demo.episodes import choose_n_query
+    from fewshot_demo.train import TaskPool, TrainConfig, init_state, learner_for, validate
+
+    features, labels = _features()
+    keep = [i for i, label in enumerate(labels) if i % PER_CLASS < 7 + label]  # classes of 7 to 12 items
+    pool = TaskPool(features[keep], torch.tensor([labels[i] for i in keep]), [f"class{c}" for c in range(N_CLASSES)])
+    config = TrainConfig(method="protonet", backbone="efficientnet_lite0", n_shots=(1, 5), rank=4, seed=3)
+    state = init_state(config, DIM, torch.device("cpu"))
+    accuracy = validate(state, config, pool, n_episodes=5)
+    expected = []
+    for n_shot, count in ((1, 3), (5, 2)):  # 5 episodes: 3 at 1-shot, 2 at 5-shot
+        shape = EpisodeConfig(5, n_shot, choose_n_query(pool.labels.tolist(), 5, n_shot))
+        episodes = sample_episodes(pool.labels.tolist(), shape, count, seed=config.seed + 1)
+        expected += run_episodes(lambda: learner_for(state, config), pool.items, episodes).accuracies
+    assert accuracy == pytest.approx(sum(expected) / len(expected))
+    assert choose_n_query(pool.labels.tolist(), 5, 5) == 3  # fewer queries where classes are small
