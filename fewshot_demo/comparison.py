@@ -226,19 +226,53 @@ class MethodResult:
         }
 
 
+@dataclass(frozen=True)
+class NotRun:
+    """A method without a result at one K-shot, and why.
+
+    Attributes:
+        method: the method key.
+        n_shot: the K-shot it was to run at.
+        error: the type of the error that stopped it: a ``MethodNotApplicableError`` (e.g.
+            ``CheckpointMissingError``) when the method does not apply to this data or encoder (it is
+            skipped), any other ``ValueError`` or ``RuntimeError`` when it failed during its episodes.
+        reason: the error's message.
+    """
+
+    method: str
+    n_shot: int
+    error: type[Exception]
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        """True when the method failed while running, False when it was skipped as not applicable."""
+        return not issubclass(self.error, MethodNotApplicableError)
+
+    def __str__(self) -> str:
+        return f"{self.method}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "n_shot": self.n_shot, "error": self.error.__name__, "reason": self.reason,
+                "failed": self.failed}
+
+
 @dataclass
 class ComparisonUpdate:
     """One step of a running comparison, as yielded by ``run_comparison``.
 
     Attributes:
         kind: "status" (about to embed or start), "progress" (episodes ran), "result" (a method
-            finished: its result is last in ``results``), "skipped" (a method could not run: its
-            reason is last in ``skipped``), "done" or "cancelled" (the last update).
+            finished: its result is last in ``results``), "skipped" (a method does not apply here:
+            its reason is last in ``skipped``), "failed" (a method raised an error during its
+            episodes: last in ``failed``; the others still run), "done" or "cancelled" (the last update).
         message: one line for the user.
         done, total: episodes run so far, and in all, over every method and shot.
         results: every finished result so far, in the order they finished.
-        skipped: "method: reason" for methods that could not run.
+        skipped: "method: reason" for methods that do not apply to this data or encoder.
         notes: what the reader should know about the data and the episodes.
+        failed: "method: reason" for methods that failed during their episodes.
+        not_run: every skipped or failed method with its K-shot and error type, in order.
     """
 
     kind: str
@@ -248,6 +282,8 @@ class ComparisonUpdate:
     results: list[MethodResult]
     skipped: list[str]
     notes: list[str]
+    failed: list[str] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -270,6 +306,9 @@ def run_comparison(
         config: methods, shots, episodes; see ``ComparisonConfig``.
         cancel: set it (from another thread) to stop between two episodes; the method that was
             running is dropped (its partial run would not be comparable) and the last update says so.
+            A method that does not apply (``MethodNotApplicableError``) is skipped with its reason; one
+            that raises another ValueError or RuntimeError during its episodes is reported as failed,
+            and the other methods still run.
         progress_every: yield a "progress" update every this many episodes.
 
     Yields:
@@ -293,11 +332,13 @@ def run_comparison(
     notes.append(f"{config.n_way}-way, {n_query} queries per class, {config.n_episodes} episodes per K-shot, seed {config.seed}")
     total = len(config.methods) * len(config.n_shots) * config.n_episodes
     results: list[MethodResult] = []
-    skipped: list[str] = []
+    not_run: list[NotRun] = []
     done = 0
 
     def update(kind: str, message: str) -> ComparisonUpdate:
-        return ComparisonUpdate(kind, message, done, total, list(results), list(skipped), list(notes))
+        skipped = [str(n) for n in not_run if not n.failed]
+        failed = [str(n) for n in not_run if n.failed]
+        return ComparisonUpdate(kind, message, done, total, list(results), skipped, list(notes), failed, list(not_run))
 
     n_classes = len(data.class_names)
     prepared: set[tuple[str, str]] = set()
@@ -322,7 +363,7 @@ def run_comparison(
                     prepared.add((encoder_id, kind))
                 items = pool.prepare(kind)
             except MethodNotApplicableError as error:
-                skipped.append(f"{method}: {error}")
+                not_run.append(NotRun(method, n_shot, type(error), str(error)))
                 done += len(episodes)
                 yield update("skipped", f"{method} skipped: {error}")
                 continue
@@ -330,29 +371,35 @@ def run_comparison(
             mistakes: Counter = Counter()
             run = EpisodeRun(method, items, episodes, context=context, cancel=cancel,
                              measure_memory=config.measure_memory)
-            failure = None
+            problem = None
             try:
                 for number, outcome in enumerate(run, start=1):
                     _count(confusion, mistakes, episodes[number - 1], outcome.predictions)
                     done += 1
                     if number % progress_every == 0 and number < len(episodes):
                         yield update("progress", f"{method} {n_shot}-shot: episode {number}/{len(episodes)}")
-            except ValueError as error:
-                failure = error
+            except (ValueError, RuntimeError) as error:  # MethodNotApplicableError is a ValueError: skipped
+                problem = NotRun(method, n_shot, type(error), str(error))
             if run.cancelled:
                 yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(run.outcomes)} of "
                              f"{len(episodes)} episodes; that partial run is not shown. {len(results)} result(s) kept.")
                 return
-            if failure is not None:
-                skipped.append(f"{method}: {failure}")
+            if problem is not None:
+                not_run.append(problem)
                 done += len(episodes) - len(run.outcomes)
-                yield update("skipped", f"{method} skipped: {failure}")
+                if problem.failed:
+                    yield update("failed", f"{method} {n_shot}-shot failed at episode {len(run.outcomes) + 1} of "
+                                 f"{len(episodes)} ({problem.error.__name__}: {problem.reason}); the other methods still run.")
+                else:
+                    yield update("skipped", f"{method} skipped: {problem.reason}")
                 continue
             summary = run.summary()
             results.append(MethodResult(summary, encoder_id, n_query, run.accuracies, confusion, mistakes, fingerprint))
             yield update("result", f"{method} {n_shot}-shot: {summary.accuracy:.1%} ± {summary.ci95:.1%} "
                          f"({summary.ms_per_episode:.1f} ms/episode)")
-    yield update("done", f"Done: {len(results)} result(s)" + (f", {len(skipped)} method(s) skipped" if skipped else "") + ".")
+    skipped, failed = sum(not n.failed for n in not_run), sum(n.failed for n in not_run)
+    yield update("done", f"Done: {len(results)} result(s)" + (f", {skipped} method(s) skipped" if skipped else "")
+                 + (f", {failed} failed" if failed else "") + ".")
 
 
 def _count(confusion: np.ndarray, mistakes: Counter, episode: Episode, predictions: torch.Tensor) -> None:
@@ -484,6 +531,8 @@ def results_json(data: ComparisonData, config: ComparisonConfig, update: Compari
         "status": update.kind,
         "notes": update.notes,
         "skipped": update.skipped,
+        "failed": update.failed,
+        "not_run": [n.to_dict() for n in update.not_run],
         "versions": versions(),
         "results": [r.to_dict() for r in update.results],
         "per_class_accuracy": per_class,
