@@ -301,14 +301,15 @@ def run_comparison(
 ) -> Iterator[ComparisonUpdate]:
     """Run every method at every K-shot on identical episodes, yielding updates as they happen.
 
+    A method that does not apply here (``MethodNotApplicableError``, e.g. no checkpoint for the
+    encoder) is skipped with its reason; one that raises another ValueError or RuntimeError during
+    its episodes is reported as failed; either way the other methods still run.
+
     Args:
         data: the data set; pools are embedded on first use.
         config: methods, shots, episodes; see ``ComparisonConfig``.
         cancel: set it (from another thread) to stop between two episodes; the method that was
             running is dropped (its partial run would not be comparable) and the last update says so.
-            A method that does not apply (``MethodNotApplicableError``) is skipped with its reason; one
-            that raises another ValueError or RuntimeError during its episodes is reported as failed,
-            and the other methods still run.
         progress_every: yield a "progress" update every this many episodes.
 
     Yields:

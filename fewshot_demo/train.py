@@ -21,6 +21,8 @@ Examples::
 
 The loop (sampling, outer optimiser, validation, checkpointing) lives here; each method file holds
 only its algorithm (MAML's inner loop and outer loss, Reptile's task update, the classifiers).
+Validation and ``evaluate`` draw their episodes with ``episodes.sample_episodes`` and run them in
+``fewshot_demo.runner``, as the bench and the comparison do; ``sample_task`` draws training tasks only.
 """
 
 from __future__ import annotations

@@ -12,15 +12,16 @@ The peers, on the same encoder and the same episodes:
 
 Our methods are named ``method@encoder_id`` (``linear@minilm:layers``: the linear probe on the
 last-and-middle-layer features); each runs in ``fewshot_demo.runner`` and is fed what its
-``input_kind`` asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on ``--episodes`` episodes;
-methods that fine-tune the encoder and SetFit, slower, on the first ``--setfit-episodes`` episodes
-(or those from ``--slow-from``).
+``input_kind`` asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on
+``--episodes`` episodes; methods that fine-tune the encoder and SetFit, slower, on the first
+``--setfit-episodes`` episodes (or those from ``--slow-from``).
 Every row reports accuracy +- 95% CI and the mean training seconds (``fit`` only, after embedding:
-the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and head), and every one of our methods gets its paired
-difference to each peer, over the episodes both ran. Episodes are drawn as by ``fewshot_demo.bench``
-(same seed, same sampler, classes in order of first appearance), so ``--data bbc`` gives the episodes
-of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV written by ``python -m
-fewshot_demo.text.data bbc bbc.csv``. One torch thread unless FEWSHOT_TORCH_THREADS says otherwise.
+the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and head), and every
+one of our methods gets its paired difference to each peer, over the episodes both ran. Episodes are
+drawn as by ``fewshot_demo.bench`` (same seed, same sampler, classes in order of first appearance),
+so ``--data bbc`` gives the episodes of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV
+written by ``python -m fewshot_demo.text.data bbc bbc.csv``. One torch thread unless
+FEWSHOT_TORCH_THREADS says otherwise.
 
 SetFit on long texts takes minutes per episode, so its episodes can be split: ``--episodes 0
 --slow-from 8 --setfit-episodes 8`` runs episodes 8-15 (SetFit seeded with each episode's index, as in
