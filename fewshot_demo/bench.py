@@ -5,120 +5,33 @@
 
 PATH is a folder with one sub-folder of images per class, or a CSV/TSV/JSONL file with ``text`` and
 ``label`` columns. Every method sees the same episodes, and every item is embedded once and reused
-by all methods and shots.
+by all methods and shots. The episodes run in ``fewshot_demo.runner``; ``ms_per_episode`` is its
+``fit`` + ``predict_proba`` time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from fewshot_demo import __version__
 from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE
+from fewshot_demo.data.pools import EmbeddedPool, embed_pool, read_image_folder, read_text_file
 from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import EpisodeConfig, eligible_classes, remap_labels, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, evaluate
-from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.episodes import EpisodeConfig, eligible_classes, sample_episodes
+from fewshot_demo.evaluation import EvaluationSummary
+from fewshot_demo.methods import LearnerContext, available_methods, get_method
+from fewshot_demo.runner import run_episodes
+from fewshot_demo.settings import settings
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl"}
-
-
-@dataclass
-class EmbeddedPool:
-    """A data set embedded once, ready for episodes.
-
-    Attributes:
-        modality: "image" or "text".
-        encoder_id: backbone or encoder id.
-        class_names: names of the classes; label i is class_names[i].
-        labels: (n_items,) labels.
-        prepare: input kind -> (n_items, ...) tensor, computed on first use and cached.
-        embed_ms_per_item: time to embed one item, averaged over the pool.
-        notes: what the reader should know (skipped files, ...).
-    """
-
-    modality: str
-    encoder_id: str
-    class_names: list[str]
-    labels: torch.Tensor
-    prepare: Callable[[str], torch.Tensor]
-    embed_ms_per_item: float
-    notes: list[str]
-
-
-def _cached(prepare: Callable[[str], torch.Tensor], features: torch.Tensor) -> Callable[[str], torch.Tensor]:
-    pools = {"features": features}
-
-    def get(kind: str) -> torch.Tensor:
-        if kind not in pools:
-            pools[kind] = prepare(kind)
-        return pools[kind]
-
-    return get
-
-
-def embed_image_folder(path: Path, backbone_id: str, device: torch.device) -> EmbeddedPool:
-    """Load every image under ``path`` (skipping unreadable files) and embed it once."""
-    from fewshot_demo.backbones import load_backbone
-    from fewshot_demo.data.image_folder import list_image_folder
-    from fewshot_demo.images import load_image
-
-    listing = list_image_folder(path)
-    notes = [f"skipped {p}: {reason}" for p, reason in listing.skipped]
-    images, names = [], []
-    for file, name in zip(tqdm(listing.paths, desc="loading images", leave=False), listing.labels):
-        try:
-            images.append(load_image(file))
-            names.append(name)
-        except ValueError as error:
-            notes.append(f"skipped {error}")
-    backbone = load_backbone(backbone_id, device)
-    start = time.perf_counter()
-    features = torch.cat(
-        [backbone.embed(images[i : i + 64]) for i in tqdm(range(0, len(images), 64), desc="embedding", leave=False)]
-    ) if images else torch.empty(0, backbone.feature_dim)
-    embed_ms = 1000 * (time.perf_counter() - start) / max(len(images), 1)
-    class_names, labels = remap_labels(names)
-    prepare = getattr(backbone, "prepare", None)
-
-    def prepare_kind(kind: str) -> torch.Tensor:
-        if prepare is None:
-            raise ValueError(f"backbone {backbone_id!r} cannot prepare {kind!r} inputs")
-        return prepare(kind, images)
-
-    return EmbeddedPool("image", backbone_id, class_names, labels, _cached(prepare_kind, features.to(device)), embed_ms, notes)
-
-
-def embed_text_file(path: Path, encoder_id: str, device: torch.device) -> EmbeddedPool:
-    """Read a text,label table and embed every text once."""
-    from fewshot_demo.text.data import read_text_table
-    from fewshot_demo.text.encoders import load_encoder
-
-    table = read_text_table(path)  # notes say what the cleaning skipped or merged
-    texts, names = table.texts, table.labels
-    encoder = load_encoder(encoder_id, device)
-    notes = list(table.notes)
-    truncation = encoder.truncation_note(texts)
-    if truncation:
-        notes.append(truncation)
-    start = time.perf_counter()
-    features = encoder.embed(texts)
-    embed_ms = 1000 * (time.perf_counter() - start) / max(len(texts), 1)
-    class_names, labels = remap_labels(names)
-    return EmbeddedPool(
-        "text", encoder.id, class_names, labels,
-        _cached(lambda kind: encoder.prepare(kind, texts).to(device), features.to(device)), embed_ms, notes,
-    )
 
 
 def run_benchmark(
@@ -132,7 +45,11 @@ def run_benchmark(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[list[EvaluationSummary], list[str]]:
-    """Evaluate every method on the same episodes for each n_shot; return summaries and notes."""
+    """Evaluate every method on the same episodes for each n_shot; return summaries and notes.
+
+    Raises:
+        MethodNotApplicableError: for a method that cannot run on the pool's encoder (it says why).
+    """
     notes = []
     summaries = []
     label_list = pool.labels.tolist()
@@ -146,21 +63,17 @@ def run_benchmark(
                 + ", ".join(dropped)
             )
         episodes = sample_episodes(label_list, config, n_episodes, seed=seed)
+        context = LearnerContext(pool.encoder_id, pool.feature_dim, device)
         for method in methods:
-            probe = make_learner(method, _context(pool, device))
-            items = pool.prepare(probe.input_kind)
+            spec = get_method(method)
+            spec.check_applicable(pool.modality, pool.encoder_id)
+            items = pool.prepare(spec.input_kind(pool.modality))
             bar = tqdm(total=len(episodes), desc=f"{method} {n_shot}-shot", disable=not progress, leave=False)
-            summary = evaluate(
-                lambda: make_learner(method, _context(pool, device)), items, episodes, method, n_shot,
-                on_episode=lambda _: bar.update(), measure_memory=True,
-            )
+            run = run_episodes(method, items, episodes, context=context, on_episode=lambda _: bar.update(),
+                               measure_memory=True)
             bar.close()
-            summaries.append(summary)
+            summaries.append(run.summary())
     return summaries, notes
-
-
-def _context(pool: EmbeddedPool, device: torch.device) -> LearnerContext:
-    return LearnerContext(backbone_id=pool.encoder_id, feature_dim=int(pool.prepare("features").shape[1]), device=device)
 
 
 def format_table(summaries: Sequence[EvaluationSummary]) -> str:
@@ -199,12 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = pick_device(args.device)
         # Episodes are many small problems: one intra-op thread is faster than two on a small or
         # shared CPU, as in the app (see device.one_thread). FEWSHOT_TORCH_THREADS overrides it.
-        torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
+        torch.set_num_threads(settings().torch_threads)
         torch.manual_seed(args.seed)
         if args.data.is_dir():
-            pool = embed_image_folder(args.data, args.backbone, device)
+            pool = embed_pool(read_image_folder(args.data, progress=True), args.backbone, device, progress=True)
         elif args.data.suffix.lower() in TEXT_SUFFIXES and args.data.is_file():
-            pool = embed_text_file(args.data, args.encoder, device)
+            pool = embed_pool(read_text_file(args.data), args.encoder, device)
         else:
             raise ValueError(f"{args.data} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
         summaries, notes = run_benchmark(

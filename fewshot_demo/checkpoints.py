@@ -33,13 +33,13 @@ from torch import Tensor
 
 from fewshot_demo import __version__
 from fewshot_demo.networks import EmbeddingNetwork, build_network
+from fewshot_demo.settings import settings
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 #: Checkpoints shipped inside the package.
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
-USER_DIR_ENV_VAR = "FEWSHOT_CHECKPOINTS"
 REQUIRED_FIELDS = ("format_version", "method", "architecture", "backbone_id", "feature_dim", "model_sha256")
 
 
@@ -48,8 +48,8 @@ class HubUnavailableError(ValueError):
 
 
 def user_dir() -> Path:
-    """Folder for checkpoints the user trained or pulled; ``FEWSHOT_CHECKPOINTS`` overrides it."""
-    return Path(os.environ.get(USER_DIR_ENV_VAR) or Path.home() / ".cache" / "fewshot_demo" / "checkpoints")
+    """Folder for checkpoints the user trained or pulled (``settings().checkpoints_dir``: ``FEWSHOT_CHECKPOINTS``)."""
+    return settings().checkpoints_dir
 
 
 def checkpoint_name(method: str, backbone_id: str) -> str:

@@ -6,7 +6,8 @@ Runs every comparison method (``comparison.compared_methods()``) on every instal
 on identical episodes per data set and K-shot, and writes a Markdown table per data set
 (accuracy ± 95% CI and ms per episode, per method and K-shot) with the date, device and versions.
 Data sets that are not installed are listed with their install command; methods that cannot run
-on a data set (no meta-trained checkpoint for its encoder, ...) are listed with the reason.
+on a data set (no meta-trained checkpoint for its encoder, ...) are listed with the reason, and
+methods that failed while running with their error.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from fewshot_demo.comparison import (
     ComparisonConfig,
     ComparisonData,
     ComparisonUpdate,
+    NotRun,
     results_json,
     run_comparison,
     versions,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
 from fewshot_demo.device import pick_device
+from fewshot_demo.errors import CheckpointMissingError
 
 #: Methods left out of the default run for a modality, with the reason (override with --methods).
 SLOW_BY_MODALITY = {
@@ -50,10 +53,14 @@ def methods_for(modality: str, requested: Sequence[str] | None) -> tuple[tuple[s
     return tuple(m for m in compared_methods() if m not in slow), notes
 
 
-def skipped_notes(skipped: Sequence[str], encoder_id: str) -> list[str]:
-    """One line for the methods without a meta-trained checkpoint, one per other reason."""
-    no_checkpoint = list(dict.fromkeys(s.split(":", 1)[0] for s in skipped if "no meta-trained" in s))
-    others = [f"not run: {s}" for s in dict.fromkeys(skipped) if "no meta-trained" not in s]
+def skipped_notes(not_run: Sequence[NotRun], encoder_id: str) -> list[str]:
+    """One line for the methods without a meta-trained checkpoint, one per other reason a method was
+    skipped, and one per method that failed while running."""
+    missing = [n for n in not_run if issubclass(n.error, CheckpointMissingError)]
+    no_checkpoint = list(dict.fromkeys(n.method for n in missing))
+    others = [f"not run: {text}" for text in dict.fromkeys(str(n) for n in not_run if not n.failed and n not in missing)]
+    others += [f"failed: {text}" for text in dict.fromkeys(
+        f"{n.method} ({n.error.__name__}): {n.reason}" for n in not_run if n.failed)]
     if no_checkpoint:
         from fewshot_demo.train import TRACKS
 
@@ -133,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             data = ComparisonData.from_builtin(dataset_id, device)
             for update in run_comparison(data, config):
-                if update.kind in ("result", "skipped", "status"):
+                if update.kind in ("result", "skipped", "failed", "status"):
                     print(f"[{time.perf_counter() - started:6.0f} s] {dataset_id}: {update.message}", file=sys.stderr)
         except ValueError as error:
             sections.append(f"### {spec.label}\n\nCould not run: {error}")
@@ -142,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         query = update.results[0].n_query if update.results else "-"
         lines = [f"### {spec.label}", "", f"{len(data.data.items)} items, {query} queries per class. {spec.description}", "",
                  markdown_table(update, args.shots, methods)]
-        extra = notes + skipped_notes(update.skipped, data.encoder) + list(data.data.notes)
+        extra = notes + skipped_notes(update.not_run, data.encoder) + list(data.data.notes)
         if extra:
             lines += [""] + [f"- {n}" for n in extra]
         sections.append("\n".join(lines))

@@ -7,20 +7,19 @@
 
 Every method sees exactly the same episodes (sampled once per shot from one seed), every item is
 embedded once per encoder and reused by all methods and shots, and the run can be cancelled between
-episodes. Each result keeps its per-episode accuracies (for paired comparisons), a confusion matrix
-over the pool's classes and the query items it got wrong.
+episodes. The episodes run in ``fewshot_demo.runner`` (its docstring says what is timed). Each result
+keeps its per-episode accuracies (for paired comparisons), a confusion matrix over the pool's classes
+and the query items it got wrong.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import json
 import platform
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -29,14 +28,14 @@ import numpy as np
 import torch
 
 from fewshot_demo import __version__
-from fewshot_demo.bench import EmbeddedPool, _cached
-from fewshot_demo.data.builtin import LoadedData, builtin_pool, get_dataset, load_dataset
+from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
+from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool
 from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95, paired_difference, run_episode
+from fewshot_demo.episodes import Episode, EpisodeConfig, choose_n_query, sample_episodes
+from fewshot_demo.evaluation import EvaluationSummary, paired_difference
 from fewshot_demo.errors import MethodNotApplicableError
-from fewshot_demo.methods import LearnerContext, available_methods, get_method, make_learner, methods_for
-from fewshot_demo.networks import one_thread
+from fewshot_demo.methods import LearnerContext, available_methods, get_method, methods_for
+from fewshot_demo.runner import EpisodeRun
 
 DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
 MAX_EPISODES = 2000
@@ -101,42 +100,6 @@ class ComparisonConfig:
 
 
 # ------------------------------------------------------------------------------------------- data
-def embed_data(data: LoadedData, encoder_id: str, device: torch.device, features: torch.Tensor | None = None) -> EmbeddedPool:
-    """Embed every item once with an image backbone or text encoder; other input kinds on demand.
-
-    Args:
-        data: the items and labels.
-        encoder_id: image backbone or text encoder id.
-        device: where the pool's tensors live.
-        features: (n_items, ...) features computed earlier for these items (a disk cache), if any.
-    """
-    class_names, labels = remap_labels(data.labels)
-    start = time.perf_counter()
-    if data.modality == "image":
-        from fewshot_demo.backbones import load_backbone
-
-        encoder = load_backbone(encoder_id, device)
-        features = encoder.embed(data.items) if features is None else features
-        prepare = getattr(encoder, "prepare", None)
-
-        def prepare_kind(kind: str) -> torch.Tensor:
-            if prepare is None:
-                raise ValueError(f"backbone {encoder_id!r} provides only 'features', not {kind!r} inputs")
-            return prepare(kind, data.items).to(device)
-    else:
-        from fewshot_demo.text.encoders import load_encoder
-
-        encoder = load_encoder(encoder_id, device)
-        features = encoder.embed(data.items) if features is None else features
-
-        def prepare_kind(kind: str) -> torch.Tensor:
-            return encoder.prepare(kind, data.items).to(device)
-
-    embed_ms = 1000 * (time.perf_counter() - start) / max(len(data.items), 1)
-    return EmbeddedPool(data.modality, encoder.id, class_names, labels, _cached(prepare_kind, features.to(device)),
-                        embed_ms, list(data.notes))
-
-
 @dataclass
 class ComparisonData:
     """One data set, as items and labels, with its pools embedded lazily (once per encoder).
@@ -193,31 +156,9 @@ class ComparisonData:
     def pool(self, encoder_id: str) -> EmbeddedPool:
         if encoder_id not in self._pools:
             self._pools[encoder_id] = (
-                self.pool_for(encoder_id) if self.pool_for else embed_data(self.data, encoder_id, self.device)
+                self.pool_for(encoder_id) if self.pool_for else embed_pool(self.data, encoder_id, self.device)
             )
         return self._pools[encoder_id]
-
-
-def choose_n_query(labels: Sequence[int], n_way: int, max_shot: int, limit: int = 15) -> int:
-    """Queries per class: up to ``limit``, as many as keep every class in play if that is at least 5,
-    else as many as keep ``n_way`` classes.
-
-    Raises:
-        ValueError: when fewer than n_way classes have more than ``max_shot`` items.
-    """
-    sizes = sorted(Counter(labels).values(), reverse=True)
-    if len(sizes) < n_way:
-        raise ValueError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
-    every = min(limit, sizes[-1] - max_shot)
-    if every >= 5:
-        return every
-    enough = min(limit, sizes[n_way - 1] - max_shot)
-    if enough < 1:
-        raise ValueError(
-            f"{max_shot}-shot {n_way}-way needs {n_way} classes with at least {max_shot + 1} items; "
-            f"only {sum(s > max_shot for s in sizes)} have that many. Lower K-shot or N-way, or add items"
-        )
-    return enough
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -285,19 +226,53 @@ class MethodResult:
         }
 
 
+@dataclass(frozen=True)
+class NotRun:
+    """A method without a result at one K-shot, and why.
+
+    Attributes:
+        method: the method key.
+        n_shot: the K-shot it was to run at.
+        error: the type of the error that stopped it: a ``MethodNotApplicableError`` (e.g.
+            ``CheckpointMissingError``) when the method does not apply to this data or encoder (it is
+            skipped), any other ``ValueError`` or ``RuntimeError`` when it failed during its episodes.
+        reason: the error's message.
+    """
+
+    method: str
+    n_shot: int
+    error: type[Exception]
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        """True when the method failed while running, False when it was skipped as not applicable."""
+        return not issubclass(self.error, MethodNotApplicableError)
+
+    def __str__(self) -> str:
+        return f"{self.method}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "n_shot": self.n_shot, "error": self.error.__name__, "reason": self.reason,
+                "failed": self.failed}
+
+
 @dataclass
 class ComparisonUpdate:
     """One step of a running comparison, as yielded by ``run_comparison``.
 
     Attributes:
         kind: "status" (about to embed or start), "progress" (episodes ran), "result" (a method
-            finished: its result is last in ``results``), "skipped" (a method could not run: its
-            reason is last in ``skipped``), "done" or "cancelled" (the last update).
+            finished: its result is last in ``results``), "skipped" (a method does not apply here:
+            its reason is last in ``skipped``), "failed" (a method raised an error during its
+            episodes: last in ``failed``; the others still run), "done" or "cancelled" (the last update).
         message: one line for the user.
         done, total: episodes run so far, and in all, over every method and shot.
         results: every finished result so far, in the order they finished.
-        skipped: "method: reason" for methods that could not run.
+        skipped: "method: reason" for methods that do not apply to this data or encoder.
         notes: what the reader should know about the data and the episodes.
+        failed: "method: reason" for methods that failed during their episodes.
+        not_run: every skipped or failed method with its K-shot and error type, in order.
     """
 
     kind: str
@@ -307,6 +282,8 @@ class ComparisonUpdate:
     results: list[MethodResult]
     skipped: list[str]
     notes: list[str]
+    failed: list[str] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -323,6 +300,10 @@ def run_comparison(
     progress_every: int = 10,
 ) -> Iterator[ComparisonUpdate]:
     """Run every method at every K-shot on identical episodes, yielding updates as they happen.
+
+    A method that does not apply here (``MethodNotApplicableError``, e.g. no checkpoint for the
+    encoder) is skipped with its reason; one that raises another ValueError or RuntimeError during
+    its episodes is reported as failed; either way the other methods still run.
 
     Args:
         data: the data set; pools are embedded on first use.
@@ -352,11 +333,13 @@ def run_comparison(
     notes.append(f"{config.n_way}-way, {n_query} queries per class, {config.n_episodes} episodes per K-shot, seed {config.seed}")
     total = len(config.methods) * len(config.n_shots) * config.n_episodes
     results: list[MethodResult] = []
-    skipped: list[str] = []
+    not_run: list[NotRun] = []
     done = 0
 
     def update(kind: str, message: str) -> ComparisonUpdate:
-        return ComparisonUpdate(kind, message, done, total, list(results), list(skipped), list(notes))
+        skipped = [str(n) for n in not_run if not n.failed]
+        failed = [str(n) for n in not_run if n.failed]
+        return ComparisonUpdate(kind, message, done, total, list(results), skipped, list(notes), failed, list(not_run))
 
     n_classes = len(data.class_names)
     prepared: set[tuple[str, str]] = set()
@@ -375,69 +358,60 @@ def run_comparison(
                 if not data.has_pool(encoder_id):
                     yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
                 pool = data.pool(encoder_id)
-                context = LearnerContext(encoder_id, int(pool.prepare("features").shape[1]), data.device)
+                context = LearnerContext(encoder_id, pool.feature_dim, data.device)
                 if kind != "features" and (encoder_id, kind) not in prepared:
                     yield update("status", f"Preparing {kind} inputs for {method} (once)...")
                     prepared.add((encoder_id, kind))
                 items = pool.prepare(kind)
             except MethodNotApplicableError as error:
-                skipped.append(f"{method}: {error}")
+                not_run.append(NotRun(method, n_shot, type(error), str(error)))
                 done += len(episodes)
                 yield update("skipped", f"{method} skipped: {error}")
                 continue
-            accuracies: list[float] = []
-            seconds: list[float] = []
             confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
             mistakes: Counter = Counter()
-            memory = PeakMemory(items.device)
-            stopped = False
-            failure = None
-            # Feature-vector learners are dozens of tiny ops per episode: on one intra-op thread they
-            # run several times faster on a busy CPU (see ``networks.one_thread``); conv inputs keep all threads.
-            small = items.device.type == "cpu" and items.ndim == 2
-            # (set per episode: a generator may resume on another thread, so no setting spans a yield)
-            with memory if config.measure_memory else contextlib.nullcontext():
-                for number, episode in enumerate(episodes, start=1):
-                    if cancel is not None and cancel.is_set():
-                        stopped = True
-                        break
-                    try:
-                        with one_thread(small):
-                            outcome = run_episode(make_learner(method, context), items, episode)
-                    except ValueError as error:
-                        failure = error
-                        break
-                    accuracies.append(outcome.accuracy)
-                    seconds.append(outcome.seconds)
-                    class_ids = torch.tensor(episode.class_ids)
-                    true = class_ids[episode.query_labels].numpy()
-                    predicted = class_ids[outcome.predictions].numpy()
-                    np.add.at(confusion, (true, predicted), 1)
-                    for index, t, p in zip(episode.query_indices.tolist(), true, predicted):
-                        if t != p:
-                            mistakes[(index, int(p))] += 1
+            run = EpisodeRun(method, items, episodes, context=context, cancel=cancel,
+                             measure_memory=config.measure_memory)
+            problem = None
+            try:
+                for number, outcome in enumerate(run, start=1):
+                    _count(confusion, mistakes, episodes[number - 1], outcome.predictions)
                     done += 1
                     if number % progress_every == 0 and number < len(episodes):
                         yield update("progress", f"{method} {n_shot}-shot: episode {number}/{len(episodes)}")
-            if stopped:
-                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(accuracies)} of "
+            except (ValueError, RuntimeError) as error:  # MethodNotApplicableError is a ValueError: skipped
+                problem = NotRun(method, n_shot, type(error), str(error))
+            if run.cancelled:
+                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(run.outcomes)} of "
                              f"{len(episodes)} episodes; that partial run is not shown. {len(results)} result(s) kept.")
                 return
-            if failure is not None:
-                skipped.append(f"{method}: {failure}")
-                done += len(episodes) - len(accuracies)
-                yield update("skipped", f"{method} skipped: {failure}")
+            if problem is not None:
+                not_run.append(problem)
+                done += len(episodes) - len(run.outcomes)
+                if problem.failed:
+                    yield update("failed", f"{method} {n_shot}-shot failed at episode {len(run.outcomes) + 1} of "
+                                 f"{len(episodes)} ({problem.error.__name__}: {problem.reason}); the other methods still run.")
+                else:
+                    yield update("skipped", f"{method} skipped: {problem.reason}")
                 continue
-            accuracy, ci95 = mean_and_ci95(accuracies)
-            summary = EvaluationSummary(
-                method=method, n_shot=n_shot, episodes=len(accuracies), accuracy=accuracy, ci95=ci95,
-                ms_per_episode=1000 * sum(seconds) / len(seconds),
-                peak_mb=memory.peak_mb if config.measure_memory else None,
-            )
-            results.append(MethodResult(summary, encoder_id, n_query, accuracies, confusion, mistakes, fingerprint))
-            yield update("result", f"{method} {n_shot}-shot: {accuracy:.1%} ± {ci95:.1%} "
+            summary = run.summary()
+            results.append(MethodResult(summary, encoder_id, n_query, run.accuracies, confusion, mistakes, fingerprint))
+            yield update("result", f"{method} {n_shot}-shot: {summary.accuracy:.1%} ± {summary.ci95:.1%} "
                          f"({summary.ms_per_episode:.1f} ms/episode)")
-    yield update("done", f"Done: {len(results)} result(s)" + (f", {len(skipped)} method(s) skipped" if skipped else "") + ".")
+    skipped, failed = sum(not n.failed for n in not_run), sum(n.failed for n in not_run)
+    yield update("done", f"Done: {len(results)} result(s)" + (f", {skipped} method(s) skipped" if skipped else "")
+                 + (f", {failed} failed" if failed else "") + ".")
+
+
+def _count(confusion: np.ndarray, mistakes: Counter, episode: Episode, predictions: torch.Tensor) -> None:
+    """Add one episode's (n_query,) predictions to the confusion matrix and the mistakes, in pool classes."""
+    class_ids = torch.tensor(episode.class_ids)
+    true = class_ids[episode.query_labels].numpy()
+    predicted = class_ids[predictions].numpy()
+    np.add.at(confusion, (true, predicted), 1)
+    for index, t, p in zip(episode.query_indices.tolist(), true, predicted):
+        if t != p:
+            mistakes[(index, int(p))] += 1
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -558,6 +532,8 @@ def results_json(data: ComparisonData, config: ComparisonConfig, update: Compari
         "status": update.kind,
         "notes": update.notes,
         "skipped": update.skipped,
+        "failed": update.failed,
+        "not_run": [n.to_dict() for n in update.not_run],
         "versions": versions(),
         "results": [r.to_dict() for r in update.results],
         "per_class_accuracy": per_class,

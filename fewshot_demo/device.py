@@ -7,12 +7,11 @@ environment variable, then CUDA when present, else CPU.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 import torch
 
-DEVICE_ENV_VAR = "FEWSHOT_DEVICE"
+from fewshot_demo.settings import DEVICE_ENV_VAR, settings  # noqa: F401  (DEVICE_ENV_VAR re-exported)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -25,7 +24,7 @@ def pick_device(requested: str | None = None) -> torch.device:
     Raises:
         ValueError: if the requested device does not exist on this machine.
     """
-    choice = (requested or os.environ.get(DEVICE_ENV_VAR) or "auto").strip().lower()
+    choice = (requested or settings().device or "auto").strip().lower()
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

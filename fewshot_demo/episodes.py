@@ -2,6 +2,8 @@
 
 An episode holds indices into the pool, never the items themselves, so the same episodes can be
 run on cached features, raw images or texts, and every method sees exactly the same tasks.
+``sample_episodes`` is the sampler of every evaluation (the bench, the comparison, the text peers,
+training's validation and ``train evaluate``); ``fewshot_demo.runner`` runs the episodes.
 """
 
 from __future__ import annotations
@@ -103,6 +105,28 @@ def sample_episodes(
             )
         )
     return episodes
+
+
+def choose_n_query(labels: Sequence[int], n_way: int, max_shot: int, limit: int = 15) -> int:
+    """Queries per class: up to ``limit``, as many as keep every class in play if that is at least 5,
+    else as many as keep ``n_way`` classes.
+
+    Raises:
+        ValueError: when fewer than n_way classes have more than ``max_shot`` items.
+    """
+    sizes = sorted(Counter(labels).values(), reverse=True)
+    if len(sizes) < n_way:
+        raise ValueError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
+    every = min(limit, sizes[-1] - max_shot)
+    if every >= 5:
+        return every
+    enough = min(limit, sizes[n_way - 1] - max_shot)
+    if enough < 1:
+        raise ValueError(
+            f"{max_shot}-shot {n_way}-way needs {n_way} classes with at least {max_shot + 1} items; "
+            f"only {sum(s > max_shot for s in sizes)} have that many. Lower K-shot or N-way, or add items"
+        )
+    return enough
 
 
 def remap_labels(names: Sequence[str]) -> tuple[list[str], Tensor]:

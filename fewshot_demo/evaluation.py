@@ -1,20 +1,18 @@
-"""Run learners on episodes and summarise accuracy with a 95% confidence interval."""
+"""What the episodes' numbers are summarised with: accuracy with a 95% confidence interval, paired
+differences, peak memory, and the summary of one method at one K-shot.
+
+The episodes themselves run in ``fewshot_demo.runner``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor
-
-from fewshot_demo.episodes import Episode
-from fewshot_demo.methods.base import FewShotLearner
 
 
 def mean_and_ci95(values: list[float]) -> tuple[float, float]:
@@ -133,16 +131,19 @@ class PeakMemory:
 
 
 @dataclass
-class EpisodeOutcome:
-    """What one learner did on one episode."""
-
-    accuracy: float
-    seconds: float
-    predictions: Tensor  # (n_query,) predicted episode labels
-
-
-@dataclass
 class EvaluationSummary:
+    """One method at one K-shot over a set of episodes.
+
+    Attributes:
+        method: the method name.
+        n_shot: support items per class.
+        episodes: how many episodes it ran.
+        accuracy: mean query accuracy over the episodes.
+        ci95: 1.96 x std / sqrt(episodes) of the per-episode accuracies.
+        ms_per_episode: mean ``fit`` + ``predict_proba`` time (see ``runner``).
+        peak_mb: peak memory the episodes needed (see ``PeakMemory``), or None when not measured.
+    """
+
     method: str
     n_shot: int
     episodes: int
@@ -161,55 +162,3 @@ class EvaluationSummary:
             "ms_per_episode": round(self.ms_per_episode, 3),
             **({} if self.peak_mb is None else {"peak_mb": round(self.peak_mb, 2)}),
         }
-
-
-def run_episode(learner: FewShotLearner, items: Tensor, episode: Episode) -> EpisodeOutcome:
-    """Fit ``learner`` on the episode's support items and score its query items."""
-    support, query = episode.split(items)
-    start = time.perf_counter()
-    learner.fit(support, episode.support_labels.to(items.device))
-    predictions = learner.predict_proba(query).argmax(dim=1).cpu()
-    seconds = time.perf_counter() - start
-    accuracy = (predictions == episode.query_labels).float().mean().item()
-    return EpisodeOutcome(accuracy=accuracy, seconds=seconds, predictions=predictions)
-
-
-def evaluate(
-    make_learner: Callable[[], FewShotLearner],
-    items: Tensor,
-    episodes: Iterable[Episode],
-    method: str,
-    n_shot: int,
-    on_episode: Callable[[EpisodeOutcome], None] | None = None,
-    measure_memory: bool = False,
-) -> EvaluationSummary:
-    """Evaluate a fresh learner per episode and summarise.
-
-    Args:
-        make_learner: builds a new, unfitted learner.
-        items: (n_items, ...) pool of inputs (cached features, or raw images for from-scratch nets).
-        episodes: the episodes, with indices into ``items``.
-        method, n_shot: recorded in the summary.
-        on_episode: called after each episode, e.g. to advance a progress bar.
-        measure_memory: record ``peak_mb``, the peak memory the episodes needed (see ``PeakMemory``).
-    """
-    accuracies, seconds = [], []
-    memory = PeakMemory(items.device)
-    with memory if measure_memory else contextlib.nullcontext():
-        for episode in episodes:
-            outcome = run_episode(make_learner(), items, episode)
-            accuracies.append(outcome.accuracy)
-            seconds.append(outcome.seconds)
-            if on_episode is not None:
-                on_episode(outcome)
-    accuracy, ci95 = mean_and_ci95(accuracies)
-    return EvaluationSummary(
-        method=method,
-        n_shot=n_shot,
-        episodes=len(accuracies),
-        accuracy=accuracy,
-        ci95=ci95,
-        ms_per_episode=1000 * sum(seconds) / len(seconds),
-        peak_mb=memory.peak_mb if measure_memory else None,
-    )
-

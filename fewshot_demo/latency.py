@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     # The core path for a new query, in this process, with the app's thread setting.
     import torch
 
-    torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
+    from fewshot_demo.settings import settings
+
+    torch.set_num_threads(settings().torch_threads)
     from fewshot_demo.backbones import load_backbone
     from fewshot_demo.image_task import build_support, classify_images, fit_image_classifier
     from fewshot_demo.images import load_image

@@ -21,6 +21,8 @@ Examples::
 
 The loop (sampling, outer optimiser, validation, checkpointing) lives here; each method file holds
 only its algorithm (MAML's inner loop and outer loss, Reptile's task update, the classifiers).
+Validation and ``evaluate`` draw their episodes with ``episodes.sample_episodes`` and run them in
+``fewshot_demo.runner``, as the bench and the comparison do; ``sample_task`` draws training tasks only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -44,11 +45,12 @@ from torch import Tensor
 
 from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_methods, recipe_of, save_checkpoint
 from fewshot_demo.device import pick_device
+from fewshot_demo.episodes import EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
+from fewshot_demo.runner import run_episodes
+from fewshot_demo.settings import settings
 
-#: Where the Debian package ``tuxpaint-stamps-default`` installs its photos.
-TUXPAINT_STAMPS_DIR = Path(os.environ.get("TUXPAINT_STAMPS_DIR", "/usr/share/tuxpaint/stamps"))
 #: The image track's evaluation classes; never used in meta-training (nor their sub-folders).
 TUXPAINT_EVAL_FOLDERS = (
     "animals/birds",
@@ -82,7 +84,6 @@ FASHION_SOURCE = "fashion-mnist"  # prefix of the Fashion-MNIST class names in t
 #: Stamp folders never used as Conv-4 base classes: garments, which would show the held-out classes'
 #: kind of object (the stamps have shirts and socks) to the network before evaluation.
 STAMP_EXCLUDED_FOLDERS = ("clothes",)
-FEATURE_CACHE_DIR = Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
 TRACKS = ("efficientnet_lite0", "pixels28")
 
 
@@ -117,7 +118,12 @@ class TaskPool:
 def sample_task(
     pool: TaskPool, n_way: int, n_shot: int, n_query: int, generator: np.random.Generator
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Draw one N-way K-shot task; classes with few items give fewer queries (at least one).
+    """Draw one N-way K-shot *training* task; classes with few items give fewer queries (at least one).
+
+    Only for meta-training tasks: the loop augments them (``random_shift``) and wants every base class
+    in play however few items it has. Validation and ``train evaluate`` draw their episodes with
+    ``episodes.sample_episodes`` and run them in ``fewshot_demo.runner``, as the bench and the
+    comparison do.
 
     Returns:
         (support, support_labels, query, query_labels) with labels in 0..n_way-1; support is
@@ -181,8 +187,17 @@ def random_shift(images: Tensor, max_shift: int, generator: np.random.Generator)
     return torch.stack([padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 
-def tuxpaint_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
-    """Return {folder relative to root: its PNG files (not those of sub-folders)}, sorted."""
+def tuxpaint_stamps_dir() -> Path:
+    """Where the Debian package ``tuxpaint-stamps-default`` installs its photos (``TUXPAINT_STAMPS_DIR`` overrides it)."""
+    return settings().tuxpaint_stamps_dir
+
+
+def tuxpaint_folders(root: Path | None = None) -> dict[str, list[Path]]:
+    """Return {folder relative to root: its PNG files (not those of sub-folders)}, sorted.
+
+    ``root``: the stamp folder (default ``tuxpaint_stamps_dir()``).
+    """
+    root = root or tuxpaint_stamps_dir()
     if not root.is_dir():
         raise ValueError(
             f"Tux Paint stamps not found in {root}; install them with `apt-get install tuxpaint-stamps-default` "
@@ -204,16 +219,17 @@ def is_eval_folder(folder: str) -> bool:
     return is_under(folder, TUXPAINT_EVAL_FOLDERS)
 
 
-def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, Tensor]:
+def tuxpaint_features(backbone_id: str = "efficientnet_lite0", root: Path | None = None) -> dict[str, Tensor]:
     """Return {relative path: (feature_dim,) feature} for every Tux Paint stamp, cached on disk.
 
     The first call embeds the ~800 photos with ``load_backbone(backbone_id)`` (about three minutes
-    on two CPU cores); later calls read ``<cache>/tuxpaint-<backbone>.pt``.
+    on two CPU cores); later calls read ``<cache>/tuxpaint-<backbone>.pt`` (``settings().feature_cache_dir``).
     """
     from fewshot_demo.backbones import load_backbone
     from fewshot_demo.images import load_image
 
-    cache = FEATURE_CACHE_DIR / f"tuxpaint-{backbone_id}.pt"
+    root = root or tuxpaint_stamps_dir()
+    cache = settings().feature_cache_dir / f"tuxpaint-{backbone_id}.pt"
     if cache.is_file():
         stored = torch.load(cache, map_location="cpu", weights_only=True)
         return dict(zip(stored["paths"], stored["features"]))
@@ -248,14 +264,14 @@ def tuxpaint_pool(split: str, backbone_id: str = "efficientnet_lite0") -> TaskPo
     items, labels = [], []
     for class_id, name in enumerate(names):
         for path in folders[name]:
-            key = path.relative_to(TUXPAINT_STAMPS_DIR).as_posix()
+            key = path.relative_to(tuxpaint_stamps_dir()).as_posix()
             if key in features:
                 items.append(features[key])
                 labels.append(class_id)
     return TaskPool(torch.stack(items), torch.tensor(labels), names)
 
 
-def stamp_base_folders(root: Path = TUXPAINT_STAMPS_DIR) -> dict[str, list[Path]]:
+def stamp_base_folders(root: Path | None = None) -> dict[str, list[Path]]:
     """Tux Paint stamp folders usable as Conv-4 base classes: at least 4 photos, no garments."""
     return {
         f"tuxpaint/{folder}": files
@@ -418,15 +434,22 @@ def learner_for(state: MetaState, config: TrainConfig) -> FewShotLearner:
 
 
 def validate(state: MetaState, config: TrainConfig, pool: TaskPool, n_episodes: int) -> float:
-    """Mean query accuracy on fixed validation episodes (half 1-shot, half 5-shot, or max shots)."""
-    generator = np.random.default_rng(config.seed + 1)
+    """Mean query accuracy on fixed validation episodes, the learner users run on the current state.
+
+    The episodes are split evenly over ``config.n_shots`` (half 1-shot, half 5-shot by default) and
+    drawn by ``episodes.sample_episodes`` from seed ``config.seed + 1``, with 15 queries per class, or
+    fewer where classes are small (``episodes.choose_n_query``); they run in ``fewshot_demo.runner``.
+    """
+    labels = pool.labels.tolist()
     n_way = min(config.n_way, len(pool.class_names))
-    accuracies = []
-    for episode in range(n_episodes):
-        n_shot = config.n_shots[episode % len(config.n_shots)]
-        support, support_labels, query, query_labels = sample_task(pool, n_way, n_shot, 15, generator)
-        learner = learner_for(state, config).fit(support, support_labels)
-        accuracies.append((learner.predict(query) == query_labels).float().mean().item())
+    accuracies: list[float] = []
+    for index, n_shot in enumerate(config.n_shots):
+        count = n_episodes // len(config.n_shots) + int(index < n_episodes % len(config.n_shots))
+        if count == 0:
+            continue
+        shape = EpisodeConfig(n_way, n_shot, choose_n_query(labels, n_way, n_shot))
+        episodes = sample_episodes(labels, shape, count, seed=config.seed + 1)
+        accuracies += run_episodes(lambda: learner_for(state, config), pool.items, episodes, name=config.method).accuracies
     state.network.train()
     return float(np.mean(accuracies))
 
@@ -631,9 +654,8 @@ def _train_main(argv: list[str]) -> None:
 
 
 def _evaluate_main(argv: list[str]) -> None:
-    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.evaluation import evaluate, paired_difference
-    from fewshot_demo.methods import LearnerContext, make_learner
+    from fewshot_demo.evaluation import paired_difference
+    from fewshot_demo.methods import LearnerContext
 
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train evaluate",
@@ -668,9 +690,9 @@ def _evaluate_main(argv: list[str]) -> None:
     for n_shot, episodes in episodes_by_shot.items():
         per_episode: dict[str, list[float]] = {}
         for method in args.methods:
-            accuracies = per_episode.setdefault(method, [])
-            summary = evaluate(lambda: make_learner(method, context), pool.items, episodes, method, n_shot,
-                               on_episode=lambda outcome: accuracies.append(outcome.accuracy))
+            run = run_episodes(method, pool.items, episodes, context=context)
+            per_episode[method] = run.accuracies
+            summary = run.summary()
             results.append(summary.to_dict())
             print(f"{n_shot}-shot {method:15s} {summary.accuracy:.4f} +- {summary.ci95:.4f}  {summary.ms_per_episode:.1f} ms/episode", flush=True)
         if args.paired_with is not None:

@@ -61,6 +61,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are read from the environment once; a test that sets a variable calls
+    ``settings.cache_clear()`` after ``monkeypatch.setenv``, and the next test reads the environment again."""
+    from fewshot_demo.settings import settings
+
+    yield
+    settings.cache_clear()
+
+
 @pytest.fixture
 def single_thread():
     """Tiny tensors: one intra-op thread is faster, and much faster when other processes share the CPU."""

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot_demo import comparison
-from fewshot_demo.bench import EmbeddedPool, _cached
+from fewshot_demo import comparison, runner
 from fewshot_demo.comparison import (
     ComparisonConfig,
     ComparisonData,
@@ -25,8 +24,10 @@ from fewshot_demo.comparison import (
     run_comparison,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_upload, load_dataset
+from fewshot_demo.data.pools import EmbeddedPool, cache_inputs
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
 from fewshot_demo.methods import LearnerContext, make_learner
+from fewshot_demo.settings import settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -64,13 +65,13 @@ def _synthetic(n_classes: int = 6, per_class: int = 20, dim: int = 16, seed: int
     names = [f"class{c}" for c in range(n_classes) for _ in range(per_class)]
     data = LoadedData("text", [f"item {i}" for i in range(len(names))], names)
     labels = torch.arange(n_classes).repeat_interleave(per_class)
-    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, _cached(lambda kind: features, features), 0.0, [])
+    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, cache_inputs(lambda kind: features, features), 0.0, [])
     return ComparisonData("synthetic", data, "synthetic", None, torch.device("cpu"), lambda encoder: pool)
 
 
 def test_every_method_sees_identical_episodes(monkeypatch):
     seen: dict[str, list[tuple]] = {}
-    original = comparison.run_episode
+    original = runner.run_episode
 
     def spy(learner, items, episode):
         seen.setdefault(type(learner).__name__, []).append(
@@ -78,7 +79,7 @@ def test_every_method_sees_identical_episodes(monkeypatch):
         )
         return original(learner, items, episode)
 
-    monkeypatch.setattr(comparison, "run_episode", spy)
+    monkeypatch.setattr(runner, "run_episode", spy)
     config = ComparisonConfig(n_way=5, n_shots=(1, 5), n_query=5, n_episodes=8, methods=("protonet", "linear", "baselinepp"))
     updates = list(run_comparison(_synthetic(), config))
     assert updates[-1].kind == "done"
@@ -251,6 +252,7 @@ def test_every_builtin_data_set_names_its_install_command(monkeypatch, tmp_path)
     for spec in BUILTIN_DATASETS.values():
         assert spec.install.startswith(("apt-get install", "pip install"))
     monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(tmp_path / "missing"))
+    settings.cache_clear()
     spec = BUILTIN_DATASETS["tuxpaint"]
     assert "apt-get install tuxpaint-stamps-default" in spec.choice_label()
     with pytest.raises(ValueError, match="apt-get install tuxpaint-stamps-default"):

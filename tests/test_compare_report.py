@@ -7,6 +7,7 @@ import json
 from fewshot_demo import compare_report
 from fewshot_demo.data import builtin
 from fewshot_demo.data.builtin import BuiltinDataset, LoadedData
+from fewshot_demo.settings import settings
 
 TOPICS = {
     "sport": ["The striker scored twice", "A late goal won the cup", "The team lost the final", "Record run in the marathon"],
@@ -28,6 +29,7 @@ def test_report_writes_a_table_with_date_device_and_versions(tmp_path, monkeypat
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, "gone", missing)
     monkeypatch.setattr(compare_report, "BUILTIN_DATASETS", builtin.BUILTIN_DATASETS)
     monkeypatch.setenv("FEWSHOT_FEATURE_CACHE", str(tmp_path / "cache"))
+    settings.cache_clear()
     out, dump = tmp_path / "results.md", tmp_path / "results.json"
     code = compare_report.main([
         "--out", str(out), "--json", str(dump), "--datasets", "tiny", "gone", "--methods", "protonet", "linear", "maml",

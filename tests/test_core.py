@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from fewshot_demo.episodes import EpisodeConfig, remap_labels, sample_episodes
-from fewshot_demo.evaluation import evaluate, mean_and_ci95
+from fewshot_demo.evaluation import mean_and_ci95
 from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods import LinearProbe, PrototypicalNetwork, available_methods, make_learner
 from fewshot_demo.methods.base import check_support
+from fewshot_demo.runner import run_episodes
 
 
 def test_prototype_is_the_hand_computed_mean_of_normalised_support():
@@ -103,13 +104,13 @@ def test_ci95_arithmetic_matches_known_values():
     assert mean_and_ci95([0.8]) == (0.8, 0.0)
 
 
-def test_evaluate_runs_every_episode_and_reports_accuracy():
+def test_the_runner_runs_every_episode_and_reports_accuracy():
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(5, 8, generator=generator) * 4
     labels = [c for c in range(5) for _ in range(6)]
     items = centers[torch.tensor(labels)] + 0.1 * torch.randn(30, 8, generator=generator)
     episodes = sample_episodes(labels, EpisodeConfig(5, 1, 3), 10, seed=0)
-    summary = evaluate(PrototypicalNetwork, items, episodes, "protonet", 1)
+    summary = run_episodes(PrototypicalNetwork, items, episodes, name="protonet").summary()
     assert summary.episodes == 10 and summary.accuracy == 1.0 and summary.ci95 == 0.0
 
 

@@ -14,7 +14,7 @@ import torch
 
 from fewshot_demo.checkpoints import CONFIG_FILE, SHIPPED_DIR, load_checkpoint
 from fewshot_demo.methods import LearnerContext, make_learner
-from fewshot_demo.train import TUXPAINT_EVAL_FOLDERS, TUXPAINT_STAMPS_DIR, TaskPool, is_eval_folder, sample_task
+from fewshot_demo.train import TUXPAINT_EVAL_FOLDERS, TaskPool, is_eval_folder, sample_task, tuxpaint_stamps_dir
 
 SHIPPED = sorted(path for path in SHIPPED_DIR.glob("*-*") if (path / CONFIG_FILE).is_file())
 METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
@@ -82,7 +82,7 @@ def test_conv4_checkpoints_beat_untrained_conv4_on_held_out_classes(fashion_held
 @pytest.fixture(scope="module")
 def tuxpaint_features() -> TaskPool:
     """EfficientNet-Lite0 features of 4 photos from each of the 9 evaluation folders (a few seconds)."""
-    if not TUXPAINT_STAMPS_DIR.is_dir():
+    if not tuxpaint_stamps_dir().is_dir():
         pytest.skip("Tux Paint stamps are not installed")
     from fewshot_demo.backbones import load_backbone
     from fewshot_demo.images import load_image
@@ -90,7 +90,7 @@ def tuxpaint_features() -> TaskPool:
     backbone = load_backbone("efficientnet_lite0", "cpu")
     items, labels = [], []
     for class_id, folder in enumerate(TUXPAINT_EVAL_FOLDERS):
-        paths = sorted((TUXPAINT_STAMPS_DIR / folder).glob("*.png"))[:4]
+        paths = sorted((tuxpaint_stamps_dir() / folder).glob("*.png"))[:4]
         items.append(backbone.embed([load_image(path) for path in paths]))
         labels += [class_id] * len(paths)
     return TaskPool(torch.cat(items), torch.tensor(labels), list(TUXPAINT_EVAL_FOLDERS))

@@ -6,13 +6,13 @@ fixed subset where a set is large. Embedded pools are cached in memory per (data
 a second run in the tab starts at once.
 
 User data enters the same way: ``data_from_upload`` (a zip of class folders, or a CSV/TSV/JSONL of
-``text,label``) and ``data_from_items`` (what the user entered in the image or text tab).
+``text,label``) and ``data_from_items`` (what the user entered in the image or text tab). Items and
+pools are the types of ``fewshot_demo.data.pools``, which embeds them.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import tempfile
 import threading
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool, read_image_folder, read_text_file
+from fewshot_demo.settings import settings
+
 if TYPE_CHECKING:
     import torch
-
-    from fewshot_demo.bench import EmbeddedPool
 
 #: Largest uploaded zip we unpack (uncompressed bytes) and the most files in it.
 MAX_ZIP_BYTES = 300 * 2**20
 MAX_ZIP_FILES = 5000
-MODALITIES = ("image", "text")
 #: Images are kept at most this large (the backbones read 224 px), to keep pools small in memory.
 MAX_IMAGE_SIDE = 320
 
@@ -39,36 +39,6 @@ MAX_IMAGE_SIDE = 320
 def _small(image: Any) -> Any:
     image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
     return image
-
-
-@dataclass(frozen=True)
-class LoadedData:
-    """Labelled items, ready to embed.
-
-    Attributes:
-        modality: "image" (items are RGB PIL images) or "text" (items are strings).
-        items: one item per example.
-        labels: the class name of each item.
-        notes: what the reader should know (subsets taken, files skipped, ...).
-    """
-
-    modality: str
-    items: list[Any]
-    labels: list[str]
-    notes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
-        if len(self.items) != len(self.labels):
-            raise ValueError(f"got {len(self.items)} items but {len(self.labels)} labels; give one label per item")
-        if len(set(self.labels)) < 2:
-            raise ValueError("a comparison needs at least 2 classes with examples; add another class")
-
-    @property
-    def class_names(self) -> list[str]:
-        """Distinct class names in order of first appearance (label i of a pool is class_names[i])."""
-        return list(dict.fromkeys(self.labels))
 
 
 @dataclass(frozen=True)
@@ -105,7 +75,7 @@ class BuiltinDataset:
 
 # ----------------------------------------------------------------------------------------- loaders
 def _tuxpaint_dir() -> Path:
-    return Path(os.environ.get("TUXPAINT_STAMPS_DIR", "/usr/share/tuxpaint/stamps"))
+    return settings().tuxpaint_stamps_dir
 
 
 #: The 9 natural-photo folders of Tux Paint; the meta-learners never trained on them (see ``train.py``).
@@ -191,9 +161,9 @@ def _installed(package: str) -> Callable[[], bool]:
 
 
 def _fashion_installed() -> bool:
-    from fewshot_demo.data.grayscale import FASHION_MNIST_DIR
+    from fewshot_demo.data.grayscale import fashion_mnist_dir
 
-    return (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+    return (fashion_mnist_dir() / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -234,7 +204,7 @@ def get_dataset(dataset_id: str) -> BuiltinDataset:
 
 
 _LOADED: dict[str, LoadedData] = {}
-_POOLS: dict[tuple[str, str, str], "EmbeddedPool"] = {}
+_POOLS: dict[tuple[str, str, str], EmbeddedPool] = {}
 _LOCK = threading.Lock()
 
 
@@ -259,8 +229,8 @@ FEATURE_CACHE_VERSION = 2
 
 
 def feature_cache_dir() -> Path:
-    """Where built-in features are cached on disk (``FEWSHOT_FEATURE_CACHE``, else ~/.cache/fewshot_demo/features)."""
-    return Path(os.environ.get("FEWSHOT_FEATURE_CACHE", Path.home() / ".cache" / "fewshot_demo" / "features"))
+    """Where built-in features are cached on disk (``settings().feature_cache_dir``: ``FEWSHOT_FEATURE_CACHE``)."""
+    return settings().feature_cache_dir
 
 
 def _fingerprint(data: LoadedData) -> str:
@@ -273,7 +243,7 @@ def _fingerprint(data: LoadedData) -> str:
     return digest.hexdigest()[:16]
 
 
-def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> "EmbeddedPool":
+def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> EmbeddedPool:
     """The embedded pool of a built-in data set for one encoder, embedded once and cached.
 
     Cached in memory for the process, and its features on disk (``feature_cache_dir``), keyed by a
@@ -282,9 +252,6 @@ def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> "E
     """
     import torch
 
-    from fewshot_demo.bench import _cached
-    from fewshot_demo.comparison import embed_data
-
     key = (dataset_id, encoder_id, str(device))
     if key in _POOLS:
         return _POOLS[key]
@@ -292,9 +259,9 @@ def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> "E
     name = f"builtin-v{FEATURE_CACHE_VERSION}-{dataset_id}-{encoder_id.replace(':', '_')}-{_fingerprint(data)}.pt"
     cache = feature_cache_dir() / name
     if cache.is_file():
-        pool = embed_data(data, encoder_id, device, features=torch.load(cache, map_location="cpu", weights_only=True))
+        pool = embed_pool(data, encoder_id, device, features=torch.load(cache, map_location="cpu", weights_only=True))
     else:
-        pool = embed_data(data, encoder_id, device)
+        pool = embed_pool(data, encoder_id, device)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(pool.prepare("features").cpu(), cache)
@@ -355,15 +322,9 @@ def data_from_upload(path: str | Path) -> LoadedData:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".jsonl"):
-        from fewshot_demo.text.data import read_text_table
-
-        table = read_text_table(path)
-        return LoadedData("text", list(table.texts), list(table.labels), tuple(table.notes))
+        return read_text_file(path)
     if suffix != ".zip":
         raise ValueError(f"{path.name}: upload a .zip of class folders of images, or a .csv/.tsv/.jsonl with text,label columns")
-    from fewshot_demo.data.image_folder import list_image_folder
-    from fewshot_demo.images import load_image
-
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -375,13 +336,4 @@ def data_from_upload(path: str | Path) -> LoadedData:
     entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir() and not any(f.is_file() for f in entries[0].iterdir()):
         root = entries[0]  # the zip holds one folder that holds the class folders
-    listing = list_image_folder(root)
-    notes = [f"skipped {p.name}: {reason}" for p, reason in listing.skipped]
-    items, labels = [], []
-    for file, label in zip(listing.paths, listing.labels):
-        try:
-            items.append(_small(load_image(file)))
-            labels.append(label)
-        except ValueError as error:
-            notes.append(f"skipped {error}")
-    return LoadedData("image", items, labels, tuple(notes))
+    return read_image_folder(root, max_side=MAX_IMAGE_SIDE)

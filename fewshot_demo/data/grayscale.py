@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-#: Where the Debian package ``dataset-fashion-mnist`` puts the idx files (overridable).
-FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"
 )
@@ -100,6 +97,13 @@ def _read_idx(path: Path) -> np.ndarray:
     raise ValueError(f"{path.name} is not an idx image or label file (magic number {magic})")
 
 
+def fashion_mnist_dir() -> Path:
+    """Where the Debian package ``dataset-fashion-mnist`` puts the idx files (``FASHION_MNIST_DIR`` overrides it)."""
+    from fewshot_demo.settings import settings
+
+    return settings().fashion_mnist_dir
+
+
 def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> GrayscaleSet:
     """Load Fashion-MNIST's ``train`` (60000) or ``test`` (10000) split.
 
@@ -108,7 +112,7 @@ def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> G
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    directory = directory or FASHION_MNIST_DIR
+    directory = directory or fashion_mnist_dir()
     prefix = "train" if split == "train" else "t10k"
     images_path = directory / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = directory / f"{prefix}-labels-idx1-ubyte.gz"

@@ -11,16 +11,17 @@ The peers, on the same encoder and the same episodes:
   loaded from the same encoder folder, then its logistic-regression head.
 
 Our methods are named ``method@encoder_id`` (``linear@minilm:layers``: the linear probe on the
-last-and-middle-layer features); each is built with ``make_learner`` and fed what its ``input_kind``
-asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on ``--episodes`` episodes;
-methods that fine-tune the encoder and SetFit, slower, on the first ``--setfit-episodes`` episodes
-(or those from ``--slow-from``).
-Every row reports accuracy +- 95% CI and the mean training seconds (``fit`` only, after embedding;
-for SetFit ``trainer.train()``: pair fine-tune and head), and every one of our methods gets its paired
-difference to each peer, over the episodes both ran. Episodes are drawn as by ``fewshot_demo.bench``
-(same seed, same sampler, classes in order of first appearance), so ``--data bbc`` gives the episodes
-of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV written by ``python -m
-fewshot_demo.text.data bbc bbc.csv``. One torch thread unless FEWSHOT_TORCH_THREADS says otherwise.
+last-and-middle-layer features); each runs in ``fewshot_demo.runner`` and is fed what its
+``input_kind`` asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on
+``--episodes`` episodes; methods that fine-tune the encoder and SetFit, slower, on the first
+``--setfit-episodes`` episodes (or those from ``--slow-from``).
+Every row reports accuracy +- 95% CI and the mean training seconds (``fit`` only, after embedding:
+the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and head), and every
+one of our methods gets its paired difference to each peer, over the episodes both ran. Episodes are
+drawn as by ``fewshot_demo.bench`` (same seed, same sampler, classes in order of first appearance),
+so ``--data bbc`` gives the episodes of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV
+written by ``python -m fewshot_demo.text.data bbc bbc.csv``. One torch thread unless
+FEWSHOT_TORCH_THREADS says otherwise.
 
 SetFit on long texts takes minutes per episode, so its episodes can be split: ``--episodes 0
 --slow-from 8 --setfit-episodes 8`` runs episodes 8-15 (SetFit seeded with each episode's index, as in
@@ -37,7 +38,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -50,7 +50,9 @@ import torch
 from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
 from fewshot_demo import evaluation
 from fewshot_demo.evaluation import mean_and_ci95
-from fewshot_demo.methods import LearnerContext, available_methods, make_learner
+from fewshot_demo.methods import LearnerContext, available_methods, get_method
+from fewshot_demo.runner import run_episodes
+from fewshot_demo.settings import settings
 
 DEFAULT_METHODS = ("linear@minilm", "linear@minilm:layers", "finetune@minilm:layers")
 PEERS = ("sklearn_lr", "setfit")
@@ -256,17 +258,17 @@ def run_peers(
         episodes, slow = drawn[:n_episodes], drawn[slow_from : slow_from + n_slow_episodes]
         for method, encoder_id in parsed:
             encoder = load_encoder(encoder_id, device)
-            context = LearnerContext(encoder.id, encoder.feature_dim, device)
-            kind = make_learner(method, context).input_kind
+            spec = get_method(method)
+            spec.check_applicable("text", encoder.id)
+            kind = spec.input_kind("text")
             is_slow = kind in SLOW_KINDS
             row = PeerRow(f"{method}@{encoder.id}", encoder.id, n_shot, first_episode=slow_from if is_slow else 0)
-            for episode in slow if is_slow else episodes:
-                support, query = episode.split(items(encoder_id, kind))
-                learner = make_learner(method, context)
-                began = time.perf_counter()
-                learner.fit(support, episode.support_labels.to(device))
-                row.train_seconds.append(time.perf_counter() - began)
-                row.accuracies.append(_accuracy(learner.predict(query), episode))
+            chosen = slow if is_slow else episodes
+            if chosen:
+                run = run_episodes(method, items(encoder_id, kind), chosen,
+                                   context=LearnerContext(encoder.id, encoder.feature_dim, device))
+                row.accuracies = run.accuracies
+                row.train_seconds = [outcome.fit_seconds for outcome in run.outcomes]
             if row.accuracies:
                 rows.append(row)
                 log(_line(row.summary()))
@@ -403,8 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
     try:
+        torch.set_num_threads(settings().torch_threads)
         texts, names, notes = load_corpus(args.data)
         print(f"{len(texts)} texts in {len(set(names))} classes; {args.n_way}-way, {args.n_query} queries, seed {args.seed}",
               file=sys.stderr)
