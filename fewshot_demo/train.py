@@ -260,7 +260,12 @@ def tuxpaint_pool(split: str, backbone_id: str = "efficientnet_lite0") -> TaskPo
         names = list(TUXPAINT_EVAL_FOLDERS)
     else:
         base = [f for f, files in folders.items() if not is_eval_folder(f) and len(files) >= TUXPAINT_MIN_IMAGES]
-        names = [f for f in base if (f in TUXPAINT_VAL_FOLDERS) == (split == "val")]
+        # Validation classes are the validation folders; training leaves out everything below them
+        # too (animals/insects/cartoon would otherwise teach the validation class before validating it).
+        if split == "val":
+            names = [f for f in base if f in TUXPAINT_VAL_FOLDERS]
+        else:
+            names = [f for f in base if not is_under(f, TUXPAINT_VAL_FOLDERS)]
     items, labels = [], []
     for class_id, name in enumerate(names):
         for path in folders[name]:

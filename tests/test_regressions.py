@@ -114,6 +114,7 @@ FAKE_STAMP_FOLDERS = (
     "animals/mammals",  # evaluation folder
     "animals/mammals/bears/cartoon",  # two levels below one
     "animals/insects",  # validation
+    "animals/insects/cartoon",  # below a validation folder: neither a training nor a validation class
     "plants/trees",  # validation
     "clothes/hats",  # validation; garments, never Conv-4 base classes
     "clothes/armor/cartoon",  # garments, below clothes
@@ -139,11 +140,11 @@ def fake_stamps(tmp_path) -> Path:
 def test_evaluation_folders_and_their_sub_folders_never_reach_meta_training(fake_stamps, monkeypatch):
     assert train.is_eval_folder("food/fruit/cartoon") and train.is_eval_folder("animals/mammals/bears/cartoon")
     assert not train.is_eval_folder("food/fruitcake")
-    # tuxpaint_pool takes no root: it reads TUXPAINT_STAMPS_DIR, and calls tuxpaint_folders, whose
-    # default root was bound at import, so both point at the fake tree; features are made up, not embedded.
-    list_folders = train.tuxpaint_folders
-    monkeypatch.setattr(train, "TUXPAINT_STAMPS_DIR", fake_stamps)
-    monkeypatch.setattr(train, "tuxpaint_folders", lambda root=fake_stamps: list_folders(root))
+    # tuxpaint_pool reads the stamps folder from the settings; features are made up, not embedded.
+    from fewshot_demo.settings import settings
+
+    monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(fake_stamps))
+    settings.cache_clear()
     paths = sorted(p.relative_to(fake_stamps).as_posix() for p in fake_stamps.rglob("*.png"))
     features = {path: torch.full((3,), float(i)) for i, path in enumerate(paths)}
     monkeypatch.setattr(train, "tuxpaint_features", lambda backbone_id="efficientnet_lite0", root=None: features)
@@ -151,6 +152,7 @@ def test_evaluation_folders_and_their_sub_folders_never_reach_meta_training(fake
     train_pool = train.tuxpaint_pool("train")
     val_pool = train.tuxpaint_pool("val")
     assert not [f for f in train_pool.class_names + val_pool.class_names if _is_eval_or_below(f)]
+    # Validation folders are held out with everything below them too (animals/insects/cartoon).
     assert sorted(train_pool.class_names) == ["clothes/armor/cartoon", "food/fruitcake", "hobbies", "vehicles/cars"]
     assert sorted(val_pool.class_names) == ["animals/insects", "clothes/hats", "plants/trees"]
     assert len(train_pool.items) == 4 * train.TUXPAINT_MIN_IMAGES
