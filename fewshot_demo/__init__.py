@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "fit", "load", "methods_for", "__version__"]
+__all__ = ["Classifier", "evaluate", "fit", "load", "methods_for", "__version__"]
 
-_LAZY = {"Classifier": "fewshot_demo.api", "fit": "fewshot_demo.api", "load": "fewshot_demo.api",
-         "methods_for": "fewshot_demo.methods"}
+_LAZY = {"Classifier": "fewshot_demo.api", "evaluate": "fewshot_demo.api", "fit": "fewshot_demo.api",
+         "load": "fewshot_demo.api", "methods_for": "fewshot_demo.methods"}
 
 
 def __getattr__(name: str) -> Any:

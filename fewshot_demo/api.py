@@ -10,6 +10,7 @@
     classifier.self_check().accuracy                     # leave-one-out on the support set
     classifier.save("pets.safetensors")
     classifier = fsd.load("pets.safetensors")
+    fsd.evaluate("photos/", methods=["protonet", "linear"], n_shots=(1, 5))  # accuracy ± 95% CI on episodes
 
 Images are file paths or PIL images, texts are strings; the modality is read from the items. Every
 method of the registry (``fsd.methods_for("image")``) works here with its options as keywords.
@@ -128,6 +129,45 @@ def load(path: str | Path) -> Classifier:
 
     fitted = FewShotClassifier.load(path)
     return Classifier(fitted, modality_of(fitted.encoder_id) or "image", [])
+
+
+def evaluate(
+    data: str | Path,
+    methods: Sequence[str] = ("protonet", "linear"),
+    n_way: int = 5,
+    n_shots: Sequence[int] = (1, 5),
+    n_query: int = 15,
+    episodes: int = 100,
+    seed: int = 0,
+    encoder: str | None = None,
+) -> list[Any]:
+    """Evaluate methods on the same sampled episodes of your data, as ``python -m fewshot_demo.bench``.
+
+    Args:
+        data: a folder with one sub-folder of images per class, or a text,label CSV/TSV/JSONL file.
+        methods: registry keys; every method sees the same episodes and every item is embedded once.
+        n_way, n_shots, n_query, episodes, seed: the episodes (one set per value of ``n_shots``).
+        encoder: image backbone or text encoder id (default: the bundled ones).
+
+    Returns:
+        One ``EvaluationSummary`` per method and shot: accuracy, ci95, ms_per_episode, peak_mb.
+    """
+    from fewshot_demo.backbones import DEFAULT_BACKBONE
+    from fewshot_demo.bench import run_benchmark
+    from fewshot_demo.data.pools import embed_pool, read_image_folder, read_text_file
+    from fewshot_demo.device import pick_device
+
+    path = Path(data)
+    device = pick_device(None)
+    if path.is_dir():
+        pool = embed_pool(read_image_folder(path), encoder or DEFAULT_BACKBONE, device)
+    elif path.suffix.lower() in TEXT_TABLE_SUFFIXES and path.is_file():
+        pool = embed_pool(read_text_file(path), encoder or "minilm", device)
+    else:
+        raise UserInputError(f"{path} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
+    summaries, _ = run_benchmark(pool, list(methods), n_way, list(n_shots), n_query, episodes, seed, device,
+                                 progress=False)
+    return summaries
 
 
 def _backbone(backbone_id: str):

@@ -59,3 +59,18 @@ def test_bad_input_says_what_to_do():
         fsd.fit({"a": ["one text", "two"], "b": ["three", "four"]}, method="maml")
     with pytest.raises(UserInputError, match="outside"):
         fsd.fit({"a": ["one text", "two"], "b": ["three", "four"]}, method="baselinepp", steps=10**6)
+
+
+def test_evaluate_gives_the_bench_numbers_on_the_same_episodes(tmp_path):
+    import json
+
+    from fewshot_demo.bench import main
+
+    data = ROOT / "examples" / "text" / "topics" / "support.csv"
+    summaries = fsd.evaluate(data, methods=["protonet", "linear"], n_way=3, n_shots=[2], n_query=3, episodes=5)
+    assert [(s.method, s.n_shot, s.episodes) for s in summaries] == [("protonet", 2, 5), ("linear", 2, 5)]
+    out = tmp_path / "bench.json"
+    assert main(["--data", str(data), "--n-way", "3", "--n-shot", "2", "--n-query", "3", "--episodes", "5",
+                 "--methods", "protonet", "linear", "--out", str(out), "--no-progress"]) == 0
+    bench = json.loads(out.read_text())["results"]
+    assert [round(s.accuracy, 4) for s in summaries] == [r["accuracy"] for r in bench]
