@@ -56,10 +56,10 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Images", id="images"):
             images = build_image_tab()
         with gr.Tab("Text", id="text"):
-            build_text_tab()
+            texts = build_text_tab()
         with gr.Tab("Transfer vs meta", id="compare"):
-            # The one cross-tab link: the comparison offers the classes the image tab classified.
-            build_compare_tab(image_session=images.session)
+            # The one cross-tab link: the comparison offers the classes of the tab classified last.
+            build_compare_tab(image_session=images.session, text_session=texts.session)
         gr.api(wait_until_warm, api_name="warmup")
     return demo
 
