@@ -164,6 +164,14 @@ def test_the_tab_classified_last_wins(single_thread):
         compare_tab.comparison_data(compare_tab.TAB_DATA, None, None, None, None)
 
 
+def test_baseline_methods_are_compared_and_plotted(single_thread):
+    (image_session, *_), _, _ = _image_classify("mixed_5way")
+    outputs = list(compare_tab.run(compare_tab.TAB_DATA, None, 3, [1], 10, ["protonet_plain", "linear"], None, image_session))
+    status, table, _reading, accuracy, curve, times = outputs[-1][:6]
+    assert "Done" in status and {row[1] for row in table} == {"baseline", "transfer"}
+    assert all(figure is not None for figure in (accuracy, curve, times))
+
+
 # ---- class rows, save and load -----------------------------------------------------------------
 def test_class_rows_add_remove_fill_and_clear():
     modality = text_tab.TEXT
