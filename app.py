@@ -53,14 +53,13 @@ def build_demo() -> gr.Blocks:
     torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
     with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
-        # What the user entered in the image tab, offered as a data set in the comparison tab.
-        entered_data = gr.State(None)
         with gr.Tab("Images", id="images"):
-            build_image_tab(entered_data)
+            images = build_image_tab()
         with gr.Tab("Text", id="text"):
-            build_text_tab()
+            texts = build_text_tab()
         with gr.Tab("Transfer vs meta", id="compare"):
-            build_compare_tab(entered_data)
+            # The one cross-tab link: the comparison offers the classes of the tab classified last.
+            build_compare_tab(image_session=images.session, text_session=texts.session)
         gr.api(wait_until_warm, api_name="warmup")
     return demo
 

@@ -121,7 +121,7 @@ def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
 
 
 def test_classes_entered_in_the_image_tab_can_be_compared(client):
-    """The comparison tab's 'entered classes' data set is what the image tab last fitted."""
+    """The comparison tab's 'classes from the app' data set is what the image tab last classified."""
     from fewshot_demo.ui.compare_tab import TAB_DATA
 
     classes, queries = _example("mixed_5way")
@@ -130,3 +130,4 @@ def test_classes_entered_in_the_image_tab_can_be_compared(client):
     outputs = job.result(timeout=300)
     status, table = outputs[0], outputs[1]
     assert "protonet" in str(table) and "linear" in str(table), status
+    assert "in the image tab" in status

@@ -129,6 +129,18 @@ def test_api_save_then_load_the_classifier(client, tmp_path):
         client.predict(handle_file(saved), "minilm:cls", api_name="/text_load")
 
 
+def test_classes_entered_in_the_text_tab_can_be_compared(client):
+    """The text tab feeds the comparison tab's 'classes from the app' data set, like the image tab."""
+    from fewshot_demo.ui.compare_tab import TAB_DATA
+
+    classes, queries = _example(client, "topics")
+    _classify(client, classes, queries)
+    job = client.submit(TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], api_name="/compare_run")
+    status, table = job.result(timeout=300)[:2]
+    assert "in the text tab" in status, status
+    assert {row[0] for row in table["data"]} == {"protonet", "linear"}
+
+
 def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browser):
     page = browser.new_page()
     try:

@@ -1,10 +1,12 @@
-"""Pieces every tab shares: error handling, HTML for predictions, plots."""
+"""Pieces every tab shares: error handling, method lists and their settings, HTML for predictions, plots."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import html
+import inspect
 import io
 import os
 from typing import Any, Callable, Sequence
@@ -18,13 +20,26 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fewshot_demo.classifier import Prediction, SelfCheck  # noqa: E402
+from fewshot_demo.methods import get_method, methods_for  # noqa: E402
 
 
 def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a ValueError from the core into a gr.Error, so the user sees the message, not a traceback.
 
-    Inputs are never cleared by an error: Gradio leaves every component as it was.
+    Handlers raise ValueError (tests call them directly); this wraps them where events are wired.
+    Generator handlers stay generators, so their results still stream. Inputs are never cleared by
+    an error: Gradio leaves every component as it was.
     """
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def streamed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from handler(*args, **kwargs)
+            except ValueError as error:
+                raise gr.Error(str(error), print_exception=False) from None
+
+        return streamed
 
     @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -34,6 +49,55 @@ def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
             raise gr.Error(str(error), print_exception=False) from None
 
     return wrapped
+
+
+def notes_markdown(summary: str, notes: Sequence[str]) -> str:
+    """A summary followed by one warning line per note (HTML in the notes is escaped)."""
+    return summary + ("\n\n" + "\n".join(f"- ⚠️ {html.escape(n, quote=False)}" for n in notes) if notes else "")
+
+
+# ---- methods and their settings, from the registry ------------------------------------------------
+def method_choices(modality: str, encoder_id: str, first: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(label, key) of every method that runs on the backbone or encoder, the ``first`` ones first."""
+    specs = sorted(methods_for(modality, encoder_id), key=lambda s: first.index(s.key) if s.key in first else len(first))
+    return [(f"{s.label} ({s.family}{', transductive' if s.transductive else ''})", s.key) for s in specs]
+
+
+def offer_methods(choices: Callable[[str], list[tuple[str, str]]], fallback: str, encoder_id: str, current: str) -> Any:
+    """The method dropdown for another backbone or encoder: the current method when it still runs there."""
+    offered = choices(encoder_id)
+    keys = [key for _, key in offered]
+    return gr.Dropdown(choices=offered, value=current if current in keys else fallback)
+
+
+def option_field(method: str, modality: str, name: str) -> dataclasses.Field | None:
+    """The method's option field ``name`` on this modality, or None when it has no such option."""
+    return next((f for f in get_method(method).option_fields(modality) if f.name == name), None)
+
+
+def has_adaptation_options(method: str, modality: str) -> bool:
+    """True for methods adapted by gradient steps on the support set (their options have ``inner_steps``)."""
+    return option_field(method, modality, "inner_steps") is not None
+
+
+def has_finetune_options(method: str, modality: str) -> bool:
+    """True for methods that take the fine-tune options (the options class of ``finetune`` here)."""
+    options = get_method(method).options_class(modality)
+    return options is not None and options is get_method("finetune").options_class(modality)
+
+
+def option_slider(method: str, modality: str, name: str, value: float, step: float, label: str = "") -> gr.Slider:
+    """A slider for a method's option, bounded by the option's ``min``/``max`` metadata."""
+    field = option_field(method, modality, name)
+    if field is None:
+        raise ValueError(f"{method} has no option {name!r} on {modality}")
+    low, high = field.metadata.get("min"), field.metadata.get("max")
+    return gr.Slider(low, high, value=value, step=step, label=label or field.metadata.get("label") or name)
+
+
+def settings_visibility(modality: str, method: str) -> tuple[Any, Any]:
+    """Show the adaptation settings and the fine-tune settings for the methods they apply to."""
+    return gr.Group(visible=has_adaptation_options(method, modality)), gr.Group(visible=has_finetune_options(method, modality))
 
 
 def file_paths(value: Any) -> list[str]:

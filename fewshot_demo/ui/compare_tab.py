@@ -1,21 +1,22 @@
 """The "Transfer vs meta" tab: methods side by side on identical episodes, with honest statistics.
 
 Thin over ``fewshot_demo.comparison``: the handlers turn UI values into a ``ComparisonConfig`` and a
-``ComparisonData``, stream the core's updates into plots and tables, and turn ValueErrors into
-``gr.Error`` messages.
+``ComparisonData``, stream the core's updates into plots and tables, and raise ValueErrors that the
+wiring turns into ``gr.Error`` messages. They are module-level functions over a ``CompareSession``.
 
-The lead wires "the data of the image/text tab" by passing a ``gr.State`` to ``build_compare_tab``
-whose value is ``tab_data(modality, items, labels)``.
+The app passes the image and text tabs' session States to ``build_compare_tab``; the classes of the
+tab classified last are then offered as a data set.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import gradio as gr
 import matplotlib
@@ -30,7 +31,6 @@ from fewshot_demo.comparison import (  # noqa: E402
     ComparisonData,
     ComparisonUpdate,
     MethodResult,
-    method_family,
     method_label,
     reading,
     run_comparison,
@@ -39,6 +39,7 @@ from fewshot_demo.comparison import (  # noqa: E402
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
 from fewshot_demo.ui.common import user_errors  # noqa: E402
+from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
 
 UPLOAD = "upload"
 TAB_DATA = "tab"
@@ -46,13 +47,30 @@ SHOT_CHOICES = [1, 5, 10]
 TABLE_HEADERS = ["method", "family", "encoder", "K-shot", "episodes", "accuracy", "± 95% CI", "ms/episode", "peak MB"]
 #: Redraw the plots at most this often while results stream in (matplotlib costs ~0.1 s a figure).
 REDRAW_SECONDS = 1.0
-FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "other": "#6e7781"}
+FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "baseline": "#6e7781"}
 
 _CANCEL: dict[str, threading.Event] = {}  # session -> its running comparison's stop flag
 
 
+@dataclass(frozen=True, eq=False)
+class CompareSession:
+    """One browser session's last comparison (the tab's State value).
+
+    Attributes:
+        data: the data set compared, with its embedded pools (reused for the same upload).
+        config: what was compared.
+        update: the last update (its results feed the per-method details), or None before any.
+        upload: the uploaded file's path when the data is an upload, else None.
+    """
+
+    data: ComparisonData
+    config: ComparisonConfig
+    update: ComparisonUpdate | None = None
+    upload: str | None = None
+
+
 def tab_data(modality: str, items: Sequence[Any], labels: Sequence[str]) -> LoadedData:
-    """The value to put in the State passed to ``build_compare_tab``: what the user entered elsewhere.
+    """What the user entered in the image or text tab, as a data set to compare on.
 
     Args:
         modality: "image" (items are paths or PIL images) or "text" (items are strings).
@@ -62,12 +80,19 @@ def tab_data(modality: str, items: Sequence[Any], labels: Sequence[str]) -> Load
     return data_from_items(modality, items, labels)
 
 
-def source_choices(with_tab_data: bool) -> list[tuple[str, str]]:
-    """Data set choices: the built-ins (missing ones with their install command), upload, tab data."""
+def tab_data_label(tabs: Sequence[str]) -> str:
+    """What the tab data set is, e.g. "the classes you classified last, in the image or the text tab"."""
+    return f"the classes you classified last, in the {' or the '.join(tabs)} tab"
+
+
+def source_choices(tabs: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Data set choices: the built-ins (missing ones with their install command), upload, and the
+    classes of the tabs named in ``tabs`` ("image", "text") when there are any."""
     choices = [(spec.choice_label(), spec.id) for spec in BUILTIN_DATASETS.values()]
     choices.append(("Upload: a zip of class folders of images, or a CSV with text,label", UPLOAD))
-    if with_tab_data:
-        choices.append(("The classes entered in the image or text tab", TAB_DATA))
+    if tabs:
+        label = tab_data_label(tabs)
+        choices.append((label[0].upper() + label[1:], TAB_DATA))
     return choices
 
 
@@ -75,19 +100,6 @@ def method_choices() -> list[tuple[str, str]]:
     """(label, name) of the compared methods that are registered, each marked transfer or meta."""
     return [(f"{spec.label} ({spec.family}{', transductive' if spec.transductive else ''})", spec.key)
             for spec in all_methods()]
-
-
-def _user_errors_stream(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    """``user_errors`` for generator handlers: a ValueError while streaming becomes a gr.Error."""
-
-    @functools.wraps(handler)
-    def wrapped(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        try:
-            yield from handler(*args, **kwargs)
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-
-    return wrapped
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -202,21 +214,137 @@ def status_markdown(update: ComparisonUpdate, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ handlers
+def comparison_data(source_id: str, upload_value: Any, session: CompareSession | None,
+                    *tab_sessions: SupportSession | None) -> tuple[ComparisonData, str | None]:
+    """The data set to compare on, and the upload's path when it is an upload.
+
+    ``tab_sessions`` are the image and text tabs' sessions: the one classified last gives the
+    "classes from the app" data set.
+    """
+    if source_id in BUILTIN_DATASETS:
+        return ComparisonData.from_builtin(source_id), None
+    if source_id == TAB_DATA:
+        latest = latest_session(*tab_sessions)
+        if latest is None or latest.data is None:
+            raise ValueError("classify classes in the image or text tab first, or pick a built-in data set")
+        note = f"the classes you classified last, in the {latest.modality} tab"
+        data = dataclasses.replace(latest.data, notes=(note, *latest.data.notes))
+        return ComparisonData.from_data(f"classes from the {latest.modality} tab", data), None
+    if source_id != UPLOAD:
+        raise ValueError(f"unknown data set {source_id!r}; pick one from the list")
+    path = upload_value if isinstance(upload_value, str) or upload_value is None else getattr(upload_value, "path", None)
+    if not path:
+        raise ValueError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
+    if session is not None and session.upload == path:
+        return session.data, path  # same file: reuse its embeddings
+    return ComparisonData.from_data(Path(path).name, data_from_upload(path)), path
+
+
+def run(source_id: str, upload_value: Any, way: float, shot_values: list, episode_count: float,
+        method_names: list, session: CompareSession | None, image_session: SupportSession | None = None,
+        text_session: SupportSession | None = None, request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+    """/compare_run: stream [status, table, reading, 3 plots, session, details choice, CSV, JSON].
+
+    Raises:
+        ValueError: no method, no K-shot, missing data, or data too small for the episodes.
+    """
+    started = time.perf_counter()
+    if not method_names:
+        raise ValueError("choose at least one method")
+    config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
+                              n_episodes=int(episode_count),
+                              methods=tuple(cheapest_first(method_names)))  # first results within a second or two
+    key = getattr(request, "session_hash", None) or "default"
+    cancel = threading.Event()
+    _CANCEL[key] = cancel
+    yield ["**Loading the data...**", *[gr.skip()] * 9]
+    data, upload_key = comparison_data(source_id, upload_value, session, image_session, text_session)
+    if data.data.modality == "text" and "finetune" in config.methods:
+        gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
+                   "about 30 s for long ones on a CPU. "
+                   "Lower the episodes, or press Stop to keep what has finished.")
+    last_draw = 0.0
+    try:
+        for update in run_comparison(data, config, cancel=cancel):
+            progress(update.done / max(update.total, 1), desc=update.message)
+            if update.kind in ("progress", "status"):
+                yield [status_markdown(update, time.perf_counter() - started), *[gr.skip()] * 9]
+                continue
+            draw = update.finished or time.perf_counter() - last_draw >= REDRAW_SECONDS
+            if draw:
+                last_draw = time.perf_counter()
+            yield _results_outputs(CompareSession(data, config, update, upload_key), draw, started)
+    finally:
+        if _CANCEL.get(key) is cancel:
+            del _CANCEL[key]
+
+
+def _results_outputs(session: CompareSession, draw: bool, started: float) -> list[Any]:
+    """The run's outputs for an update with results; plots only when ``draw``, files once finished."""
+    update = session.update
+    results = update.results
+    plots = [accuracy_figure(results), curve_figure(results), time_figure(results)] if draw and results else [gr.skip()] * 3
+    files = [gr.skip()] * 2
+    if update.finished and results:
+        files = list(write_exports(tempfile.mkdtemp(prefix="fewshot-compare-"), session.data, session.config, update))
+    detail_choices = gr.Dropdown(choices=[(f"{method_label(r.method)}, {r.n_shot}-shot", i) for i, r in enumerate(results)],
+                                 value=0 if results else None)
+    return [status_markdown(update, time.perf_counter() - started), results_table(results),
+            reading(update.summaries(), results), *plots, session, detail_choices, *files]
+
+
+def stop(request: gr.Request | None = None) -> Any:
+    """/compare_stop: stop this browser session's comparison after the current episode."""
+    event = _CANCEL.get(getattr(request, "session_hash", None) or "default")
+    if event is None:
+        return gr.skip()
+    event.set()
+    return "**Stopping after the current episode...**"
+
+
+def details(session: CompareSession | None, choice: Any) -> list[Any]:
+    """/compare_details: per-class accuracy, confusion and most-misclassified items of one result."""
+    if session is None or session.update is None or not session.update.results:
+        raise ValueError("run a comparison first, then pick a method to inspect")
+    results = session.update.results
+    index = int(choice or 0)
+    if not 0 <= index < len(results):
+        raise ValueError("pick one of the methods that finished")
+    result, data = results[index], session.data
+    names = data.class_names
+    totals = result.confusion.sum(axis=1)
+    rows = [[name, None if a is None else round(100 * a, 1), int(totals[c])]
+            for c, (name, a) in enumerate(zip(names, result.per_class_accuracy())) if totals[c]]
+    mistakes = result.misclassified(24)
+    labels = data.labels
+    if data.data.modality == "image":
+        gallery = [(data.data.items[i], f"{names[labels[i]]} -> {names[p]} ({n}x)") for i, p, n in mistakes]
+        return [rows, confusion_figure(result, names), gr.Gallery(value=gallery, visible=True), gr.Markdown(visible=False)]
+    lines = [f"- **{names[labels[i]]} -> {names[p]}** ({n}x): {str(data.data.items[i])[:160]!r}" for i, p, n in mistakes]
+    text = "\n".join(lines) or "No mistakes."
+    return [rows, confusion_figure(result, names), gr.Gallery(visible=False), gr.Markdown(value=text, visible=True)]
+
+
 # -------------------------------------------------------------------------------------------- tab
-def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
+def build_compare_tab(image_session: gr.State | None = None, text_session: gr.State | None = None) -> None:
     """Create the comparison tab's components and events inside the caller's Blocks/Tab context.
 
     Args:
-        tab_data_state: optional State whose value is ``tab_data(...)`` (what the user entered in the
-            image or text tab); when given, it is offered as a data set.
+        image_session: the image tab's session State (a ``SupportSession``), when the app has the tab.
+        text_session: the text tab's session State. With either, the classes of the tab classified
+            last are offered as a data set.
     """
-    session = gr.State(None)  # {"data": ComparisonData, "config": ..., "update": ..., "upload": path}
+    session = gr.State(None)  # this browser session's CompareSession
+    tabs = [name for name, state in (("image", image_session), ("text", text_session)) if state is not None]
     gr.Markdown(
         "**Should I meta-learn or just transfer?** Pick a data set, K-shots and methods, and press **Run**: "
         "every method sees the same episodes, every item is embedded once per backbone. Results stream in as each "
         "method finishes; **Stop** keeps what has finished."
+        + (f" One data set is {tab_data_label(tabs)}." if tabs else "")
     )
-    choices = source_choices(tab_data_state is not None)
+    choices = source_choices(tabs)
     installed = [value for label, value in choices if value in BUILTIN_DATASETS and BUILTIN_DATASETS[value].is_installed()]
     with gr.Row():
         with gr.Column(scale=2):
@@ -255,104 +383,11 @@ def build_compare_tab(tab_data_state: gr.State | None = None) -> None:
                                       visible=False)
         mistakes_text = gr.Markdown(visible=False)
 
-    def _data_for(source_id: str, upload_value: Any, tab_value: LoadedData | None, state: dict | None) -> tuple[ComparisonData, str | None]:
-        if source_id in BUILTIN_DATASETS:
-            return ComparisonData.from_builtin(source_id), None
-        if source_id == TAB_DATA:
-            if tab_value is None:
-                raise ValueError("enter classes in the image or text tab first, or pick a built-in data set")
-            return ComparisonData.from_data("classes from the app", tab_value), None
-        if source_id != UPLOAD:
-            raise ValueError(f"unknown data set {source_id!r}; pick one from the list")
-        path = upload_value if isinstance(upload_value, str) or upload_value is None else getattr(upload_value, "path", None)
-        if not path:
-            raise ValueError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
-        if state and state.get("upload") == path:
-            return state["data"], path  # same file: reuse its embeddings
-        return ComparisonData.from_data(Path(path).name, data_from_upload(path)), path
-
-    @_user_errors_stream
-    def run(source_id: str, upload_value: Any, way: float, shot_values: list, episode_count: float,
-            method_names: list, state: dict | None, tab_value: LoadedData | None = None,
-            request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
-        started = time.perf_counter()
-        if not method_names:
-            raise ValueError("choose at least one method")
-        config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
-                                  n_episodes=int(episode_count),
-                                  methods=tuple(cheapest_first(method_names)))  # first results within a second or two
-        key = getattr(request, "session_hash", None) or "default"
-        cancel = threading.Event()
-        _CANCEL[key] = cancel
-        yield ["**Loading the data...**", *[gr.skip()] * 9]
-        data, upload_key = _data_for(source_id, upload_value, tab_value, state)
-        if data.data.modality == "text" and "finetune" in config.methods:
-            gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
-                       "about 30 s for long ones on a CPU. "
-                       "Lower the episodes, or press Stop to keep what has finished.")
-        last_draw = 0.0
-        update = None
-        try:
-            for update in run_comparison(data, config, cancel=cancel):
-                progress(update.done / max(update.total, 1), desc=update.message)
-                elapsed = time.perf_counter() - started
-                if update.kind in ("progress", "status"):
-                    yield [status_markdown(update, elapsed), *[gr.skip()] * 9]
-                    continue
-                draw = update.finished or time.perf_counter() - last_draw >= REDRAW_SECONDS
-                results = update.results
-                plots = ([accuracy_figure(results), curve_figure(results), time_figure(results)]
-                         if draw and results else [gr.skip()] * 3)
-                if draw:
-                    last_draw = time.perf_counter()
-                new_state = {"data": data, "config": config, "update": update, "upload": upload_key}
-                files = [gr.skip()] * 2
-                if update.finished and results:
-                    files = list(write_exports(tempfile.mkdtemp(prefix="fewshot-compare-"), data, config, update))
-                details = gr.Dropdown(choices=[(f"{method_label(r.method)}, {r.n_shot}-shot", i)
-                                               for i, r in enumerate(results)], value=0 if results else None)
-                yield [status_markdown(update, time.perf_counter() - started), results_table(results),
-                       reading(update.summaries(), results), *plots, new_state, details, *files]
-        finally:
-            if _CANCEL.get(key) is cancel:
-                del _CANCEL[key]
-
-    run_inputs = [source, upload, n_way, shots, episodes, methods, session]
-    if tab_data_state is not None:
-        run_inputs.append(tab_data_state)
+    # A tab the app does not have gets an empty State, so ``run`` always receives both sessions.
+    tab_sessions = [state if state is not None else gr.State(None) for state in (image_session, text_session)]
+    run_inputs = [source, upload, n_way, shots, episodes, methods, session, *tab_sessions]
     run_outputs = [status, table, verdict, accuracy_plot, curve_plot, time_plot, session, detail_choice, csv_file, json_file]
-    run_button.click(run, run_inputs, run_outputs, api_name="compare_run", concurrency_limit=2)
-
-    def stop(request: gr.Request | None = None) -> str:
-        event = _CANCEL.get(getattr(request, "session_hash", None) or "default")
-        if event is None:
-            return gr.skip()
-        event.set()
-        return "**Stopping after the current episode...**"
-
+    run_button.click(user_errors(run), run_inputs, run_outputs, api_name="compare_run", concurrency_limit=2)
     stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None)
-
-    @user_errors
-    def details(state: dict | None, choice: Any):
-        if not state or not state.get("update") or not state["update"].results:
-            raise ValueError("run a comparison first, then pick a method to inspect")
-        results = state["update"].results
-        index = int(choice or 0)
-        if not 0 <= index < len(results):
-            raise ValueError("pick one of the methods that finished")
-        result, data = results[index], state["data"]
-        names = data.class_names
-        totals = result.confusion.sum(axis=1)
-        rows = [[name, None if a is None else round(100 * a, 1), int(totals[c])]
-                for c, (name, a) in enumerate(zip(names, result.per_class_accuracy())) if totals[c]]
-        mistakes = result.misclassified(24)
-        labels = data.labels
-        if data.data.modality == "image":
-            gallery = [(data.data.items[i], f"{names[labels[i]]} -> {names[p]} ({n}x)") for i, p, n in mistakes]
-            return rows, confusion_figure(result, names), gr.Gallery(value=gallery, visible=True), gr.Markdown(visible=False)
-        lines = [f"- **{names[labels[i]]} -> {names[p]}** ({n}x): {str(data.data.items[i])[:160]!r}" for i, p, n in mistakes]
-        text = "\n".join(lines) or "No mistakes."
-        return rows, confusion_figure(result, names), gr.Gallery(visible=False), gr.Markdown(value=text, visible=True)
-
-    detail_button.click(details, [session, detail_choice], [per_class, confusion_plot, mistakes_gallery, mistakes_text],
-                        api_name="compare_details")
+    detail_button.click(user_errors(details), [session, detail_choice],
+                        [per_class, confusion_plot, mistakes_gallery, mistakes_text], api_name="compare_details")

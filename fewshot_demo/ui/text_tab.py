@@ -1,40 +1,51 @@
-"""The text few-shot tab: classes of example texts, a method, queries, and why each prediction."""
+"""The text few-shot tab: classes of example texts, a method, queries, and why each prediction.
+
+The class rows, self-check and save/load come from ``ui.support_set``; this module says what a
+text class row holds (``TextModality``) and adds the text-only parts: the CSV/TSV/JSONL upload,
+the encoder, the fine-tune settings and the bundled example sets.
+"""
 
 from __future__ import annotations
 
+import functools
 import html
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from torch import Tensor
 
-from fewshot_demo.classifier import MAX_CLASSES
-from fewshot_demo.methods import methods_for
+from fewshot_demo.classifier import FewShotClassifier, Prediction
+from fewshot_demo.data.builtin import data_from_items
 from fewshot_demo.text.data import read_text_table, split_lines
-from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
+from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, TextEncoder, load_encoder
 from fewshot_demo.text.task import (
+    MAX_TEXT_CHARS,
     build_text_support,
     classify_texts,
     fit_text_classifier,
-    load_text_classifier,
     parse_queries,
     support_fingerprint,
 )
+from fewshot_demo.ui import support_set
 from fewshot_demo.ui.common import (
-    confusion_table,
-    embedding_map_figure,
     file_paths,
-    prediction_cards_html,
-    self_check_markdown,
+    has_finetune_options,
+    method_choices as registry_choices,
+    notes_markdown,
+    offer_methods,
+    option_field,
+    option_slider,
     user_errors,
 )
+from fewshot_demo.ui.support_set import Queries, SupportSession, SupportSetUI
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "text"
-INITIAL_CLASSES = 3
 #: Offered first, in this order; every other method that runs on the encoder follows.
 MAIN_METHODS = ("linear", "protonet", "finetune")
 CAPTION_CHARS = 70
+#: How the fine-tune losses are shown.
+LOSS_LABELS = {"contrastive": "Contrastive pairs (SetFit-style)", "cross_entropy": "Plain cross-entropy"}
 
 
 #: The tab's default: the bundled encoder's last and middle layers (a few points more accurate than the
@@ -44,9 +55,14 @@ DEFAULT_TEXT_ENCODER = f"{DEFAULT_ENCODER}:layers"
 
 def method_choices(encoder_id: str = DEFAULT_TEXT_ENCODER) -> list[tuple[str, str]]:
     """(label, key) of every method that runs on the text encoder, the main ones first."""
-    specs = methods_for("text", encoder_id)
-    ordered = sorted(specs, key=lambda s: MAIN_METHODS.index(s.key) if s.key in MAIN_METHODS else len(MAIN_METHODS))
-    return [(f"{s.label} ({s.family}{', transductive' if s.transductive else ''})", s.key) for s in ordered]
+    return registry_choices("text", encoder_id, MAIN_METHODS)
+
+
+def method_options(method: str, steps: float, loss: str) -> dict[str, Any]:
+    """The settings that apply to the method, as its option values (0 steps: automatic)."""
+    if has_finetune_options(method, "text"):
+        return {"steps": int(steps) or None, "loss": loss}
+    return {}
 
 
 def encoder_choices() -> list[tuple[str, str]]:
@@ -89,15 +105,100 @@ def _caption(label: str, text: str) -> str:
     return f"{label}: {text if len(text) <= CAPTION_CHARS else text[: CAPTION_CHARS - 1] + '…'}"
 
 
-def _notes_markdown(summary: str, notes: list[str]) -> str:
-    return summary + ("\n\n" + "\n".join(f"- ⚠️ {html.escape(n)}" for n in notes) if notes else "")
+class TextModality(support_set.SupportModality):
+    """Class rows of example texts, one per line; queries are one per line."""
+
+    name = "text"
+    empty_item = ""
+    query_noun = "query texts"
+    tuned = "encoder"
+    features_noun = "embeddings"
+    add_items_hint = "type examples into the classes"
+
+    def item_box(self) -> gr.Component:
+        return gr.Textbox(label="Examples, one per line", lines=3, max_lines=12, scale=3,
+                          placeholder="one example text per line")
+
+    def has_items(self, item: Any) -> bool:
+        return bool(split_lines(item))
+
+    def load_encoder(self, encoder_id: str) -> TextEncoder:
+        return load_encoder(encoder_id)
+
+    def support_key(self, rows: list[tuple[str, Any]], encoder_id: str, method: str, options: dict[str, Any]) -> str:
+        # On the parsed texts: blank lines or spaces around a text do not refit a fine-tune.
+        return support_fingerprint(build_text_support(rows), encoder_id, method, options)
+
+    def fit(self, rows: list[tuple[str, Any]], encoder: TextEncoder, method: str, options: dict[str, Any], key: str,
+            progress: support_set.ProgressFn) -> SupportSession:
+        table = build_text_support(rows)
+        classifier, fit_notes = fit_text_classifier(table, encoder, method, options, progress=progress)
+        return SupportSession(
+            modality=self.name,
+            classifier=classifier,
+            captions=tuple(_caption(label, text) for text, label in zip(table.texts, table.labels)),
+            support_key=key,
+            fit_notes=tuple(table.notes + fit_notes),
+            data=data_from_items("text", table.texts, table.labels),
+        )
+
+    def read_queries(self, value: str | None) -> Queries:
+        texts = parse_queries(value)
+        return Queries(texts, texts, [None] * len(texts))
+
+    def predict(self, classifier: FewShotClassifier, encoder: TextEncoder,
+                items: list[Any]) -> tuple[list[Prediction], Tensor, list[str]]:
+        predictions, notes = classify_texts(classifier, encoder, items)
+        # The texts classify_texts embedded (cut to MAX_TEXT_CHARS): their embeddings are cached.
+        return predictions, encoder.embed([text[:MAX_TEXT_CHARS] for text in items]), notes
 
 
-def build_text_tab() -> None:
-    """Create the text tab's components and events inside the caller's Blocks/Tab context."""
-    session = gr.State(None)  # this browser session's fitted classifier, captions and last queries
-    visible_count = gr.State(INITIAL_CLASSES)
+TEXT = TextModality()
 
+
+# ------------------------------------------------------------------------------------ handlers
+def classify(encoder_id: str, method: str, steps: float, loss: str, queries: str | None,
+             session: SupportSession | None, *class_values: Any, progress: Any = gr.Progress()) -> list[Any]:
+    """/text_classify: fit (or reuse) and classify; [session, status, first label, cards].
+
+    ``class_values`` are the class rows' names, then their example blocks.
+    """
+    result = support_set.classify(
+        TEXT, encoder_id, method, method_options(method, steps, loss), queries, session, class_values,
+        progress=lambda fraction, message: progress(fraction, desc=message),
+    )
+    return [result.session, result.status, result.probabilities, result.cards]
+
+
+def load_example(name: str) -> list[Any]:
+    """/text_load_example: the class rows and queries of a bundled example set."""
+    blocks, queries = example_set(name)
+    return [*support_set.fill_rows(TEXT, blocks), queries]
+
+
+def upload_classes(value: Any) -> list[Any]:
+    """/text_upload: fill the class rows from a CSV/TSV/JSONL file; [*fill_rows, status].
+
+    A cleared file input leaves the classes as they are.
+    """
+    path = next(iter(file_paths(value)), None)
+    if path is None:
+        return [gr.skip()] * (len(support_set.fill_rows(TEXT, [])) + 1)
+    table = read_text_table(path)
+    blocks = _class_blocks(table.texts, table.labels)
+    summary = f"**Read {len(table.texts)} examples in {len(blocks)} classes from {html.escape(Path(path).name)}.**"
+    return [*support_set.fill_rows(TEXT, blocks), notes_markdown(summary, table.notes)]
+
+
+# ------------------------------------------------------------------------------------ builder
+def build_text_tab() -> SupportSetUI:
+    """Create the text tab's components and events inside the caller's Blocks/Tab context.
+
+    Returns:
+        The tab's support-set widget; its ``session`` holds the fitted classifier and the classes
+        (the comparison tab offers them as a data set).
+    """
+    session = gr.State(None)  # this browser session's SupportSession
     gr.Markdown(
         "Name each class and type a few example texts, **one per line** (5-8 per class is plenty), "
         "or upload one CSV/TSV/JSONL file with `text` and `label` columns. Add query texts, one per "
@@ -110,29 +211,19 @@ def build_text_tab() -> None:
                     choices=list_example_sets(), value=(list_example_sets() or [None])[0], label="Example set", scale=3
                 )
                 example_button = gr.Button("Load example and classify", scale=2, elem_id="text-load-example")
-            rows, names, examples = [], [], []
-            for index in range(MAX_CLASSES):
-                with gr.Row(visible=index < INITIAL_CLASSES, equal_height=True) as row:
-                    names.append(gr.Textbox(label=f"Class {index + 1}", placeholder="class name", scale=1, max_length=60))
-                    examples.append(
-                        gr.Textbox(label="Examples, one per line", lines=3, max_lines=12, scale=3,
-                                   placeholder="one example text per line")
-                    )
-                rows.append(row)
-            with gr.Row():
-                add_button = gr.Button("+ Add class", size="sm")
-                clear_button = gr.Button("Clear all", size="sm")
+            rows = support_set.build_class_rows(TEXT)
             upload = gr.File(
                 label="...or upload a CSV, TSV or JSONL file with 'text' and 'label' columns (fills the classes)",
                 file_types=[".csv", ".tsv", ".jsonl"], file_count="single", height=140,
             )
         with gr.Column(scale=2):
-            encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder")
-            method = gr.Dropdown(choices=method_choices(), value="linear", label="Method")
-            with gr.Row(visible=False) as finetune_settings:
-                steps = gr.Slider(0, 60, value=0, step=1, label="Fine-tuning steps (0: automatic, 5-20 by support size)")
+            encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder", elem_id="text-encoder")
+            method = gr.Dropdown(choices=method_choices(), value="linear", label="Method", elem_id="text-method")
+            with gr.Group(visible=False, elem_id="text-finetune") as finetune_settings:
+                steps = option_slider("finetune", "text", "steps", 0, 1,
+                                      "Fine-tuning steps (0: automatic, 5-20 by support size)")
                 loss = gr.Radio(
-                    [("Contrastive pairs (SetFit-style)", "contrastive"), ("Plain cross-entropy", "cross_entropy")],
+                    [(LOSS_LABELS.get(c, c), c) for c in option_field("finetune", "text", "loss").metadata["choices"]],
                     value="contrastive", label="Fine-tuning loss",
                 )
             queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries")
@@ -141,183 +232,24 @@ def build_text_tab() -> None:
     status = gr.Markdown(elem_id="text-status")
     first_label = gr.Label(num_top_classes=5, label="First query")
     results = gr.HTML(elem_id="text-results")
-    with gr.Accordion("Check the support set", open=True):
-        check_button = gr.Button("Run self-check (leave-one-out) and map", size="sm")
-        with gr.Row():
-            with gr.Column():
-                check_text = gr.Markdown()
-                confusion = gr.Dataframe(label="Confusion (rows: true class, columns: predicted)", interactive=False)
-            map_plot = gr.Plot(label="2-D map of the embeddings (PCA)")
-    with gr.Accordion("Save or load the fitted classifier", open=False):
-        with gr.Row():
-            save_button = gr.Button("Save classifier", size="sm")
-            saved_file = gr.File(label="Saved classifier (.safetensors)", interactive=False)
-            load_file = gr.File(label="Load a saved classifier", file_count="single", file_types=[".safetensors"])
-        load_status = gr.Markdown()
+    widget = SupportSetUI(TEXT, session, rows, support_set.build_panels())
 
-    class_inputs = names + examples
-
-    def _visibility(count: int) -> list[Any]:
-        return [gr.Row(visible=i < count) for i in range(MAX_CLASSES)]
-
-    def _fill(blocks: list[tuple[str, str]]) -> list[Any]:
-        """Class boxes for (name, examples) blocks: count, names, examples, row visibility."""
-        if len(blocks) > MAX_CLASSES:
-            raise ValueError(
-                f"{len(blocks)} classes is more than the {MAX_CLASSES} this app fits at once; keep the "
-                f"{MAX_CLASSES} you need most (the bench command handles any number of classes)"
-            )
-        count = max(len(blocks), 2)
-        padded = blocks + [("", "")] * (MAX_CLASSES - len(blocks))
-        return [count, *[n for n, _ in padded], *[e for _, e in padded], *_visibility(count)]
-
-    # ---- class rows ---------------------------------------------------------------------------
-    @user_errors
-    def add_class(count: int):
-        if count >= MAX_CLASSES:
-            raise ValueError(f"at most {MAX_CLASSES} classes; clear one before adding another")
-        return [count + 1, *_visibility(count + 1)]
-
-    add_button.click(add_class, visible_count, [visible_count, *rows], api_name="text_add_class")
-
-    def clear_all():
-        return [None, INITIAL_CLASSES, *([""] * (2 * MAX_CLASSES)), *_visibility(INITIAL_CLASSES), "", "", None, "", None]
-
-    clear_button.click(
-        clear_all, None, [session, visible_count, *class_inputs, *rows, queries, status, first_label, results, upload],
-        api_name="text_clear",
+    # ---- events -------------------------------------------------------------------------------
+    support_set.wire_support_set(
+        widget, encoder, clear_outputs=[queries, status, first_label, results, upload],
+        clear_values=["", "", None, "", None], check_inputs=[encoder],
     )
-    method.change(lambda m: gr.Row(visible=m == "finetune"), method, finetune_settings, api_name=False)
+    method.change(lambda m: gr.Group(visible=has_finetune_options(m, "text")), method, finetune_settings, api_name=False)
+    encoder.change(functools.partial(offer_methods, method_choices, "linear"), [encoder, method], method,
+                   api_name=False)
+    upload.upload(user_errors(upload_classes), upload, [*rows.outputs, status], api_name="text_upload")
 
-    @user_errors
-    def upload_file(value: Any):
-        path = next(iter(file_paths(value)), None)
-        if path is None:  # the file was cleared: leave the classes as they are
-            return [gr.skip()] * (1 + 3 * MAX_CLASSES + 1)
-        table = read_text_table(path)
-        blocks = _class_blocks(table.texts, table.labels)
-        summary = f"**Read {len(table.texts)} examples in {len(blocks)} classes from {html.escape(Path(path).name)}.**"
-        return [*_fill(blocks), _notes_markdown(summary, table.notes)]
-
-    upload.upload(upload_file, upload, [visible_count, *class_inputs, *rows, status], api_name="text_upload")
-
-    # ---- classify -------------------------------------------------------------------------------
-    @user_errors
-    def classify(encoder_id: str, method_name: str, n_steps: float, loss_name: str, query_block: str, state: dict | None,
-                 *values: Any, progress: gr.Progress = gr.Progress()):
-        query_texts = parse_queries(query_block)
-        class_pairs = list(zip(values[:MAX_CLASSES], values[MAX_CLASSES:]))
-        typed = any(split_lines(block) for _, block in class_pairs)
-        progress(0.05, desc="loading the encoder")
-        net = load_encoder(encoder_id)
-        notes: list[str] = []
-        options = {"steps": int(n_steps) or None, "loss": loss_name} if method_name == "finetune" else {}
-        if typed or not (state and state.get("loaded")):
-            table = build_text_support(class_pairs)
-            notes.extend(table.notes)
-            key = support_fingerprint(table, net.id, method_name, options)
-            if state and state.get("fingerprint") == key:
-                classifier = state["classifier"]  # same support, encoder and method: reuse the fit
-                notes.extend(state.get("fit_notes", []))
-            else:
-                progress(0.2, desc="embedding the support set and fitting")
-                classifier, fit_notes = fit_text_classifier(
-                    table, net, method_name, options,
-                    progress=lambda fraction, message: progress(0.2 + 0.6 * fraction, desc=message),
-                )
-                notes.extend(fit_notes)
-                state = {
-                    "classifier": classifier,
-                    "fingerprint": key,
-                    "fit_notes": fit_notes,
-                    "captions": [_caption(l, t) for t, l in zip(table.texts, table.labels)],
-                }
-        else:
-            classifier = state["classifier"]
-            notes.append("Classified with the loaded classifier (type examples into the classes to fit a new one).")
-        progress(0.85, desc="classifying the queries")
-        predictions, query_notes = classify_texts(classifier, net, query_texts)
-        notes.extend(query_notes)
-        state = {**state, "queries": query_texts, "query_predictions": [classifier.class_names.index(p.label) for p in predictions]}
-        cards = prediction_cards_html(predictions, query_texts, [None] * len(query_texts), state["captions"])
-        extra = " (probabilities from the fine-tuned encoder; nearest examples on the frozen embeddings)" if method_name == "finetune" and not classifier.consumes_features else ""
-        summary = (
-            f"**{len(predictions)} quer{'y' if len(predictions) == 1 else 'ies'} classified** with "
-            f"`{classifier.method}` on `{net.id}` ({classifier.n_way} classes, "
-            f"{len(classifier.support_labels)} examples){extra}."
-        )
-        return state, _notes_markdown(summary, notes), predictions[0].probabilities, cards
-
-    classify_inputs = [encoder, method, steps, loss, queries, session, *class_inputs]
-    classify_outputs = [session, status, first_label, results]
-    classify_button.click(classify, classify_inputs, classify_outputs, api_name="text_classify")
-
-    # ---- example sets ---------------------------------------------------------------------------
-    @user_errors
-    def load_example(name: str):
-        blocks, query_block = example_set(name)
-        return [*_fill(blocks), query_block]
-
+    classify_inputs = dict(
+        inputs=[encoder, method, steps, loss, queries, session, *rows.values],
+        outputs=[session, status, first_label, results],
+    )
+    classify_button.click(user_errors(classify), **classify_inputs, api_name="text_classify")
     example_button.click(
-        load_example, example_choice, [visible_count, *class_inputs, *rows, queries], api_name="text_load_example"
-    ).success(classify, classify_inputs, classify_outputs, api_name=False)
-
-    # ---- self-check and map ---------------------------------------------------------------------
-    @user_errors
-    def self_check(state: dict | None, encoder_id: str):
-        if not state or not state.get("classifier"):
-            raise ValueError("classify once first (or load an example), then run the self-check")
-        classifier = state["classifier"]
-        check = classifier.self_check()
-        text = self_check_markdown(check, classifier.class_names)
-        if classifier.self_check_method != classifier.method:
-            text = (
-                f"_Checked with the `{classifier.self_check_method}` head on the frozen embeddings: refitting "
-                f"the `{classifier.method}` encoder once per example would take minutes._\n\n" + text
-            )
-        query_features = None
-        if state.get("queries") and classifier.encoder_id == encoder_id:
-            query_features = load_encoder(encoder_id).embed(state["queries"])  # cached: no new forward pass
-        coordinates = classifier.embedding_map(query_features)
-        figure = embedding_map_figure(
-            coordinates, classifier.support_labels.tolist(), classifier.class_names,
-            state.get("query_predictions", []) if query_features is not None else [],
-        )
-        headers = ["true \\ predicted", *classifier.class_names]
-        return text, {"headers": headers, "data": confusion_table(check, classifier.class_names)}, figure
-
-    check_button.click(self_check, [session, encoder], [check_text, confusion, map_plot], api_name="text_self_check")
-
-    # ---- save and load --------------------------------------------------------------------------
-    @user_errors
-    def save(state: dict | None):
-        if not state or not state.get("classifier"):
-            raise ValueError("fit a classifier first (press Classify), then save it")
-        folder = Path(tempfile.mkdtemp(prefix="fewshot-"))
-        return str(state["classifier"].save(folder / "fewshot-text-classifier.safetensors"))
-
-    save_button.click(save, session, saved_file, api_name="text_save")
-
-    @user_errors
-    def load(value: Any, encoder_id: str):
-        path = next(iter(file_paths(value)), None)
-        if path is None:
-            return [gr.skip()] * (3 + 3 * MAX_CLASSES)
-        classifier = load_text_classifier(path, encoder_id)
-        state = {
-            "classifier": classifier,
-            "loaded": True,
-            "captions": [
-                f"{classifier.class_names[int(label)]} (saved example {i + 1})"
-                for i, label in enumerate(classifier.support_labels)
-            ],
-        }
-        message = (
-            f"Loaded a `{classifier.method}` classifier on `{classifier.encoder_id}` with {classifier.n_way} classes: "
-            + ", ".join(html.escape(n) for n in classifier.class_names) + ". Add query texts and press Classify."
-        )
-        return [state, message, *_fill([(name, "") for name in classifier.class_names])]
-
-    load_file.upload(
-        load, [load_file, encoder], [session, load_status, visible_count, *class_inputs, *rows], api_name="text_load"
-    )
+        user_errors(load_example), example_choice, [*rows.outputs, queries], api_name="text_load_example"
+    ).success(user_errors(classify), **classify_inputs, api_name=False)
+    return widget

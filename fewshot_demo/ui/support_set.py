@@ -1,0 +1,503 @@
+"""The support-set editor the image and text tabs share, and the handlers behind it.
+
+A tab is a ``SupportModality`` (what a class row holds, how a support set is fitted and queries are
+read) plus the widget built here: class rows (a name and items) with add, remove and clear, the
+self-check (leave-one-out) and 2-D map panel, and save/load of the fitted classifier.
+
+Handlers are module-level functions over a ``SupportSession`` (the value of the tab's ``gr.State``),
+so they can be called without a server; the builders only create components and wire events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import html
+import json
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import gradio as gr
+from torch import Tensor
+
+from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction
+from fewshot_demo.data.builtin import LoadedData
+from fewshot_demo.ui.common import (
+    confusion_table,
+    embedding_map_figure,
+    file_paths,
+    notes_markdown,
+    prediction_cards_html,
+    self_check_markdown,
+    user_errors,
+)
+
+INITIAL_CLASSES = 3
+#: A callback ``(fraction done, message)``, the core's progress convention.
+ProgressFn = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------------ session
+@dataclass(frozen=True, eq=False)
+class SupportSession:
+    """One browser session's fitted classifier in the image or text tab (the tab's State value).
+
+    Attributes:
+        modality: "image" or "text".
+        classifier: the fitted, or loaded, classifier.
+        captions: one caption per support item ("class: file name or text").
+        thumbnails: one small data URI per support image (image tab), or None.
+        support_key: what the classifier was fitted on (encoder, method, options and classes): the
+            next click reuses the fit while it is unchanged. None for a classifier loaded from a file.
+        fit_notes: warnings from reading and fitting the support set, shown again when the fit is reused.
+        data: the support set as comparison data, offered by the comparison tab; None when loaded.
+        query_names: the last classified queries (file names or the texts).
+        query_features: (n_query, d) their frozen features, for the 2-D map.
+        query_labels: (n_query,) their predicted labels.
+        classified_at: ``time.monotonic()`` of the last classification (the comparison tab takes
+            the classes of the tab classified last).
+    """
+
+    modality: str
+    classifier: FewShotClassifier
+    captions: tuple[str, ...]
+    thumbnails: tuple[str, ...] | None = None
+    support_key: str | None = None
+    fit_notes: tuple[str, ...] = ()
+    data: LoadedData | None = None
+    query_names: tuple[str, ...] = ()
+    query_features: Tensor | None = None
+    query_labels: tuple[int, ...] = ()
+    classified_at: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """True for a classifier loaded from a file (it has no support items to refit on)."""
+        return self.support_key is None
+
+    def with_queries(self, names: Sequence[str], features: Tensor, labels: Sequence[int]) -> "SupportSession":
+        """This session after classifying queries."""
+        return dataclasses.replace(
+            self, query_names=tuple(names), query_features=features, query_labels=tuple(labels),
+            classified_at=time.monotonic(),
+        )
+
+
+def latest_session(*sessions: SupportSession | None) -> SupportSession | None:
+    """The session classified last among those that have comparison data (None: none has)."""
+    usable = [s for s in sessions if s is not None and s.data is not None and s.classified_at is not None]
+    return max(usable, key=lambda s: s.classified_at, default=None)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Queries read from the tab, ready to classify.
+
+    Attributes:
+        items: PIL images or texts.
+        names: one display name per item.
+        thumbnails: one data URI per item, or None per item (text).
+        notes: what was skipped.
+    """
+
+    items: list[Any]
+    names: list[str]
+    thumbnails: list[str | None]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+class SupportModality(ABC):
+    """What differs between the image and the text tab; the widget and the handlers are shared.
+
+    Attributes:
+        name: "image" or "text" (also the prefix of API names).
+        empty_item: the value of an empty class row's items box.
+        query_noun: "query images" or "query texts", for messages.
+        tuned: what a fine-tune adapts ("backbone", "encoder"), for messages.
+        features_noun: "features" or "embeddings", for messages.
+        add_items_hint: how to fit a new classifier while a loaded one is in use.
+    """
+
+    name: ClassVar[str]
+    empty_item: ClassVar[Any]
+    query_noun: ClassVar[str]
+    tuned: ClassVar[str]
+    features_noun: ClassVar[str]
+    add_items_hint: ClassVar[str]
+
+    @abstractmethod
+    def item_box(self) -> gr.Component:
+        """A class row's items component (created inside the caller's Row)."""
+
+    @abstractmethod
+    def has_items(self, item: Any) -> bool:
+        """True when a class row's items value holds something."""
+
+    @abstractmethod
+    def load_encoder(self, encoder_id: str) -> Any:
+        """The backbone or encoder (cached after the first load)."""
+
+    @abstractmethod
+    def fit(self, rows: list[tuple[str, Any]], encoder: Any, method: str, options: dict[str, Any], key: str,
+            progress: ProgressFn) -> SupportSession:
+        """Check the class rows, fit ``method`` on them; return a fresh session (no queries yet).
+
+        Raises:
+            ValueError: with what to fix (too few classes, a class without items, ...).
+        """
+
+    @abstractmethod
+    def read_queries(self, value: Any) -> Queries:
+        """Read the query input.
+
+        Raises:
+            ValueError: when there is no usable query.
+        """
+
+    @abstractmethod
+    def predict(self, classifier: FewShotClassifier, encoder: Any, items: list[Any]) -> tuple[list[Prediction], Tensor, list[str]]:
+        """Classify the queries; return (predictions, (n_query, d) frozen features, notes)."""
+
+    def support_key(self, rows: list[tuple[str, Any]], encoder_id: str, method: str, options: dict[str, Any]) -> str:
+        """A key that changes whenever the fitted classifier would (the rows must be JSON-able)."""
+        payload = json.dumps([self.name, encoder_id, method, options, rows], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ class rows
+def class_rows(values: Sequence[Any]) -> list[tuple[str, Any]]:
+    """The (name, items) of every class row, empty ones included, from names then items."""
+    names, items = values[:MAX_CLASSES], values[MAX_CLASSES:2 * MAX_CLASSES]
+    return [((name or "").strip(), item) for name, item in zip(names, items)]
+
+
+def row_visibility(count: int) -> list[Any]:
+    """Show the first ``count`` class rows."""
+    return [gr.Row(visible=i < count) for i in range(MAX_CLASSES)]
+
+
+def add_class(count: int) -> list[Any]:
+    """Show one more class row: [count, *row visibility]."""
+    if count >= MAX_CLASSES:
+        raise ValueError(f"at most {MAX_CLASSES} classes; remove one before adding another")
+    return [count + 1, *row_visibility(count + 1)]
+
+
+def remove_class(modality: SupportModality, position: int, count: int, *values: Any) -> list[Any]:
+    """Remove the class row at ``position``; the rows below move up: [count, *names, *items, *visibility]."""
+    names, items = list(values[:MAX_CLASSES]), list(values[MAX_CLASSES:2 * MAX_CLASSES])
+    if position < count:
+        del names[position], items[position]
+        names.append("")
+        items.append(modality.empty_item)
+        count = max(count - 1, 1)
+    return [count, *names, *items, *row_visibility(count)]
+
+
+def fill_rows(modality: SupportModality, classes: Sequence[tuple[str, Any]]) -> list[Any]:
+    """Class rows holding ``classes`` (name, items): [count, *names, *items, *visibility].
+
+    Raises:
+        ValueError: for more classes than the app has rows.
+    """
+    if len(classes) > MAX_CLASSES:
+        raise ValueError(
+            f"{len(classes)} classes is more than the {MAX_CLASSES} this app fits at once; keep the "
+            f"{MAX_CLASSES} you need most (the bench command handles any number of classes)"
+        )
+    count = max(len(classes), 2)
+    padding = MAX_CLASSES - len(classes)
+    names = [name for name, _ in classes] + [""] * padding
+    items = [item for _, item in classes] + [modality.empty_item] * padding
+    return [count, *names, *items, *row_visibility(count)]
+
+
+def clear_all(modality: SupportModality, extra_values: Sequence[Any] = ()) -> list[Any]:
+    """Forget the fitted classifier and empty every row: [session, *fill_rows, *extra_values]."""
+    names, items = [""] * MAX_CLASSES, [modality.empty_item] * MAX_CLASSES
+    return [None, INITIAL_CLASSES, *names, *items, *row_visibility(INITIAL_CLASSES), *extra_values]
+
+
+# ------------------------------------------------------------------------------------ classify
+@dataclass(frozen=True)
+class Classified:
+    """What a click on Classify shows.
+
+    Attributes:
+        session: the session after the click (fitted or reused classifier, the new queries).
+        status: Markdown summary with warnings.
+        probabilities: the first query's class probabilities (for a gr.Label).
+        cards: HTML, one card per query.
+        history: per-step support loss and accuracy of an adapting learner (MAML and friends), or None.
+    """
+
+    session: SupportSession
+    status: str
+    probabilities: dict[str, float]
+    cards: str
+    history: list[dict] | None
+
+
+def classify(
+    modality: SupportModality,
+    encoder_id: str,
+    method: str,
+    options: dict[str, Any],
+    query_value: Any,
+    session: SupportSession | None,
+    class_values: Sequence[Any],
+    progress: ProgressFn = _no_progress,
+) -> Classified:
+    """Fit (or reuse) the classifier on the class rows and classify the queries.
+
+    The fit is reused while the encoder, method, options and class rows are unchanged; a classifier
+    loaded from a file is used while no class row has items.
+
+    Args:
+        modality: the tab's modality.
+        encoder_id: the selected backbone or encoder.
+        method: a registered method key.
+        options: the method's options by name (see ``ui.common.method_options``).
+        query_value: what ``modality.read_queries`` reads.
+        session: the tab's session, or None.
+        class_values: the class rows' names, then their items.
+        progress: ``(fraction, message)`` callback.
+
+    Raises:
+        ValueError: with what to fix.
+    """
+    rows = class_rows(class_values)
+    queries = modality.read_queries(query_value)
+    progress(0.1, f"loading the {modality.tuned}")
+    encoder = modality.load_encoder(encoder_id)
+    notes: list[str] = []
+    if session is not None and session.loaded and not any(modality.has_items(item) for _, item in rows):
+        notes.append(f"Classified with the loaded classifier ({modality.add_items_hint} to fit a new one).")
+    else:
+        key = modality.support_key(rows, encoder.id, method, options)
+        if session is None or session.support_key != key:
+            progress(0.2, "embedding the support set and fitting")
+            session = modality.fit(rows, encoder, method, options, key,
+                                   progress=lambda fraction, message: progress(0.2 + 0.6 * fraction, message))
+        notes.extend(session.fit_notes)
+    progress(0.85, f"classifying the {modality.query_noun}")
+    classifier = session.classifier
+    predictions, features, query_notes = modality.predict(classifier, encoder, queries.items)
+    notes.extend(queries.notes + query_notes)
+    session = session.with_queries(queries.names, features, [classifier.class_names.index(p.label) for p in predictions])
+    cards = prediction_cards_html(predictions, queries.names, queries.thumbnails, session.captions, session.thumbnails)
+    history = getattr(classifier.learner, "history", None) or None
+    status = notes_markdown(classify_summary(modality, classifier, encoder.id, len(predictions), history), notes)
+    return Classified(session, status, predictions[0].probabilities, cards, history)
+
+
+def classify_summary(modality: SupportModality, classifier: FewShotClassifier, encoder_id: str, n_query: int,
+                     history: list[dict] | None) -> str:
+    """The first lines of the status: what classified what, and how the adaptation went."""
+    tuned = "" if classifier.consumes_features else (
+        f" (probabilities from the fine-tuned {modality.tuned}; nearest examples on the frozen {modality.features_noun})"
+    )
+    summary = (
+        f"**{n_query} quer{'y' if n_query == 1 else 'ies'} classified** with `{classifier.method}` on `{encoder_id}` "
+        f"({classifier.n_way} classes, {len(classifier.support_labels)} examples){tuned}."
+    )
+    if history:
+        steps = ", ".join(f"{h['step']}: loss {h['support_loss']:.3f} / acc {h['support_accuracy']:.0%}" for h in history)
+        summary += f"\n\nAdaptation on the support set, step by step: {steps}."
+    losses = getattr(classifier.learner, "losses", None)
+    if losses:
+        summary += (f"\n\nFine-tuned for {len(losses)} step(s) on the support set: training loss {losses[0]:.3f} "
+                    f"at the first step, {losses[-1]:.3f} at the last.")
+    return summary
+
+
+# ------------------------------------------------------------------------------------ self-check
+def self_check(session: SupportSession | None, selected_encoder: str | None = None) -> tuple[str, dict, Any]:
+    """Leave-one-out on the support set, its confusion table and the 2-D map with the last queries.
+
+    Args:
+        session: the tab's session.
+        selected_encoder: unused; the text tab's API has always sent the selected encoder.
+
+    Returns:
+        (Markdown reading, {"headers", "data"} confusion table, matplotlib figure).
+    """
+    if session is None:
+        raise ValueError("classify once first (or load an example), then run the self-check")
+    classifier = session.classifier
+    check = classifier.self_check()
+    text = self_check_markdown(check, classifier.class_names)
+    if classifier.self_check_method != classifier.method:
+        text = (
+            f"_Checked with the `{classifier.self_check_method}` head on the frozen "
+            f"{'features' if session.modality == 'image' else 'embeddings'}: "
+            f"refitting `{classifier.method}` once per example would take minutes._\n\n" + text
+        )
+    figure = embedding_map_figure(
+        classifier.embedding_map(session.query_features), classifier.support_labels.tolist(),
+        classifier.class_names, list(session.query_labels),
+    )
+    headers = ["true \\ predicted", *classifier.class_names]
+    return text, {"headers": headers, "data": confusion_table(check, classifier.class_names)}, figure
+
+
+# ------------------------------------------------------------------------------------ save and load
+def save_classifier(session: SupportSession | None) -> str:
+    """Write the fitted classifier to a new temporary .safetensors file; return its path."""
+    if session is None:
+        raise ValueError("fit a classifier first (press Classify), then save it")
+    folder = Path(tempfile.mkdtemp(prefix="fewshot-"))
+    return str(session.classifier.save(folder / f"fewshot-{session.modality}-classifier.safetensors"))
+
+
+def load_classifier(modality: SupportModality, value: Any, encoder_id: str) -> list[Any]:
+    """Load a saved classifier: [session, message, *fill_rows] (class names, no items).
+
+    A cleared file input leaves everything as it is.
+    """
+    path = next(iter(file_paths(value)), None)
+    if path is None:
+        return [gr.skip()] * (2 + 1 + 3 * MAX_CLASSES)
+    classifier = FewShotClassifier.load(path, expected_encoder_id=encoder_id)
+    captions = tuple(f"{classifier.class_names[int(label)]} (saved example {i + 1})"
+                     for i, label in enumerate(classifier.support_labels))
+    session = SupportSession(modality.name, classifier, captions)
+    message = (
+        f"Loaded a `{classifier.method}` classifier on `{classifier.encoder_id}` with {classifier.n_way} classes: "
+        + ", ".join(html.escape(n, quote=False) for n in classifier.class_names)
+        + f". Add {modality.query_noun} and press Classify."
+    )
+    return [session, message, *fill_rows(modality, [(name, modality.empty_item) for name in classifier.class_names])]
+
+
+# ------------------------------------------------------------------------------------ builders
+@dataclass
+class ClassRowsUI:
+    """The class rows' components."""
+
+    count: gr.State
+    rows: list[gr.Row]
+    names: list[gr.Textbox]
+    items: list[gr.Component]
+    removes: list[gr.Button]
+    add_button: gr.Button
+    clear_button: gr.Button
+
+    @property
+    def values(self) -> list[gr.Component]:
+        """The inputs a handler reads the classes from: the names, then the items."""
+        return [*self.names, *self.items]
+
+    @property
+    def outputs(self) -> list[Any]:
+        """What ``fill_rows`` returns values for."""
+        return [self.count, *self.names, *self.items, *self.rows]
+
+
+@dataclass
+class PanelsUI:
+    """The self-check and save/load panels' components."""
+
+    check_button: gr.Button
+    check_text: gr.Markdown
+    confusion: gr.Dataframe
+    map_plot: gr.Plot
+    save_button: gr.Button
+    saved_file: gr.File
+    load_file: gr.File
+    load_status: gr.Markdown
+
+
+@dataclass
+class SupportSetUI:
+    """A tab's support-set widget: its session, class rows and panels."""
+
+    modality: SupportModality
+    session: gr.State
+    rows: ClassRowsUI
+    panels: PanelsUI
+
+
+def build_class_rows(modality: SupportModality) -> ClassRowsUI:
+    """The class rows with their add/remove/clear buttons, inside the caller's column."""
+    count = gr.State(INITIAL_CLASSES)
+    rows, names, items, removes = [], [], [], []
+    for index in range(MAX_CLASSES):
+        with gr.Row(visible=index < INITIAL_CLASSES, equal_height=True) as row:
+            names.append(gr.Textbox(label=f"Class {index + 1}", placeholder="class name", scale=1, max_length=60))
+            items.append(modality.item_box())
+            removes.append(gr.Button("Remove", size="sm", scale=0, min_width=70))
+        rows.append(row)
+    with gr.Row():
+        add_button = gr.Button("+ Add class", size="sm")
+        clear_button = gr.Button("Clear all", size="sm")
+    return ClassRowsUI(count, rows, names, items, removes, add_button, clear_button)
+
+
+def build_panels() -> PanelsUI:
+    """The self-check (leave-one-out) and 2-D map panel, then save/load of the fitted classifier."""
+    with gr.Accordion("Check the support set", open=True):
+        check_button = gr.Button("Run self-check (leave-one-out) and map", size="sm")
+        with gr.Row():
+            with gr.Column():
+                check_text = gr.Markdown()
+                confusion = gr.Dataframe(label="Confusion (rows: true class, columns: predicted)", interactive=False)
+            map_plot = gr.Plot(label="2-D map of the embeddings (PCA)")
+    with gr.Accordion("Save or load the fitted classifier", open=False):
+        with gr.Row():
+            save_button = gr.Button("Save classifier", size="sm")
+            saved_file = gr.File(label="Saved classifier (.safetensors)", interactive=False)
+            load_file = gr.File(label="Load a saved classifier", file_count="single", file_types=[".safetensors"])
+        load_status = gr.Markdown()
+    return PanelsUI(check_button, check_text, confusion, map_plot, save_button, saved_file, load_file, load_status)
+
+
+def wire_support_set(
+    widget: SupportSetUI,
+    encoder: gr.Component,
+    clear_outputs: Sequence[gr.Component],
+    clear_values: Sequence[Any],
+    check_inputs: Sequence[gr.Component] = (),
+) -> list[Any]:
+    """Wire the rows' buttons and the panels to the handlers above.
+
+    Args:
+        widget: the tab's widget.
+        encoder: the backbone or encoder dropdown (a loaded classifier must match it).
+        clear_outputs: the tab's other components that "Clear all" resets, to ``clear_values``.
+        check_inputs: inputs the self-check receives after the session (the text tab's API sends
+            the encoder).
+
+    Returns:
+        The events that change the class rows, for the tab to chain its own updates to.
+    """
+    modality, session, rows, panels = widget.modality, widget.session, widget.rows, widget.panels
+    prefix = modality.name
+    events = [rows.add_button.click(user_errors(add_class), rows.count, [rows.count, *rows.rows],
+                                    api_name=f"{prefix}_add_class")]
+    for position, button in enumerate(rows.removes):
+        events.append(button.click(
+            user_errors(functools.partial(remove_class, modality, position)), [rows.count, *rows.values],
+            [rows.count, *rows.values, *rows.rows], api_name=f"{prefix}_remove_class_0" if position == 0 else False,
+        ))
+    events.append(rows.clear_button.click(
+        functools.partial(clear_all, modality, tuple(clear_values)), None,
+        [session, *rows.outputs, *clear_outputs], api_name=f"{prefix}_clear",
+    ))
+    panels.check_button.click(user_errors(self_check), [session, *check_inputs],
+                              [panels.check_text, panels.confusion, panels.map_plot], api_name=f"{prefix}_self_check")
+    panels.save_button.click(user_errors(save_classifier), session, panels.saved_file, api_name=f"{prefix}_save")
+    events.append(panels.load_file.upload(
+        user_errors(functools.partial(load_classifier, modality)), [panels.load_file, encoder],
+        [session, panels.load_status, *rows.outputs], api_name=f"{prefix}_load",
+    ))
+    return events

@@ -1,0 +1,217 @@
+"""The tabs' handlers called directly, without a server: sessions, methods, settings and cross-tab data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fewshot_demo.classifier import MAX_CLASSES
+from fewshot_demo.ui import common, compare_tab, image_tab, support_set, text_tab
+from fewshot_demo.ui.support_set import SupportSession
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_EXAMPLES = ROOT / "examples" / "images"
+
+
+class Recorder:
+    """Stands in for gr.Progress: records (fraction, description) calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    def __call__(self, fraction: float, desc: str | None = None) -> None:
+        self.calls.append((fraction, desc or ""))
+
+
+def _labels(cards: str) -> list[str]:
+    return re.findall(r'data-label="([^"]+)"', cards)
+
+
+def _image_classify(name: str, method: str = "protonet", session: SupportSession | None = None, **settings):
+    """Load a bundled image example set through its handler and classify its queries."""
+    rows = image_tab.load_example(name)
+    class_values, queries = rows[1 : 1 + 2 * MAX_CLASSES], rows[-2]
+    outputs = image_tab.classify(
+        "efficientnet_lite0", method, settings.pop("inner_steps", 5), True, 0.5, queries, None, session,
+        *class_values, **settings,
+    )
+    return outputs, [Path(q).parent.name for q in queries], class_values
+
+
+def _text_classify(name: str, method: str = "linear", session: SupportSession | None = None, **settings):
+    rows = text_tab.load_example(name)
+    class_values, queries = rows[1 : 1 + 2 * MAX_CLASSES], rows[-1]
+    return text_tab.classify(text_tab.DEFAULT_TEXT_ENCODER, method, settings.get("steps", 5),
+                             settings.get("loss", "contrastive"), queries, session, *class_values,
+                             progress=settings.get("progress", Recorder()))
+
+
+# ---- fit, classify and self-check through a session, on every bundled example set ----------------
+@pytest.mark.parametrize("name", image_tab.list_example_sets())
+def test_image_examples_fit_classify_and_self_check_through_a_session(single_thread, name):
+    (session, status, first, cards, _plot), truth, _ = _image_classify(name)
+    assert isinstance(session, SupportSession) and session.modality == "image" and not session.loaded
+    labels = _labels(cards)
+    assert len(labels) == len(truth) == len(session.query_labels) == len(session.query_features)
+    assert sum(a == b for a, b in zip(labels, truth)) >= len(truth) - 2
+    assert f"{len(truth)} queries classified" in status and max(first, key=first.get) == labels[0]
+    text, table, figure = support_set.self_check(session)
+    assert "leave-one-out" in text and figure is not None
+    assert table["headers"][1:] == session.classifier.class_names
+    assert session.data.modality == "image" and session.data.class_names == session.classifier.class_names
+
+
+@pytest.mark.parametrize("name", text_tab.list_example_sets())
+def test_text_examples_fit_classify_and_self_check_through_a_session(name):
+    session, status, first, cards = _text_classify(name)
+    assert session.modality == "text" and session.classifier.method == "linear"
+    labels = _labels(cards)
+    assert len(labels) == len(session.query_names) > 0 and set(labels) <= set(session.classifier.class_names)
+    assert max(first, key=first.get) == labels[0] and "queries classified" in status
+    text, table, _figure = support_set.self_check(session, text_tab.DEFAULT_TEXT_ENCODER)
+    assert "leave-one-out" in text and table["headers"][1:] == session.classifier.class_names
+    assert session.query_features.shape[0] == len(labels)  # the map shows the queries
+
+
+def test_an_unchanged_support_set_reuses_the_fit_and_a_changed_one_refits(single_thread):
+    (first, *_), _, class_values = _image_classify("animals")
+    (again, *_), _, _ = _image_classify("animals", session=first)
+    assert again.classifier is first.classifier and again.classified_at >= first.classified_at
+    (other, *_), _, _ = _image_classify("animals", method="linear", session=first)
+    assert other.classifier is not first.classifier and other.classifier.method == "linear"
+
+
+def test_text_intents_are_recognised():
+    _, _, _, cards = _text_classify("intents")
+    expected = ["set_alarm", "weather", "play_music", "order_food", "make_call", "weather", "order_food", "play_music"]
+    assert sum(a == b for a, b in zip(_labels(cards), expected)) >= 7
+
+
+# ---- methods in the image tab -----------------------------------------------------------------
+def test_image_finetune_classifies_and_shows_its_progress(single_thread):
+    progress = Recorder()
+    (session, status, _, cards, plot), truth, _ = _image_classify(
+        "animals", method="finetune", finetune_steps=3, progress=progress,
+    )
+    assert session.classifier.method == "finetune" and len(session.classifier.learner.losses) == 3
+    assert len(_labels(cards)) == len(truth)
+    assert "Fine-tuned for 3 step(s)" in status and "fine-tuned backbone" in status
+    assert [d for _, d in progress.calls if d.startswith("fine-tuning step")] == [f"fine-tuning step {i}/3" for i in (1, 2, 3)]
+    fractions = [f for f, _ in progress.calls]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1
+    text, _, _ = support_set.self_check(session)
+    assert "`linear` head on the frozen features" in text  # the stand-in, not 15 fine-tunes
+
+
+@pytest.mark.parametrize("method", ["ptmap", "protonet_transductive"])
+def test_transductive_methods_classify_in_the_image_tab(single_thread, method):
+    (session, status, _, cards, _), truth, _ = _image_classify("mixed_5way", method=method)
+    labels = _labels(cards)
+    assert session.classifier.method == method and f"`{method}`" in status
+    assert len(labels) == len(truth) and sum(a == b for a, b in zip(labels, truth)) >= len(truth) - 3
+
+
+def test_maml_takes_the_adaptation_settings(single_thread):
+    (session, status, _, _, plot), _, _ = _image_classify("animals", method="maml", inner_steps=2)
+    assert session.classifier.learner_options["inner_steps"] == 2
+    assert [int(s) for s in re.findall(r"(\d+): loss [0-9.]+ / acc", status)] == [0, 1, 2]
+    assert plot.visible
+
+
+def test_settings_follow_the_registry():
+    assert image_tab.method_options("maml", 3, False, 0.1, 7) == {"inner_steps": 3, "inner_lr": 0.1}
+    assert image_tab.method_options("finetune", 3, True, 0.1, 7) == {"steps": 7}
+    assert image_tab.method_options("baselinepp", 3, True, 0.1, 7) == {}  # its own steps are not the fine-tune's
+    assert text_tab.method_options("finetune", 0, "cross_entropy") == {"steps": None, "loss": "cross_entropy"}
+    assert text_tab.method_options("linear", 9, "contrastive") == {}
+    adaptation, finetune = common.settings_visibility("image", "fomaml")
+    assert adaptation.visible and not finetune.visible
+    slider = common.option_slider("maml", "image", "inner_steps", 5, 1)
+    assert (slider.minimum, slider.maximum) == (0, 100)  # AdaptationOptions' bounds
+    keys = [key for _, key in image_tab.method_choices("efficientnet_lite0")]
+    assert keys[:3] == ["protonet", "maml", "linear"] and {"finetune", "ptmap"} <= set(keys)
+    # Another backbone: methods that cannot run there are not offered, the choice falls back.
+    offered = common.offer_methods(image_tab.method_choices, "linear", "resnet50", "maml")
+    assert "maml" not in [key for _, key in offered.choices] and offered.value == "linear"
+    kept = common.offer_methods(text_tab.method_choices, "linear", "minilm:cls", "finetune")
+    assert kept.value == "finetune"
+
+
+# ---- the text tab's classes reach the comparison ---------------------------------------------
+def test_text_tab_classes_reach_the_comparison(single_thread):
+    text_session, *_ = _text_classify("sentiment")
+    data, upload = compare_tab.comparison_data(compare_tab.TAB_DATA, None, None, None, text_session)
+    assert upload is None and data.name == "classes from the text tab"
+    assert data.data.modality == "text" and data.class_names == ["positive", "negative", "neutral"]
+    assert "in the text tab" in data.data.notes[0]
+    outputs = list(compare_tab.run(compare_tab.TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], None, None, text_session))
+    status, table = outputs[-1][0], outputs[-1][1]
+    assert "Done" in status and "in the text tab" in status
+    assert {row[0] for row in table} == {"protonet", "linear"}
+
+
+def test_the_tab_classified_last_wins(single_thread):
+    (image_session, *_), _, _ = _image_classify("animals")
+    text_session, *_ = _text_classify("sentiment")
+    data, _ = compare_tab.comparison_data(compare_tab.TAB_DATA, None, None, image_session, text_session)
+    assert data.data.modality == "text"
+    (image_again, *_), _, _ = _image_classify("animals", session=image_session)
+    data, _ = compare_tab.comparison_data(compare_tab.TAB_DATA, None, None, image_again, text_session)
+    assert data.data.modality == "image" and data.name == "classes from the image tab"
+    with pytest.raises(ValueError, match="classify classes in the image or text tab first"):
+        compare_tab.comparison_data(compare_tab.TAB_DATA, None, None, None, None)
+
+
+def test_baseline_methods_are_compared_and_plotted(single_thread):
+    (image_session, *_), _, _ = _image_classify("mixed_5way")
+    outputs = list(compare_tab.run(compare_tab.TAB_DATA, None, 3, [1], 10, ["protonet_plain", "linear"], None, image_session))
+    status, table, _reading, accuracy, curve, times = outputs[-1][:6]
+    assert "Done" in status and {row[1] for row in table} == {"baseline", "transfer"}
+    assert all(figure is not None for figure in (accuracy, curve, times))
+
+
+# ---- class rows, save and load -----------------------------------------------------------------
+def test_class_rows_add_remove_fill_and_clear():
+    modality = text_tab.TEXT
+    count, *visibility = support_set.add_class(3)
+    assert count == 4 and [v.visible for v in visibility[:5]] == [True] * 4 + [False]
+    with pytest.raises(ValueError, match=f"at most {MAX_CLASSES} classes"):
+        support_set.add_class(MAX_CLASSES)
+    filled = support_set.fill_rows(modality, [("a", "x"), ("b", "y"), ("c", "z")])
+    outputs = support_set.remove_class(modality, 0, filled[0], *filled[1 : 1 + 2 * MAX_CLASSES])
+    assert outputs[0] == 2 and outputs[1:4] == ["b", "c", ""]
+    assert outputs[1 + MAX_CLASSES : 4 + MAX_CLASSES] == ["y", "z", ""]
+    with pytest.raises(ValueError, match="more than the 20"):
+        support_set.fill_rows(modality, [(f"c{i}", "x") for i in range(MAX_CLASSES + 1)])
+    cleared = support_set.clear_all(image_tab.IMAGE, ("", None))
+    assert cleared[0] is None and cleared[1] == support_set.INITIAL_CLASSES and cleared[-2:] == ["", None]
+    assert cleared[2 + MAX_CLASSES : 2 + 2 * MAX_CLASSES] == [None] * MAX_CLASSES
+
+
+def test_save_then_load_then_classify_with_the_loaded_classifier(single_thread):
+    (session, _, _, before, _), _, class_values = _image_classify("animals", method="linear")
+    path = support_set.save_classifier(session)
+    loaded, message, count, *rows = support_set.load_classifier(image_tab.IMAGE, path, "efficientnet_lite0")
+    assert loaded.loaded and "Loaded a `linear` classifier" in message and count == 3
+    assert rows[:3] == ["bird", "bovine", "fish"] and rows[MAX_CLASSES : MAX_CLASSES + 3] == [None] * 3
+    queries = image_tab.load_example("animals")[-2]
+    _, status, _, after, _ = image_tab.classify(
+        "efficientnet_lite0", "linear", 5, True, 0.5, queries, None, loaded, *rows[: 2 * MAX_CLASSES],
+    )
+    assert "loaded classifier" in status and _labels(after) == _labels(before)
+    with pytest.raises(ValueError, match="fit a classifier first"):
+        support_set.save_classifier(None)
+    with pytest.raises(ValueError, match="classify once first"):
+        support_set.self_check(None)
+
+
+def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
+    rows = image_tab.load_example("animals")
+    with pytest.raises(ValueError, match="add at least one query image"):
+        image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, None, None, None, *rows[1 : 1 + 2 * MAX_CLASSES])
+    with pytest.raises(ValueError, match="take or paste a picture first"):
+        image_tab.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
+    with pytest.raises(ValueError, match="at least one query"):
+        text_tab.classify("minilm", "linear", 0, "contrastive", " \n ", None, *text_tab.load_example("intents")[1 : 1 + 2 * MAX_CLASSES])
