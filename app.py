@@ -11,6 +11,8 @@ import threading
 import gradio as gr
 import torch
 
+from fewshot_demo.settings import settings
+
 from fewshot_demo.ui.compare_tab import build_compare_tab
 from fewshot_demo.ui.image_tab import EXAMPLES_DIR, build_image_tab
 from fewshot_demo.ui.text_tab import build_text_tab
@@ -50,7 +52,7 @@ def build_demo() -> gr.Blocks:
     """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
     # One intra-op thread per request: a small server spends its cores on concurrent users, and a
     # second thread on a busy core turns a 16 ms forward pass into seconds (see device.one_thread).
-    torch.set_num_threads(int(os.environ.get("FEWSHOT_TORCH_THREADS", "1")))
+    torch.set_num_threads(settings().torch_threads)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):

@@ -210,6 +210,7 @@ def results_table(results: Sequence[MethodResult]) -> list[list[Any]]:
 def status_markdown(update: ComparisonUpdate, elapsed: float) -> str:
     lines = [f"**{update.message}** ({update.done}/{update.total} episodes, {elapsed:.1f} s)"]
     lines += [f"- skipped {s}" for s in update.skipped]
+    lines += [f"- failed {s}" for s in update.failed]
     lines += [f"- {n}" for n in update.notes]
     return "\n".join(lines)
 
