@@ -215,3 +215,19 @@ def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
         image_tab.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
     with pytest.raises(ValueError, match="at least one query"):
         text_tab.classify("minilm", "linear", 0, "contrastive", " \n ", None, *text_tab.load_example("intents")[1 : 1 + 2 * MAX_CLASSES])
+
+
+# ---- every method a tab lists runs from that tab --------------------------------------------------
+@pytest.mark.parametrize("method", [key for _, key in image_tab.method_choices("efficientnet_lite0")])
+def test_every_method_the_image_tab_lists_classifies_from_the_tab(single_thread, method):
+    settings = {"finetune_steps": 2} if method == "finetune" else {}
+    (session, status, _first, cards, _plot), truth, _ = _image_classify("animals", method, **settings)
+    assert session.classifier.method == method and "queries classified" in status
+    assert len(_labels(cards)) == len(truth)
+
+
+@pytest.mark.parametrize("method", [key for _, key in text_tab.method_choices(text_tab.DEFAULT_TEXT_ENCODER)])
+def test_every_method_the_text_tab_lists_classifies_from_the_tab(method):
+    session, status, _first, cards = _text_classify("intents", method, steps=2)
+    assert session.classifier.method == method and "queries classified" in status
+    assert len(_labels(cards)) == len(session.query_names) > 0
