@@ -105,7 +105,7 @@ def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
     page = browser.new_page()
     try:
         page.goto(app_url, wait_until="load", timeout=60_000)
-        page.get_by_role("button", name="Load example and classify").click()
+        page.locator("#image-examples .thumbnail-item").first.click()
         first = page.locator("#image-results .fs-prediction").first
         first.wait_for(timeout=120_000)
         labels = page.locator("#image-results .fs-prediction").evaluate_all(

@@ -146,7 +146,7 @@ def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browse
     try:
         page.goto(app_url, wait_until="load", timeout=60_000)
         page.get_by_role("tab", name="Text").click()
-        page.locator("#text-load-example").click()
+        page.locator("#text-examples").get_by_text("intents:").first.click()
         page.locator("#text-results .fs-prediction").first.wait_for(timeout=120_000)
         labels = page.locator("#text-results .fs-prediction").evaluate_all("cards => cards.map(c => c.dataset.label)")
         # The default example set is the first one, 'intents': 8 queries.

@@ -211,7 +211,7 @@ def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
     rows = image_tab.load_example("animals")
     with pytest.raises(ValueError, match="add at least one query image"):
         image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, None, None, None, *rows[1 : 1 + 2 * MAX_CLASSES])
-    with pytest.raises(ValueError, match="take or paste a picture first"):
+    with pytest.raises(ValueError, match="paste or upload a picture first"):
         image_tab.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
     with pytest.raises(ValueError, match="at least one query"):
         text_tab.classify("minilm", "linear", 0, "contrastive", " \n ", None, *text_tab.load_example("intents")[1 : 1 + 2 * MAX_CLASSES])
