@@ -365,7 +365,8 @@ def run_comparison(
                 context = LearnerContext(encoder_id, pool.feature_dim, data.device)
                 if kind != "features" and (encoder_id, kind) not in prepared:
                     yield update("status", f"Preparing {kind} inputs for {method} (once)...")
-                items = pool.prepare(kind, cancel=cancel)
+                # Features are embedded with the pool; other kinds are computed now, hearing a Stop.
+                items = pool.prepare(kind) if kind == "features" else pool.prepare(kind, cancel=cancel)
                 prepared.add((encoder_id, kind))
             except Cancelled:
                 yield update("cancelled", f"Stopped while preparing {method} {n_shot}-shot; {len(results)} result(s) kept.")
