@@ -59,16 +59,31 @@ def errors_in_status(handler: Callable[..., Any], n_outputs: int, status_index: 
     old status stays next to the error), then raises the ``gr.Error`` that API callers receive.
     """
 
+    def shown(error: ValueError) -> Any:
+        outputs: list[Any] = [gr.skip()] * n_outputs
+        outputs[status_index] = error_markdown(str(error))
+        for index, value in (cleared or {}).items():
+            outputs[index] = value
+        return outputs if n_outputs > 1 else outputs[0]  # one output is a value, not a list of one
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def generated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from handler(*args, **kwargs)
+            except ValueError as error:
+                yield shown(error)
+                raise gr.Error(str(error), print_exception=False) from None
+
+        return generated
+
     @functools.wraps(handler)
     def streamed(*args: Any, **kwargs: Any) -> Any:
         try:
             result = handler(*args, **kwargs)
         except ValueError as error:
-            outputs: list[Any] = [gr.skip()] * n_outputs
-            outputs[status_index] = error_markdown(str(error))
-            for index, value in (cleared or {}).items():
-                outputs[index] = value
-            yield outputs
+            yield shown(error)
             raise gr.Error(str(error), print_exception=False) from None
         yield result
 
@@ -166,7 +181,8 @@ def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:
 
 #: Page-wide rules the tabs add once (``page_style``): compact thumbnail galleries in the class rows
 #: (their own clear-all button hidden: "Remove class" and "Clear all" do that, and every image has
-#: its own delete button), and nothing wider than a phone's screen.
+#: its own delete button), no "Error" badge over a status line that already says what went wrong,
+#: and nothing wider than a phone's screen.
 PAGE_CSS = """
 .fs-class-gallery button[aria-label="Clear"], .fs-class-gallery button[aria-label="Download All"] {display:none}
 .fs-class-gallery .thumbnail-item {min-width:0}
@@ -174,6 +190,7 @@ PAGE_CSS = """
 .fs-confusion table {font-size:.85em}
 .fs-map img, .fs-map canvas {max-width:100%; height:auto}
 .fs-examples .grid-wrap {height:auto !important}
+.fs-status > [data-testid="status-tracker"]:has(.error) {display:none !important}
 @media (max-width: 640px) {
   .fs-class-row {flex-wrap:wrap}
   .fs-examples .grid-container {--grid-cols: 2 !important}
@@ -340,8 +357,10 @@ def embedding_map_figure(
     query_predictions: Sequence[int] = (),
 ):
     """Scatter plot: support items (dots), prototypes (large X), queries (stars, coloured by prediction)."""
-    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=90)
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(class_names), 2)))
+    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=90)
+    # Distinct colours: tab10 for up to 10 classes (tab20's pale halves are hard to see), else tab20.
+    palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    colors = [palette(c % palette.N) for c in range(max(len(class_names), 2))]
     labels = np.asarray(support_labels)
     for c, name in enumerate(class_names):
         points = coordinates["support"][labels == c]
@@ -353,7 +372,9 @@ def embedding_map_figure(
     axes.set_title("Support (dots), prototypes (X), queries (stars)", fontsize=10)
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.legend(fontsize=8, loc="best", ncol=2 if len(class_names) > 6 else 1)
+    # Outside the axes, so it never hides a point.
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2 if len(class_names) > 10 else 1,
+                frameon=False)
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -38,7 +38,7 @@ from fewshot_demo.comparison import (  # noqa: E402
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
-from fewshot_demo.ui.common import user_errors  # noqa: E402
+from fewshot_demo.ui.common import errors_in_status, user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
 
 UPLOAD = "upload"
@@ -353,7 +353,8 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
     installed = [value for label, value in choices if value in BUILTIN_DATASETS and BUILTIN_DATASETS[value].is_installed()]
     with gr.Row():
         with gr.Column(scale=2):
-            source = gr.Dropdown(choices=choices, value=(installed or [UPLOAD])[0], label="Data set")
+            source = gr.Dropdown(choices=choices, value=(installed or [UPLOAD])[0], label="Data set",
+                                 elem_id="compare-source")
             upload = gr.File(label="Upload (zip of class folders, or CSV/TSV/JSONL with text,label)",
                              file_types=[".zip", ".csv", ".tsv", ".jsonl"], file_count="single", height=130)
         with gr.Column(scale=2):
@@ -366,7 +367,7 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
             with gr.Row():
                 run_button = gr.Button("Run", variant="primary", elem_id="compare-run")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-    status = gr.Markdown(elem_id="compare-status")
+    status = gr.Markdown(elem_id="compare-status", elem_classes=["fs-status"])
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Results (accuracy and CI in %)", interactive=False,
                          elem_id="compare-table")
     verdict = gr.Markdown(elem_id="compare-reading")
@@ -394,7 +395,8 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
     run_outputs = [status, table, verdict, accuracy_plot, curve_plot, time_plot, session, detail_choice, csv_file, json_file]
     # The progress shows on the status line alone: the table, reading and plots stay readable while
     # they update, and Stop is answered at once (its own event, no queue limit).
-    run_button.click(user_errors(run), run_inputs, run_outputs, api_name="compare_run", concurrency_limit=2,
+    run_button.click(errors_in_status(run, len(run_outputs), 0), run_inputs, run_outputs, api_name="compare_run",
+                     concurrency_limit=2,
                      show_progress="minimal", show_progress_on=[status])
     stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None, show_progress="hidden")
     detail_button.click(user_errors(details), [session, detail_choice],

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -156,9 +157,20 @@ def image_count_label(count: int) -> str:
     return f"{count} image{'' if count == 1 else 's'}"
 
 
-def gallery_label(value: Any) -> Any:
-    """A class row's gallery after a change: the same images, its label counting them."""
-    return gr.Gallery(label=image_count_label(len(file_paths(value))))
+def gallery_label(value: Any, event: gr.EventData = None) -> Any:  # type: ignore[assignment]
+    """A class row's gallery after an upload or a delete: its label counts the images left.
+
+    The handlers that fill the rows set the label with the images; a label from a change event
+    could arrive after a later update (frames recorded in a row) and count too few. A gallery's
+    delete event names the deleted file as ``{"file": FileData, "index": i}`` (``gr.DeletedFileData``
+    expects a bare FileData, so the generic event data is read), and its value may still hold it.
+    """
+    paths = file_paths(value)
+    data = getattr(event, "_data", None)
+    deleted = (data.get("file") or {}).get("path") if isinstance(data, dict) else None
+    if deleted:
+        paths = [path for path in paths if path != deleted]
+    return gr.Gallery(label=image_count_label(len(paths)))
 
 
 class ImageModality(support_set.SupportModality):
@@ -189,7 +201,8 @@ class ImageModality(support_set.SupportModality):
 
     def wire_row(self, item: gr.Component, display: gr.Component | None) -> list[Any]:
         display.change(None, display, item, js=GALLERY_TO_FILES, api_name=False, show_progress="hidden")
-        display.change(gallery_label, display, display, api_name=False, show_progress="hidden", queue=False)
+        for edit in (display.upload, display.delete):
+            edit(gallery_label, display, display, api_name=False, show_progress="hidden", queue=False)
         return [display.upload, display.delete]
 
     def has_items(self, item: Any) -> bool:
@@ -306,45 +319,63 @@ def add_capture(image_path: str | None, target: int | None, count: int, *files: 
             f"Added to class {target + 1}: it now has {total} image{'' if total == 1 else 's'}."]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Burst:
-    """A recording of webcam frames into a class (the camera's State while it records).
+    """A recording of webcam frames into a class (the camera's State while it records, and until the
+    next Classify).
+
+    The frames recorded so far are kept here, not read back from the page: frames arrive faster
+    than the page shows the previous one's result, so a row's files in a frame's inputs can lag.
 
     Attributes:
         target: the class row the frames go to.
         wanted: frames to record.
-        recorded: frames recorded so far.
-        folder: where the frames are written (JPEG).
+        base: the row's files when the recording started.
+        frames: the recorded frames (JPEG files in ``folder``).
+        folder: where the frames are written.
     """
 
     target: int
     wanted: int
-    recorded: int = 0
+    base: list[str]
+    frames: list[str] = dataclasses.field(default_factory=list)
     folder: str = ""
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def recorded(self) -> int:
+        return len(self.frames)
 
     @property
     def done(self) -> bool:
         return self.recorded >= self.wanted
 
 
-def start_burst(target: int | None, frames: float, count: int, *names: str) -> list[Any]:
-    """/image_record: the next ``frames`` webcam frames go into class ``target``: [burst, camera status]."""
+def start_burst(target: int | None, frames: float, count: int, *class_values: Any) -> list[Any]:
+    """/image_record: the next ``frames`` webcam frames go into class ``target``: [burst, camera status].
+
+    ``class_values`` are the class rows' names, then their files.
+    """
     target = int(target or 0)
     if target >= count:
         raise ValueError("choose one of the visible classes to record into")
+    names, files = class_values[:MAX_CLASSES], class_values[MAX_CLASSES:2 * MAX_CLASSES]
     wanted = max(1, min(int(frames), MAX_BURST))
-    burst = Burst(target, wanted, folder=tempfile.mkdtemp(prefix="fewshot-frames-"))
+    base = file_paths(files[target]) if target < len(files) else []
+    if len(base) + wanted > MAX_IMAGES_PER_CLASS:
+        raise ValueError(f"a class holds at most {MAX_IMAGES_PER_CLASS} images; delete some or record fewer frames")
+    burst = Burst(target, wanted, base, folder=tempfile.mkdtemp(prefix="fewshot-frames-"))
     name = names[target] if target < len(names) and names[target] else f"class {target + 1}"
     return [burst, f"**Recording {wanted} frame{'s' if wanted != 1 else ''} into {name}**: press Record on the camera "
                    "(it is already recording if it shows Stop). Hold the object in view and move it a little."]
 
 
 def camera_frame(frame: Image.Image | None, burst: Burst | None, live: bool, session: SupportSession | None,
-                 *files: Any, n_stale: int = 0, stale_values: Any = None) -> list[Any]:
+                 n_stale: int = 0, stale_values: Any = None) -> list[Any]:
     """One webcam frame: record it into a class, or classify it live with the fitted classifier.
 
-    ``files`` are the class rows' files; ``stale_values(status)`` gives the tab's cleared results and
-    panels (``n_stale`` of them), shown once a recording ends (the classes changed).
+    ``stale_values(status)`` gives the tab's cleared results and panels (``n_stale`` of them), shown
+    once a recording ends (the classes changed).
 
     Returns:
         [burst, live probabilities, camera status, *files, *galleries, *stale panels].
@@ -354,16 +385,20 @@ def camera_frame(frame: Image.Image | None, burst: Burst | None, live: bool, ses
         return outputs
     frame = to_rgb(frame)
     if burst is not None and not burst.done:
-        path = Path(burst.folder) / f"frame-{burst.recorded + 1:03d}.jpg"
-        frame.save(path, quality=90)
-        updated = _add_files(files, burst.target, [str(path)])
-        burst = dataclasses.replace(burst, recorded=burst.recorded + 1)
+        with burst.lock:  # frames of one stream may be handled at the same time
+            if burst.done:
+                return outputs
+            path = Path(burst.folder) / f"frame-{burst.recorded + 1:03d}.jpg"
+            frame.save(path, quality=90)
+            burst.frames.append(str(path))
+            files = burst.base + burst.frames
+            done = burst.done
         outputs[0] = burst
-        outputs[2] = (f"**Recorded {burst.recorded} of {burst.wanted} frames** into class {burst.target + 1}"
-                      + (": done. Press **Classify** to fit the classes with them." if burst.done else "..."))
-        outputs[3 + burst.target] = updated[burst.target]
-        outputs[3 + MAX_CLASSES + burst.target] = IMAGE.display_values(updated)[burst.target]
-        if burst.done and session is not None:
+        outputs[2] = (f"**Recorded {len(files) - len(burst.base)} of {burst.wanted} frames** into class {burst.target + 1}"
+                      + (": done. Press **Classify** to fit the classes with them." if done else "..."))
+        outputs[3 + burst.target] = files
+        outputs[3 + MAX_CLASSES + burst.target] = IMAGE.display_values([files])[0]
+        if done and session is not None:
             outputs[3 + 2 * MAX_CLASSES:] = stale_values(support_set.STALE_NOTE)
         return outputs
     if not live:
@@ -376,9 +411,11 @@ def camera_frame(frame: Image.Image | None, burst: Burst | None, live: bool, ses
     prediction = classify_images(classifier, load_backbone(classifier.encoder_id), [frame])[0]
     took = 1000 * (time.perf_counter() - began)
     outputs[1] = prediction.probabilities
-    outputs[2] = (f"**Live: {prediction.label}** ({prediction.probabilities[prediction.label]:.0%}), "
-                  f"{took:.0f} ms for this frame with {classifier.spec.label} on `{classifier.encoder_id}` "
-                  f"(the classes of the last fit: {', '.join(classifier.class_names)}).")
+    recorded = (f"Recorded {burst.recorded} frames into class {burst.target + 1}: press **Classify** to fit the "
+                "classes with them. " if burst is not None and burst.done else "")
+    outputs[2] = recorded + (f"**Live: {prediction.label}** ({prediction.probabilities[prediction.label]:.0%}), "
+                             f"{took:.0f} ms for this frame with {classifier.spec.label} on `{classifier.encoder_id}` "
+                             f"(the classes of the last fit: {', '.join(classifier.class_names)}).")
     return outputs
 
 
@@ -432,7 +469,7 @@ def build_image_tab() -> SupportSetUI:
                     burst_target = gr.Dropdown(choices=[(f"Class {i + 1}", i) for i in range(INITIAL_CLASSES)],
                                                value=0, label="Record into", scale=2, min_width=120)
                     burst_frames = gr.Slider(1, MAX_BURST, value=BURST_FRAMES, step=1, label="Frames", scale=2,
-                                             min_width=120)
+                                             min_width=120, elem_id="burst-frames")
                     burst_button = gr.Button("Record frames", scale=1, min_width=100, elem_id="burst")
                 camera_status = gr.Markdown(elem_id="camera-status")
             with gr.Accordion("Add a picture from the clipboard or a file", open=False):
@@ -468,14 +505,14 @@ def build_image_tab() -> SupportSetUI:
             )
             classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
 
-    status = gr.Markdown(elem_id="image-status")
+    status = gr.Markdown(elem_id="image-status", elem_classes=["fs-status"])
     with gr.Row():
         first_label = gr.Label(num_top_classes=5, label="First query", scale=1)
         adaptation_plot = gr.Plot(label="Adaptation", visible=False, scale=1)
     results = gr.HTML(elem_id="image-results")
     widget = SupportSetUI(IMAGE, session, rows, support_set.build_panels(onnx=True),
                           ResultsUI(status, first_label, results, [(adaptation_plot, gr.Plot(visible=False))]))
-    burst = gr.State(None)  # the recording in progress (a Burst), or None
+    burst = gr.State(None)  # the last recording (a Burst) until the next Classify, or None
 
     # ---- events -------------------------------------------------------------------------------
     row_events = support_set.wire_support_set(
@@ -491,11 +528,11 @@ def build_image_tab() -> SupportSetUI:
     )
     captured.success(lambda s: widget.stale_values(support_set.STALE_NOTE) if s is not None else
                      [gr.skip()] * len(widget.stale_outputs), session, widget.stale_outputs, api_name=False)
-    burst_button.click(user_errors(start_burst), [burst_target, burst_frames, rows.count, *rows.names],
+    burst_button.click(user_errors(start_burst), [burst_target, burst_frames, rows.count, *rows.values],
                        [burst, camera_status], api_name="image_record")
     camera.stream(
         functools.partial(camera_frame, n_stale=len(widget.stale_outputs), stale_values=widget.stale_values),
-        [camera, burst, live, session, *rows.items],
+        [camera, burst, live, session],
         [burst, live_label, camera_status, *rows.items, *rows.displays, *widget.stale_outputs],
         stream_every=CAMERA_EVERY, time_limit=CAMERA_SECONDS, concurrency_limit=4, show_progress="hidden",
         api_name=False,
@@ -515,8 +552,9 @@ def build_image_tab() -> SupportSetUI:
     )
     classify_handler = errors_in_status(classify, len(classify_outputs), 1,
                                         {2: None, 3: "", 4: gr.Plot(visible=False)})
-    support_set.wire_classify(widget, classify_button.click(classify_handler, **classify_inputs,
-                                                            api_name="image_classify"))
+    classified = classify_button.click(classify_handler, **classify_inputs, api_name="image_classify")
+    support_set.wire_classify(widget, classified)
+    classified.success(lambda: None, None, burst, api_name=False)  # a finished recording is now fitted
     for loader, api_name, source, trigger in ((load_example, "image_load_example", example_choice, example_button.click),
                                               (load_example_card, False, None, example_cards.select)):
         loaded = trigger(user_errors(loader), source, [*rows.outputs, query_files, query_capture], api_name=api_name)

@@ -605,7 +605,7 @@ def build_class_rows(modality: SupportModality) -> ClassRowsUI:
     count = gr.State(INITIAL_CLASSES)
     rows, names, items, displays, removes, edits = [], [], [], [], [], []
     for index in range(MAX_CLASSES):
-        with gr.Row(visible=index < INITIAL_CLASSES, equal_height=True, elem_classes=["fs-class-row"]) as row:
+        with gr.Row(visible=index < INITIAL_CLASSES, elem_classes=["fs-class-row"]) as row:
             with gr.Column(scale=1, min_width=120):
                 names.append(gr.Textbox(label=f"Class {index + 1}", placeholder="class name", max_length=60,
                                         elem_classes=["fs-class-name"]))
@@ -629,9 +629,9 @@ def build_panels(onnx: bool = False) -> PanelsUI:
     shown_fit = gr.State(None)  # the fit the panels show (SupportSession.fitted_at), or None
     with gr.Accordion("Check the support set", open=True):
         check_button = gr.Button("Run self-check (leave-one-out) and map", size="sm")
-        check_text = gr.Markdown()
+        check_text = gr.Markdown(elem_classes=["fs-check-text"])
         confusion = gr.Dataframe(label="Confusion (rows: true class, columns: predicted)", interactive=False,
-                                 wrap=True, elem_classes=["fs-confusion"], visible=False)
+                                 elem_classes=["fs-confusion"], visible=False)
         map_plot = gr.Plot(label="2-D map of the embeddings (PCA)", elem_classes=["fs-map"], visible=False)
     with gr.Accordion("Take the classifier elsewhere: save, export, share", open=False):
         with gr.Row():
@@ -640,13 +640,14 @@ def build_panels(onnx: bool = False) -> PanelsUI:
         with gr.Row():
             saved_file = gr.File(label="Saved classifier (.safetensors)", interactive=False)
             export_file = gr.File(label="ONNX file", interactive=False, elem_id="onnx-file") if onnx else None
-        export_status = gr.Markdown()
-        code = gr.Code(language="python", label="Use it elsewhere", interactive=False, visible=False)
+        export_status = gr.Markdown(elem_classes=["fs-export-status", "fs-status"])
+        code = gr.Code(language="python", label="Use it elsewhere", interactive=False, visible=False,
+                       elem_classes=["fs-code"])
         with gr.Row():
             hub_repo = gr.Textbox(label="Hugging Face Hub repository", placeholder="user/name", scale=2)
             hub_token = gr.Textbox(label="Write token (not stored)", type="password", scale=2)
             hub_button = gr.Button("Push to the Hub", size="sm", scale=1)
-        hub_status = gr.Markdown()
+        hub_status = gr.Markdown(elem_classes=["fs-hub-status", "fs-status"])
         with gr.Row():
             load_file = gr.File(label="Load a saved classifier", file_count="single", file_types=[".safetensors"])
             load_status = gr.Markdown()

@@ -105,13 +105,11 @@ def _class_blocks(texts: list[str], labels: list[str]) -> list[tuple[str, str]]:
 
 
 def example_caption(name: str) -> str:
-    """What an example card says: the classes, examples per class and the first query."""
+    """What an example card says, most telling first: the set, its classes, examples per class."""
     blocks, queries = example_set(name)
     counts = sorted({len(block.splitlines()) for _, block in blocks})
     per_class = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    first = split_truth(queries.splitlines()[0])[0] if queries else ""
-    return (f"{name}: {', '.join(n for n, _ in blocks)} ({per_class} examples each, "
-            f"{len(queries.splitlines())} queries, e.g. \u201c{first}\u201d)")
+    return f"{name}: {len(blocks)} classes x {per_class} examples, {len(queries.splitlines())} queries ({', '.join(n for n, _ in blocks)})"
 
 
 def text_count_label(block: str | None) -> str:
@@ -296,7 +294,7 @@ def build_text_tab() -> SupportSetUI:
                                  placeholder="Will it rain tomorrow? | weather")
             classify_button = gr.Button("Classify", variant="primary", elem_id="text-classify")
 
-    status = gr.Markdown(elem_id="text-status")
+    status = gr.Markdown(elem_id="text-status", elem_classes=["fs-status"])
     first_label = gr.Label(num_top_classes=5, label="First query")
     results = gr.HTML(elem_id="text-results")
     widget = SupportSetUI(TEXT, session, rows, support_set.build_panels(), ResultsUI(status, first_label, results))
