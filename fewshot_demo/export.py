@@ -11,16 +11,21 @@ class probabilities out. The graph is the backbone followed by the learner's own
 ``torch.onnx.export``, so it computes what the app computes. Transductive learners are not exported:
 their probabilities for one image depend on the other images of the batch.
 
-A text classifier is saved as its ``.safetensors`` file plus a Python snippet (``text_snippet``):
-the app's text encoder reads a long text in several windows, which one ONNX graph of fixed inputs
-would not reproduce.
+A text classifier on frozen embeddings exports the same way (``export_text_onnx``): token ids and
+attention mask in, probabilities out, next to the tokenizer, in one zip. The graph reads one window
+of the encoder's length (256 tokens for MiniLM): the same as the app for shorter texts; the app reads
+a longer text in several windows, the graph its first window only. A fine-tuned text classifier
+(its learner reads each text's token windows) is saved as its ``.safetensors`` file with the Python
+that loads it (``text_snippet``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +57,11 @@ def onnx_unsupported_reason(classifier: FewShotClassifier) -> str | None:
     from fewshot_demo.backbones import BACKBONES
 
     if classifier.encoder_id not in BACKBONES:
-        return (f"{classifier.encoder_id!r} is a text encoder: save the classifier (.safetensors) and use the "
-                "Python snippet; ONNX export covers image classifiers")
+        if not classifier.consumes_features:
+            return (f"{spec.label} reads the token windows of each text with its own fine-tuned encoder layers; "
+                    "save the classifier (.safetensors) and use it from Python, or export a classifier on "
+                    "frozen embeddings (linear probe, ProtoNet)")
+        return None
     if not BACKBONES[classifier.encoder_id].feature_vectors:
         return f"{classifier.encoder_id!r} has no network to export; use a pretrained backbone such as efficientnet_lite0"
     return None
@@ -100,29 +108,53 @@ def _onnx_cdist(x1: Any, x2: Any, p: float = 2.0, compute_mode: Any = None) -> A
 
 @dataclass(frozen=True)
 class OnnxExport:
-    """An exported image classifier.
+    """An exported classifier.
 
     Attributes:
-        path: the .onnx file.
+        path: the .onnx file (image), or a .zip of the .onnx file and ``tokenizer.json`` (text).
         class_names: the order of the probabilities.
-        input_size: the square input side in pixels.
-        mean, std: the per-channel normalisation after scaling pixels to [0, 1].
         method: the learner's registry key.
-        encoder_id: the backbone.
+        encoder_id: the backbone or text encoder.
         seconds: how long the export took.
+        input_size: images: the square input side in pixels.
+        mean, std: images: the per-channel normalisation after scaling pixels to [0, 1].
+        max_length: texts: the most tokens the graph reads (one window of the encoder).
     """
 
     path: Path
     class_names: list[str]
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     method: str
     encoder_id: str
     seconds: float
+    input_size: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    max_length: int = 0
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.max_length else "image"
 
     def snippet(self) -> str:
-        """Python that classifies an image with this file and onnxruntime alone (no torch, no app)."""
+        """Python that classifies with this file and onnxruntime alone (no torch, no app)."""
+        if self.modality == "text":
+            return f'''import numpy as np, onnxruntime as ort, zipfile
+from tokenizers import Tokenizer
+
+zipfile.ZipFile("{self.path.name}").extractall("classifier")
+CLASSES = {self.class_names!r}
+session = ort.InferenceSession("classifier/classifier.onnx", providers=["CPUExecutionProvider"])
+tokenizer = Tokenizer.from_file("classifier/tokenizer.json")
+tokenizer.enable_truncation({self.max_length})   # the graph reads one window: a longer text, its start
+tokenizer.enable_padding()
+
+texts = ["a text to classify", "another one"]
+encoded = tokenizer.encode_batch(texts)
+ids = np.array([e.ids for e in encoded], dtype=np.int64)
+mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+for text, p in zip(texts, session.run(None, {{"input_ids": ids, "attention_mask": mask}})[0]):
+    print(text, "->", CLASSES[int(p.argmax())], dict(zip(CLASSES, p.round(3).tolist())))
+'''
         return f'''import numpy as np, onnxruntime as ort
 from PIL import Image
 
@@ -180,26 +212,93 @@ def export_image_onnx(classifier: FewShotClassifier, backbone: Any, path: str | 
             dynamo=True, external_data=False, verbose=False,
             custom_translation_table={torch.ops.aten._cdist_forward.default: _onnx_cdist},
         )
-    exported = OnnxExport(path, list(classifier.class_names), spec.input_size, tuple(spec.mean), tuple(spec.std),
-                          classifier.method, classifier.encoder_id, time.perf_counter() - began)
-    _write_metadata(exported)
-    return exported
-
-
-def _write_metadata(exported: OnnxExport) -> None:
-    import onnx
-
-    model = onnx.load(str(exported.path))
-    entry = model.metadata_props.add()
-    entry.key = "fewshot_demo"
-    entry.value = json.dumps({
-        "class_names": exported.class_names, "input_size": exported.input_size, "mean": list(exported.mean),
-        "std": list(exported.std), "method": exported.method, "encoder_id": exported.encoder_id,
+    _write_metadata(path, {
+        "class_names": list(classifier.class_names), "input_size": spec.input_size, "mean": list(spec.mean),
+        "std": list(spec.std), "method": classifier.method, "encoder_id": classifier.encoder_id,
         "input": "images: (n, 3, size, size) float32, padded to a white square, resized (bicubic), "
                  "scaled to [0, 1], then (x - mean) / std per channel",
         "output": "probabilities: (n, n_way), in class_names order",
     })
-    onnx.save(model, str(exported.path))
+    return OnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
+                      time.perf_counter() - began, input_size=spec.input_size, mean=tuple(spec.mean),
+                      std=tuple(spec.std))
+
+
+class TextClassifierModule(nn.Module):
+    """Text encoder (one window) + fitted learner as one module: token ids and mask in, probabilities out.
+
+    Args:
+        classifier: the fitted classifier, on the encoder's frozen embeddings.
+        encoder: the ``TextEncoder`` (its pooling is traced as it is).
+    """
+
+    def __init__(self, classifier: FewShotClassifier, encoder: Any) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.network = copy.deepcopy(encoder.model)  # a private copy: other requests keep the original
+        self.learner = classifier.learner
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(n, seq_len) int64 ids and mask -> (n, n_way) probabilities."""
+        features = self.encoder.encode_tokens(input_ids, attention_mask, model=self.network)  # (n, d)
+        return self.learner.predict_proba(features)  # (n, n_way)
+
+
+def export_text_onnx(classifier: FewShotClassifier, encoder: Any, path: str | Path) -> OnnxExport:
+    """Write a text classifier on frozen embeddings as a zip of ``classifier.onnx`` and ``tokenizer.json``.
+
+    The graph reads one window of ``encoder.max_length`` tokens per text (see the module docstring).
+
+    Raises:
+        ExportNotSupportedError: for a transductive or fine-tuned learner, or another encoder.
+    """
+    reason = onnx_unsupported_reason(classifier)
+    if reason is not None:
+        raise ExportNotSupportedError(reason)
+    if classifier.encoder_id != encoder.id:
+        raise ExportNotSupportedError(
+            f"this classifier was fitted on {classifier.encoder_id!r} but {encoder.id!r} is selected; select "
+            f"{classifier.encoder_id!r} and export again"
+        )
+    began = time.perf_counter()
+    path = Path(path)
+    folder = Path(tempfile.mkdtemp(prefix="fewshot-text-onnx-"))
+    example = encoder.tokenizer(["an example", "another, longer example text"], padding=True, truncation=True,
+                                max_length=encoder.max_length, return_tensors="pt")
+    batch, length = torch.export.Dim("batch", min=1, max=MAX_BATCH), torch.export.Dim("seq", max=encoder.max_length)
+    module = TextClassifierModule(classifier, encoder).eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example["input_ids"], example["attention_mask"]), str(folder / "classifier.onnx"),
+            input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
+            dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}), opset_version=OPSET, dynamo=True,
+            external_data=False, verbose=False,
+            custom_translation_table={torch.ops.aten._cdist_forward.default: _onnx_cdist},
+        )
+    _write_metadata(folder / "classifier.onnx", {
+        "class_names": list(classifier.class_names), "method": classifier.method, "encoder_id": classifier.encoder_id,
+        "max_length": encoder.max_length,
+        "input": f"input_ids, attention_mask: (n, seq_len <= {encoder.max_length}) int64 from tokenizer.json "
+                 "(truncated to one window)",
+        "output": "probabilities: (n, n_way), in class_names order",
+    })
+    encoder.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in ("classifier.onnx", "tokenizer.json"):
+            archive.write(folder / name, name)
+    return OnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
+                      time.perf_counter() - began, max_length=encoder.max_length)
+
+
+def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    """Store ``metadata`` (JSON) in the ONNX file under the key ``fewshot_demo``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key = "fewshot_demo"
+    entry.value = json.dumps(metadata)
+    onnx.save(model, str(path))
 
 
 def normalised_images(backbone: Any, images: list[Any]) -> Tensor:
@@ -209,11 +308,36 @@ def normalised_images(backbone: Any, images: list[Any]) -> Tensor:
 
 
 def onnx_probabilities(path: str | Path, images: Tensor) -> Tensor:
-    """Run an exported graph with onnxruntime on (n, 3, size, size) normalised images."""
+    """Run an exported image graph with onnxruntime on (n, 3, size, size) normalised images."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+
+
+def onnx_text_probabilities(path: str | Path, texts: list[str]) -> Tensor:
+    """Run an exported text classifier (the zip) with onnxruntime and its own tokenizer, as the snippet does."""
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    with zipfile.ZipFile(path) as archive:
+        graph = archive.read("classifier.onnx")
+        tokenizer = Tokenizer.from_str(archive.read("tokenizer.json").decode("utf-8"))
+        metadata = json.loads(_metadata(graph)["fewshot_demo"])
+    tokenizer.enable_truncation(metadata["max_length"])
+    tokenizer.enable_padding()
+    encoded = tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+
+
+def _metadata(graph: bytes) -> dict[str, str]:
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load_from_string(graph).metadata_props}
 
 
 def text_snippet(file_name: str) -> str:

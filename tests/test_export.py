@@ -58,3 +58,35 @@ def test_pushing_offline_answers_at_once(tmp_path, monkeypatch):
     assert time.perf_counter() - began < 1
     with pytest.raises(ValueError, match="user/name"):
         push_to_hub(path, "no-slash")
+
+
+def test_an_exported_text_classifier_gives_the_apps_probabilities(tmp_path):
+    """The zip holds the graph and its tokenizer; the snippet the app shows runs it without torch."""
+    import subprocess
+    import sys
+
+    from fewshot_demo.export import export_text_onnx, onnx_text_probabilities
+    from fewshot_demo.text.encoders import load_encoder
+    from fewshot_demo.text.task import build_text_support, fit_text_classifier
+    from fewshot_demo.ui import text_tab
+
+    encoder = load_encoder(text_tab.DEFAULT_TEXT_ENCODER)
+    blocks, queries = text_tab.example_set("intents")
+    classifier, _ = fit_text_classifier(build_text_support(blocks), encoder, "linear")
+    exported = export_text_onnx(classifier, encoder, tmp_path / "intents.zip")
+    texts = [text_tab.split_truth(line)[0] for line in queries.splitlines()]
+    app = torch.tensor([[p.probabilities[c] for c in classifier.class_names]
+                        for p in classifier.predict(encoder.embed(texts))])
+    assert torch.allclose(onnx_text_probabilities(exported.path, texts), app, atol=1e-4)
+    script = tmp_path / "use.py"
+    script.write_text(exported.snippet().replace('["a text to classify", "another one"]', repr(texts[:2])))
+    printed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert f"{texts[0]} -> {classifier.class_names[int(app[0].argmax())]}" in printed.stdout
+
+
+def test_a_fine_tuned_text_classifier_is_not_exported_and_says_why():
+    from types import SimpleNamespace
+
+    fine_tuned = SimpleNamespace(method="finetune", encoder_id="minilm:layers", consumes_features=False)
+    assert "save the classifier (.safetensors)" in onnx_unsupported_reason(fine_tuned)

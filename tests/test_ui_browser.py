@@ -142,7 +142,7 @@ def test_browser_exports_onnx_that_gives_the_apps_probabilities(app_url, browser
         assert re.search(r"largest difference from the app's probabilities is \d\.\de-0[5-9]", exported.inner_text())
         assert "onnxruntime" in page.locator(".fs-code").first.inner_text()
         with page.expect_download() as download:
-            page.locator("#onnx-file a").first.click()
+            page.locator(".fs-onnx-file a").first.click()
         path = tmp_path / download.value.suggested_filename
         download.value.save_as(path)
         page.get_by_label("Hugging Face Hub repository").first.fill("someone/animals")

@@ -510,7 +510,7 @@ def build_image_tab() -> SupportSetUI:
         first_label = gr.Label(num_top_classes=5, label="First query", scale=1)
         adaptation_plot = gr.Plot(label="Adaptation", visible=False, scale=1)
     results = gr.HTML(elem_id="image-results")
-    widget = SupportSetUI(IMAGE, session, rows, support_set.build_panels(onnx=True),
+    widget = SupportSetUI(IMAGE, session, rows, support_set.build_panels(onnx="Export to ONNX (backbone + head, one file)"),
                           ResultsUI(status, first_label, results, [(adaptation_plot, gr.Plot(visible=False))]))
     burst = gr.State(None)  # the last recording (a Burst) until the next Classify, or None
 

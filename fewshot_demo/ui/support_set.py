@@ -424,37 +424,48 @@ def save_snippet(session: SupportSession | None, saved: Any) -> list[Any]:
 
 
 def export_onnx(modality: SupportModality, session: SupportSession | None) -> list[Any]:
-    """/image_export_onnx: [the .onnx file, what was checked, Python that runs it, the fit shown].
+    """/{modality}_export_onnx: [the export, what was checked, Python that runs it, the fit shown].
 
-    The file is checked with onnxruntime on up to 8 of the support images: its probabilities are
+    An image classifier is one .onnx file; a text classifier a .zip of its .onnx file and tokenizer.
+    The export is checked with onnxruntime on up to 8 of the support items: its probabilities are
     compared with the app's.
 
     Raises:
-        ValueError: nothing fitted, or a learner that cannot be exported (transductive), saying why.
+        ValueError: nothing fitted, or a learner that cannot be exported (transductive; a fine-tuned
+            text encoder), saying why.
     """
-    from fewshot_demo.export import export_image_onnx, normalised_images, onnx_probabilities
+    from fewshot_demo import export
 
     if session is None:
         raise ValueError("fit a classifier first (press Classify), then export it")
     classifier = session.classifier
-    backbone = modality.load_encoder(classifier.encoder_id)
+    encoder = modality.load_encoder(classifier.encoder_id)
     folder = Path(tempfile.mkdtemp(prefix="fewshot-onnx-"))
-    exported = export_image_onnx(classifier, backbone, folder / f"fewshot-{classifier.method}-classifier.onnx")
-    message = (f"**Exported** {classifier.spec.label} on `{classifier.encoder_id}` ({classifier.n_way} classes) as one "
-               f"ONNX file in {exported.seconds:.1f} s: a (n, 3, {exported.input_size}, {exported.input_size}) image "
-               f"tensor in, (n, {classifier.n_way}) probabilities out.")
-    images = list(session.data.items[:8]) if session.data is not None else []
-    if images:
+    items = list(session.data.items[:8]) if session.data is not None else []
+    if modality.name == "text":
+        exported = export.export_text_onnx(classifier, encoder, folder / f"fewshot-{classifier.method}-text-onnx.zip")
+        shape = (f"token ids and attention mask (one window of {exported.max_length} tokens; the app reads a "
+                 f"longer text in several) in, (n, {classifier.n_way}) probabilities out, with its tokenizer")
+        items = [text for text in items if len(encoder.tokenizer(text)["input_ids"]) <= exported.max_length]
+    else:
+        exported = export.export_image_onnx(classifier, encoder, folder / f"fewshot-{classifier.method}-classifier.onnx")
+        shape = (f"a (n, 3, {exported.input_size}, {exported.input_size}) image tensor in, "
+                 f"(n, {classifier.n_way}) probabilities out")
+    message = (f"**Exported** {classifier.spec.label} on `{classifier.encoder_id}` ({classifier.n_way} classes) "
+               f"to ONNX in {exported.seconds:.1f} s: {shape}.")
+    if items:
         try:
-            got = onnx_probabilities(exported.path, normalised_images(backbone, images))
+            got = (export.onnx_text_probabilities(exported.path, items) if modality.name == "text"
+                   else export.onnx_probabilities(exported.path, export.normalised_images(encoder, items)))
         except ImportError:
             message += " (Install onnxruntime to check it.)"
         else:
-            inputs = None if classifier.consumes_features else backbone.prepare(classifier.input_kind, images)
-            predictions = classifier.predict(backbone.embed(images), query_inputs=inputs)
+            features = encoder.embed(items)
+            inputs = None if classifier.consumes_features else encoder.prepare(classifier.input_kind, items)
+            predictions = classifier.predict(features, query_inputs=inputs)
             want = torch.tensor([[p.probabilities[name] for name in classifier.class_names] for p in predictions])
             difference = float((got - want).abs().max())
-            message += (f" Checked with onnxruntime on {len(images)} of your examples: the largest difference from the "
+            message += (f" Checked with onnxruntime on {len(items)} of your examples: the largest difference from the "
                         f"app's probabilities is {difference:.1e}.")
     return [str(exported.path), message, gr.Code(value=exported.snippet(), visible=True), session.fitted_at]
 
@@ -623,9 +634,10 @@ def build_class_rows(modality: SupportModality) -> ClassRowsUI:
     return ClassRowsUI(count, rows, names, items, removes, add_button, clear_button, displays, edits)
 
 
-def build_panels(onnx: bool = False) -> PanelsUI:
+def build_panels(onnx: str | None = None) -> PanelsUI:
     """The self-check (leave-one-out) and 2-D map panel, then the panel that takes the classifier
-    elsewhere: save/load (.safetensors), an ONNX export when ``onnx``, Python to use it, the Hub."""
+    elsewhere: save/load (.safetensors), an ONNX export (its button says ``onnx``; None: no export),
+    Python to use it, the Hub."""
     shown_fit = gr.State(None)  # the fit the panels show (SupportSession.fitted_at), or None
     with gr.Accordion("Check the support set", open=True):
         check_button = gr.Button("Run self-check (leave-one-out) and map", size="sm")
@@ -636,10 +648,10 @@ def build_panels(onnx: bool = False) -> PanelsUI:
     with gr.Accordion("Take the classifier elsewhere: save, export, share", open=False):
         with gr.Row():
             save_button = gr.Button("Save classifier (.safetensors)", size="sm")
-            export_button = gr.Button("Export to ONNX (backbone + head, one file)", size="sm") if onnx else None
+            export_button = gr.Button(onnx, size="sm") if onnx else None
         with gr.Row():
             saved_file = gr.File(label="Saved classifier (.safetensors)", interactive=False)
-            export_file = gr.File(label="ONNX file", interactive=False, elem_id="onnx-file") if onnx else None
+            export_file = gr.File(label="ONNX export", interactive=False, elem_classes=["fs-onnx-file"]) if onnx else None
         export_status = gr.Markdown(elem_classes=["fs-export-status", "fs-status"])
         code = gr.Code(language="python", label="Use it elsewhere", interactive=False, visible=False,
                        elem_classes=["fs-code"])

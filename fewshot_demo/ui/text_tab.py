@@ -297,7 +297,9 @@ def build_text_tab() -> SupportSetUI:
     status = gr.Markdown(elem_id="text-status", elem_classes=["fs-status"])
     first_label = gr.Label(num_top_classes=5, label="First query")
     results = gr.HTML(elem_id="text-results")
-    widget = SupportSetUI(TEXT, session, rows, support_set.build_panels(), ResultsUI(status, first_label, results))
+    widget = SupportSetUI(TEXT, session, rows,
+                          support_set.build_panels(onnx="Export to ONNX (encoder + head, with its tokenizer)"),
+                          ResultsUI(status, first_label, results))
 
     # ---- events -------------------------------------------------------------------------------
     support_set.wire_support_set(
