@@ -12,9 +12,10 @@
    the cards), and the core path (embed + predict).
 
 The floor of each figure is the backbone's forward passes over the same images, timed in this
-process after the app has exited (so they do not compete): one pass per image, each image
-preprocessed beforehand, on the app's number of threads. The load average before and after says
-how busy the machine was.
+process on the app's number of threads (one pass per image, each image preprocessed beforehand):
+the first click's just before and after it (the app waits meanwhile), a new query's right before
+each one (the ratio is the median of these pairs, which share the machine's load). The load average
+before and after says how busy the machine was.
 """
 
 from __future__ import annotations
@@ -202,16 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     class_values = rows[1 : 1 + 2 * MAX_CLASSES]
     session, *_ = image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, [queries[0]], None, None,
                                      *class_values, progress=lambda *a, **k: None)
-    core, handler, paired_floors = [], [], []
+    core, handler, paired_floors, core_ratios, handler_ratios = [], [], [], [], []
     for i in range(max(1, args.repeats)):
         index = i % len(queries)
-        paired_floors.append(_timed(lambda: backbone._forward(query_tensors[index])))
+        floor = _timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()  # a new query is never in the cache
         core.append(_timed(lambda: classify_images(classifier, backbone, [query_images[index]])))
+        core_ratios.append(core[-1] / floor)
+        paired_floors.append(floor)
+        floor = _timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()
         handler.append(_timed(lambda: image_tab.classify(
             "efficientnet_lite0", "protonet", 5, True, 0.5, [queries[index]], None, session, *class_values,
             progress=lambda *a, **k: None)))
+        handler_ratios.append(handler[-1] / floor)
+        paired_floors.append(floor)
     query_floor_s = _median(query_floors + paired_floors)
     load_after = _load()
 
@@ -232,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"new query, API round trip:                 {1000 * _median(api_clicks):7.1f} ms  "
           f"{against(_median(api_clicks), query_floor_s)} (median of {len(api_clicks)}; floor: one forward pass)")
     paired = _median(paired_floors)
-    print(f"new query, handler (read, embed, cards):   {1000 * _median(handler):7.1f} ms  "
-          f"{against(_median(handler), paired, NEW_QUERY_TARGET)} (median of {len(handler)}, each next to a floor)")
-    print(f"new query, core (embed + predict):         {1000 * _median(core):7.1f} ms  "
-          f"{against(_median(core), paired, NEW_QUERY_TARGET)} (median of {len(core)}, each next to a floor)")
+    for name, times, ratios in (("handler (read, embed, cards):", handler, handler_ratios),
+                                ("core (embed + predict):", core, core_ratios)):
+        print(f"new query, {name:<32}{1000 * _median(times):7.1f} ms  floor {1000 * paired:6.1f} ms, "
+              f"{_median(ratios):4.2f}x, target <= {NEW_QUERY_TARGET:.1f}x (median of {len(ratios)} ratios, each to a "
+              "forward pass of the same image just before)")
     return 0
 
 

@@ -309,7 +309,7 @@ def prediction_cards_html(
         if truth is not None:
             correct = prediction.label == truth
             marks = f' data-truth="{html.escape(truth)}" data-correct="{str(correct).lower()}"'
-            mark = (f'<span class="fs-mark">✓ right</span>' if correct
+            mark = ('<span class="fs-mark">✓ right</span>' if correct
                     else f'<span class="fs-mark">✗ wrong: it is {html.escape(truth)}</span>')
             if not correct:
                 hint = (f'<div class="fs-hint">{html.escape(truth)} got {prediction.probabilities.get(truth, 0.0):.0%}. '
