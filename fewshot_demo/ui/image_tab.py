@@ -558,6 +558,7 @@ def build_image_tab() -> SupportSetUI:
     for loader, api_name, source, trigger in ((load_example, "image_load_example", example_choice, example_button.click),
                                               (load_example_card, False, None, example_cards.select)):
         loaded = trigger(user_errors(loader), source, [*rows.outputs, query_files, query_capture], api_name=api_name)
+        support_set.show_rows(widget, loaded)
         # The panels of the previous set are cleared before its queries are classified.
         cleared = loaded.success(lambda: widget.stale_values(""), None, widget.stale_outputs, api_name=False,
                                  show_progress="hidden")

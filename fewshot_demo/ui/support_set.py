@@ -160,7 +160,11 @@ class SupportModality(ABC):
         return None
 
     def display_values(self, items: Sequence[Any]) -> list[Any]:
-        """What the rows' display components show for these items ([] without display components)."""
+        """What the rows' display components show for these items ([] without display components).
+
+        Handlers that fill the rows return the items only (their API stays the items); the widget
+        then shows them with this, in a follow-up event.
+        """
         return []
 
     def wire_row(self, item: gr.Component, display: gr.Component | None) -> list[Any]:
@@ -226,19 +230,18 @@ def add_class(count: int) -> list[Any]:
 
 
 def remove_class(modality: SupportModality, position: int, count: int, *values: Any) -> list[Any]:
-    """Remove the class row at ``position``; the rows below move up:
-    [count, *names, *items, *visibility, *display values]."""
+    """Remove the class row at ``position``; the rows below move up: [count, *names, *items, *visibility]."""
     names, items = list(values[:MAX_CLASSES]), list(values[MAX_CLASSES:2 * MAX_CLASSES])
     if position < count:
         del names[position], items[position]
         names.append("")
         items.append(modality.empty_item)
         count = max(count - 1, 1)
-    return [count, *names, *items, *row_visibility(count), *modality.display_values(items)]
+    return [count, *names, *items, *row_visibility(count)]
 
 
 def fill_rows(modality: SupportModality, classes: Sequence[tuple[str, Any]]) -> list[Any]:
-    """Class rows holding ``classes`` (name, items): [count, *names, *items, *visibility, *display values].
+    """Class rows holding ``classes`` (name, items): [count, *names, *items, *visibility].
 
     Raises:
         ValueError: for more classes than the app has rows.
@@ -252,14 +255,13 @@ def fill_rows(modality: SupportModality, classes: Sequence[tuple[str, Any]]) -> 
     padding = MAX_CLASSES - len(classes)
     names = [name for name, _ in classes] + [""] * padding
     items = [item for _, item in classes] + [modality.empty_item] * padding
-    return [count, *names, *items, *row_visibility(count), *modality.display_values(items)]
+    return [count, *names, *items, *row_visibility(count)]
 
 
 def clear_all(modality: SupportModality, extra_values: Sequence[Any] = ()) -> list[Any]:
     """Forget the fitted classifier and empty every row: [session, *fill_rows, *extra_values]."""
     names, items = [""] * MAX_CLASSES, [modality.empty_item] * MAX_CLASSES
-    return [None, INITIAL_CLASSES, *names, *items, *row_visibility(INITIAL_CLASSES), *modality.display_values(items),
-            *extra_values]
+    return [None, INITIAL_CLASSES, *names, *items, *row_visibility(INITIAL_CLASSES), *extra_values]
 
 
 # ------------------------------------------------------------------------------------ classify
@@ -530,7 +532,7 @@ class ClassRowsUI:
     @property
     def outputs(self) -> list[Any]:
         """What ``fill_rows`` returns values for."""
-        return [self.count, *self.names, *self.items, *self.rows, *self.displays]
+        return [self.count, *self.names, *self.items, *self.rows]
 
 
 @dataclass
@@ -749,7 +751,17 @@ def wire_support_set(
     )
     loaded.success(lambda: [*stale_values(""), None], None, [*stale, panels.shown_fit], api_name=False)
     events.append(loaded)
+    for event in events:
+        show_rows(widget, event)
     return events
+
+
+def show_rows(widget: SupportSetUI, event: Any) -> None:
+    """After an event that filled the class rows: their display components show the new items."""
+    rows = widget.rows
+    if rows.displays:
+        event.then(lambda *items: widget.modality.display_values(items), rows.items, rows.displays, api_name=False,
+                   show_progress="hidden")
 
 
 def wire_classify(widget: SupportSetUI, event: Any) -> None:
