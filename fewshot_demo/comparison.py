@@ -29,7 +29,7 @@ import torch
 
 from fewshot_demo import __version__
 from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool
+from fewshot_demo.data.pools import Cancelled, EmbeddedPool, LoadedData, embed_pool
 from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import Episode, EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.evaluation import EvaluationSummary, paired_difference
@@ -153,10 +153,13 @@ class ComparisonData:
         """True once the items are embedded with ``encoder_id`` for this data."""
         return encoder_id in self._pools
 
-    def pool(self, encoder_id: str) -> EmbeddedPool:
+    def pool(self, encoder_id: str, cancel: threading.Event | None = None) -> EmbeddedPool:
+        """The items embedded with ``encoder_id`` (once); raises ``Cancelled`` once ``cancel`` is set
+        while user data is being embedded."""
         if encoder_id not in self._pools:
             self._pools[encoder_id] = (
-                self.pool_for(encoder_id) if self.pool_for else embed_pool(self.data, encoder_id, self.device)
+                self.pool_for(encoder_id) if self.pool_for else embed_pool(self.data, encoder_id, self.device,
+                                                                           cancel=cancel)
             )
         return self._pools[encoder_id]
 
@@ -308,8 +311,9 @@ def run_comparison(
     Args:
         data: the data set; pools are embedded on first use.
         config: methods, shots, episodes; see ``ComparisonConfig``.
-        cancel: set it (from another thread) to stop between two episodes; the method that was
-            running is dropped (its partial run would not be comparable) and the last update says so.
+        cancel: set it (from another thread) to stop: within one episode, one fine-tuning step, or
+            one chunk of images being embedded or prepared; the method that was running is dropped
+            (its partial run would not be comparable) and the last update says so.
         progress_every: yield a "progress" update every this many episodes.
 
     Yields:
@@ -357,12 +361,16 @@ def run_comparison(
                 spec.check_applicable(data.data.modality, encoder_id)
                 if not data.has_pool(encoder_id):
                     yield update("status", f"Embedding {len(labels)} items with {encoder_id} (once per encoder and data set)...")
-                pool = data.pool(encoder_id)
+                pool = data.pool(encoder_id, cancel=cancel)
                 context = LearnerContext(encoder_id, pool.feature_dim, data.device)
                 if kind != "features" and (encoder_id, kind) not in prepared:
                     yield update("status", f"Preparing {kind} inputs for {method} (once)...")
-                    prepared.add((encoder_id, kind))
-                items = pool.prepare(kind)
+                # Features are embedded with the pool; other kinds are computed now, hearing a Stop.
+                items = pool.prepare(kind) if kind == "features" else pool.prepare(kind, cancel=cancel)
+                prepared.add((encoder_id, kind))
+            except Cancelled:
+                yield update("cancelled", f"Stopped while preparing {method} {n_shot}-shot; {len(results)} result(s) kept.")
+                return
             except MethodNotApplicableError as error:
                 not_run.append(NotRun(method, n_shot, type(error), str(error)))
                 done += len(episodes)

@@ -76,7 +76,9 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
         loaded, names, skipped = load_images(list(files or []), MAX_IMAGES_PER_CLASS, f"class {name!r}")
         warnings.extend(skipped)
         if not loaded:
-            reason = " (every file was skipped, see above)" if skipped else ""
+            # The reasons go in the error itself: it replaces whatever was shown before.
+            reasons = "; ".join(warning.removeprefix(f"class {name!r}: skipped ") for warning in skipped)
+            reason = f" (skipped {reasons})" if skipped else ""
             raise ValueError(f"class {name!r} has no usable images{reason}; add at least one image to it")
         images.extend(loaded)
         labels.extend([label] * len(loaded))

@@ -87,13 +87,31 @@ def run_episode(learner: FewShotLearner, items: Tensor, episode: Episode) -> Epi
     return EpisodeOutcome(accuracy=accuracy, seconds=end - start, fit_seconds=fitted - start, predictions=predictions)
 
 
+class _Stopped(Exception):
+    """Raised from a learner's progress callback when the run is cancelled mid-episode."""
+
+
+def _stop_when(cancel: threading.Event, progress: Callable[[float, str], None] | None) -> Callable[[float, str], None]:
+    """A progress callback that stops the learner's training once ``cancel`` is set."""
+
+    def report(fraction: float, message: str) -> None:
+        if cancel.is_set():
+            raise _Stopped
+        if progress is not None:
+            progress(fraction, message)
+
+    return report
+
+
 class EpisodeRun:
     """One method over a list of episodes; iterating runs them, one episode per step.
 
     Every episode gets a fresh learner: ``make_learner(method, context, **options)`` from the method
     registry, or ``method()`` when it is a callable (training validates the learner built from its
-    current meta-parameters). ``cancel`` is checked before each episode: once it is set the run
-    stops there and ``cancelled`` is True. An error of a learner propagates to the caller.
+    current meta-parameters). ``cancel`` is checked before each episode, and after each training
+    step of a learner that reports its steps (``progress``, as the fine-tuning learners do): once it
+    is set the run stops there, the episode in progress is dropped, and ``cancelled`` is True. An
+    error of a learner propagates to the caller.
 
     Args:
         method: a registered method key, or a callable returning a fresh learner.
@@ -153,8 +171,15 @@ class EpisodeRun:
                     break
                 # Set per episode, not around the loop: a caller may resume this iterator on another
                 # thread (the app's comparison), and the thread setting is per thread.
-                with one_thread(small):
-                    outcome = run_episode(self.make_learner(), self.items, episode)
+                learner = self.make_learner()
+                if self.cancel is not None and hasattr(learner, "progress"):
+                    learner.progress = _stop_when(self.cancel, learner.progress)
+                try:
+                    with one_thread(small):
+                        outcome = run_episode(learner, self.items, episode)
+                except _Stopped:
+                    self.cancelled = True
+                    break
                 self.outcomes.append(outcome)
                 yield outcome
         if memory is not None:

@@ -111,7 +111,18 @@ def client(app_url):
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    # A fake camera (a moving test pattern) that needs no permission prompt: the webcam tests use it.
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
+#: Browser tests save what a person would see here (git-ignored), one PNG per checked screen.
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """The folder browser tests save their screenshots in."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
 
 
 @pytest.fixture(scope="session")

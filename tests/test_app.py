@@ -101,11 +101,11 @@ def test_api_loading_a_foreign_file_is_refused(client, tmp_path):
         client.predict(handle_file(str(junk)), "efficientnet_lite0", api_name="/image_load")
 
 
-def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
+def test_browser_loads_an_example_and_shows_predictions(app_url, browser, artifacts):
     page = browser.new_page()
     try:
         page.goto(app_url, wait_until="load", timeout=60_000)
-        page.get_by_role("button", name="Load example and classify").click()
+        page.locator("#image-examples .thumbnail-item").first.click()
         first = page.locator("#image-results .fs-prediction").first
         first.wait_for(timeout=120_000)
         labels = page.locator("#image-results .fs-prediction").evaluate_all(
@@ -115,7 +115,7 @@ def test_browser_loads_an_example_and_shows_predictions(app_url, browser):
         assert len(labels) == 6 and set(labels) <= {"bird", "bovine", "fish"}
         assert sum(a == b for a, b in zip(labels, ["bird", "bird", "bovine", "bovine", "fish", "fish"])) >= 4
         assert "queries classified" in page.locator("#image-status").inner_text()
-        page.screenshot(path=str(Path(__file__).parent / ".last_browser_test.png"), full_page=False)
+        page.screenshot(path=str(artifacts / "image_tab_example.png"), full_page=False)
     finally:
         page.close()
 

@@ -132,5 +132,5 @@ def test_bad_files_are_skipped_with_a_warning_and_unequal_shots_noted(tmp_path):
 def test_a_class_whose_files_are_all_broken_is_refused(tmp_path):
     bad = tmp_path / "a.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    with pytest.raises(ValueError, match="class 'fish' has no usable images \\(every file was skipped"):
+    with pytest.raises(ValueError, match="class 'fish' has no usable images \\(skipped a.png is not an image"):
         build_support([("bird", _example("bird")), ("fish", [str(bad)])])

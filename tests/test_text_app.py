@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -141,12 +140,12 @@ def test_classes_entered_in_the_text_tab_can_be_compared(client):
     assert {row[0] for row in table["data"]} == {"protonet", "linear"}
 
 
-def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browser):
+def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browser, artifacts):
     page = browser.new_page()
     try:
         page.goto(app_url, wait_until="load", timeout=60_000)
         page.get_by_role("tab", name="Text").click()
-        page.locator("#text-load-example").click()
+        page.locator("#text-examples").get_by_text("intents:").first.click()
         page.locator("#text-results .fs-prediction").first.wait_for(timeout=120_000)
         labels = page.locator("#text-results .fs-prediction").evaluate_all("cards => cards.map(c => c.dataset.label)")
         # The default example set is the first one, 'intents': 8 queries.
@@ -154,6 +153,6 @@ def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browse
         assert len(labels) == 8 and sum(a == b for a, b in zip(labels, expected)) >= 7
         assert "queries classified" in page.locator("#text-status").inner_text()
         assert page.locator("#text-queries textarea").input_value().startswith("Get me up at half past five")
-        page.screenshot(path=str(Path(tempfile.gettempdir()) / "fewshot_text_browser_test.png"), full_page=False)
+        page.screenshot(path=str(artifacts / "text_tab_example.png"), full_page=False)
     finally:
         page.close()

@@ -211,7 +211,7 @@ def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
     rows = image_tab.load_example("animals")
     with pytest.raises(ValueError, match="add at least one query image"):
         image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, None, None, None, *rows[1 : 1 + 2 * MAX_CLASSES])
-    with pytest.raises(ValueError, match="take or paste a picture first"):
+    with pytest.raises(ValueError, match="paste or upload a picture first"):
         image_tab.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
     with pytest.raises(ValueError, match="at least one query"):
         text_tab.classify("minilm", "linear", 0, "contrastive", " \n ", None, *text_tab.load_example("intents")[1 : 1 + 2 * MAX_CLASSES])
@@ -231,3 +231,97 @@ def test_every_method_the_text_tab_lists_classifies_from_the_tab(method):
     session, status, _first, cards = _text_classify("intents", method, steps=2)
     assert session.classifier.method == method and "queries classified" in status
     assert len(_labels(cards)) == len(session.query_names) > 0
+
+
+# ---- right and wrong, stale panels, the webcam, errors in the status -----------------------------
+def test_example_queries_are_marked_right_or_wrong_with_the_accuracy(single_thread, tmp_path):
+    (session, status, _, cards, _), truth, class_values = _image_classify("animals")
+    marks = re.findall(r'data-truth="([^"]+)" data-correct="(true|false)"', cards)
+    assert [t for t, _ in marks] == truth  # the folders the example queries are in
+    right = sum(c == "true" for _, c in marks)
+    assert f"Right on {right} of the 6 queries whose class is known" in status
+    # A browser uploads a query under a new path: an example query is still recognised by its content.
+    copied = tmp_path / "upload-1234" / "pigeon.jpg"
+    copied.parent.mkdir()
+    copied.write_bytes(Path(image_tab.example_set("animals")[1][0]).read_bytes())
+    assert image_tab.IMAGE.read_queries([str(copied)]).hints == ["bird"]
+    _, status, _, cards, _ = image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, [str(copied)], None,
+                                                session, *class_values)
+    assert 'data-truth="bird"' in cards and "Right on" in status
+
+
+def test_text_queries_name_their_class_after_a_bar_or_a_tab():
+    queries = "Wake me at 7 | set_alarm\nWill it rain?\tweather\nrock | paper\nJust a line"
+    session, *_ = _text_classify("intents")
+    rows = text_tab.load_example("intents")
+    session, status, _, cards = text_tab.classify(text_tab.DEFAULT_TEXT_ENCODER, "linear", 0, "contrastive", queries,
+                                                  session, *rows[1 : 1 + 2 * MAX_CLASSES])
+    assert session.query_names == ("Wake me at 7", "Will it rain?", "rock | paper", "Just a line")  # "paper" is no class
+    assert re.findall(r'data-truth="([^"]+)"', cards) == ["set_alarm", "weather"]
+    assert "queries whose class is known" in status and "the \"| class\" after each query" in status
+    assert text_tab.split_truth("a | b | c") == ("a | b", "c") and text_tab.split_truth("plain") == ("plain", None)
+
+
+def test_an_edit_of_the_classes_clears_what_showed_the_last_fit(single_thread):
+    (session, *_), _, _ = _image_classify("animals")
+    values = lambda status: [status, None, "", "cleared"]  # noqa: E731
+    assert support_set.classes_edited(4, session, values) == [support_set.STALE_NOTE, None, "", "cleared"]
+    skipped = support_set.classes_edited(2, None, values)
+    assert len(skipped) == 2 and "cleared" not in skipped  # nothing was fitted: nothing to clear
+    empty = lambda: ["", None]  # noqa: E731
+    assert support_set.panels_after_fit(3, empty, session, session.fitted_at)[0] != ""  # panels show this fit
+    assert support_set.panels_after_fit(3, empty, session, session.fitted_at - 1) == ["", None, None]  # an older one
+
+
+def test_frames_recorded_from_the_webcam_go_into_the_class_even_when_the_page_lags(single_thread):
+    from PIL import Image
+
+    (session, *_), _, class_values = _image_classify("animals")
+    burst, message = image_tab.start_burst(0, 2, 3, *class_values)
+    assert "Recording 2 frames into bird" in message and burst.base == class_values[MAX_CLASSES]
+    frame = Image.new("RGB", (64, 48), (200, 40, 40))
+    n_stale = 4
+    stale = lambda status: [status] * n_stale  # noqa: E731
+    outputs = [image_tab.camera_frame(frame, burst, True, session, n_stale=n_stale, stale_values=stale)
+               for _ in range(3)]
+    files = outputs[1][3]  # the second frame's update of class 1: both frames, whatever the page showed
+    assert len(files) == 7 and files[-2:] == burst.frames and "Recorded 2 of 2 frames" in outputs[1][2]
+    assert outputs[1][3 + 2 * MAX_CLASSES:] == [support_set.STALE_NOTE] * n_stale  # the classes changed
+    live = outputs[2]  # the recording is done: the next frame is classified live
+    assert set(live[1]) == {"bird", "bovine", "fish"} and "Live:" in live[2] and "Recorded 2 frames" in live[2]
+    with pytest.raises(ValueError, match="visible classes"):
+        image_tab.start_burst(5, 2, 3, *class_values)
+
+
+def test_a_gallery_counts_what_is_left_after_a_delete():
+    class Deleted:
+        _data = {"file": {"path": "/tmp/b.jpg"}, "index": 1}
+
+    assert image_tab.gallery_label([("/tmp/a.jpg", None), ("/tmp/b.jpg", None)], Deleted()).label == "1 image"
+    assert image_tab.gallery_label(["/tmp/a.jpg", "/tmp/c.jpg"]).label == "2 images"
+    assert "No images yet" in image_tab.gallery_label(None).label
+
+
+def test_errors_replace_the_status_line_then_reach_api_callers():
+    import gradio as gr
+
+    def failing(x):
+        raise ValueError("add at least one query image")
+
+    stream = common.errors_in_status(failing, 3, 1, {2: ""})(1)
+    first = next(stream)
+    assert first[1] == "**⚠️ Add at least one query image**" and first[2] == ""
+    with pytest.raises(gr.Error, match="add at least one query image"):
+        next(stream)
+
+
+def test_export_and_push_say_why_not(single_thread, monkeypatch):
+    (session, *_), _, _ = _image_classify("mixed_5way", method="ptmap")
+    with pytest.raises(ValueError, match="transductive"):
+        support_set.export_onnx(image_tab.IMAGE, session)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="cannot be reached"):
+        support_set.push_classifier(session, "someone/model", None)
+    text_session, *_ = _text_classify("sentiment")
+    code, _ = support_set.save_snippet(text_session, support_set.save_classifier(text_session))
+    assert "fsd.load(\"fewshot-text-classifier.safetensors\")" in code.value

@@ -38,7 +38,7 @@ from fewshot_demo.comparison import (  # noqa: E402
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
-from fewshot_demo.ui.common import user_errors  # noqa: E402
+from fewshot_demo.ui.common import errors_in_status, user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
 
 UPLOAD = "upload"
@@ -208,7 +208,9 @@ def results_table(results: Sequence[MethodResult]) -> list[list[Any]]:
 
 
 def status_markdown(update: ComparisonUpdate, elapsed: float) -> str:
-    lines = [f"**{update.message}** ({update.done}/{update.total} episodes, {elapsed:.1f} s)"]
+    """The one status line of a run (its progress too), then what was skipped or failed, and notes."""
+    share = f", {update.done / update.total:.0%}" if update.total and not update.finished else ""
+    lines = [f"**{update.message}** ({update.done}/{update.total} episodes{share}, {elapsed:.1f} s)"]
     lines += [f"- skipped {s}" for s in update.skipped]
     lines += [f"- failed {s}" for s in update.failed]
     lines += [f"- {n}" for n in update.notes]
@@ -244,8 +246,7 @@ def comparison_data(source_id: str, upload_value: Any, session: CompareSession |
 
 def run(source_id: str, upload_value: Any, way: float, shot_values: list, episode_count: float,
         method_names: list, session: CompareSession | None, image_session: SupportSession | None = None,
-        text_session: SupportSession | None = None, request: gr.Request | None = None,
-        progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+        text_session: SupportSession | None = None, request: gr.Request | None = None) -> Iterator[list[Any]]:
     """/compare_run: stream [status, table, reading, 3 plots, session, details choice, CSV, JSON].
 
     Raises:
@@ -266,16 +267,18 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
         gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
                    "about 30 s for long ones on a CPU. "
                    "Lower the episodes, or press Stop to keep what has finished.")
-    last_draw = 0.0
+    last_draw, drawn = 0.0, 0  # when the plots were drawn, and how many results they show
     try:
         for update in run_comparison(data, config, cancel=cancel):
-            progress(update.done / max(update.total, 1), desc=update.message)
             if update.kind in ("progress", "status"):
                 yield [status_markdown(update, time.perf_counter() - started), *[gr.skip()] * 9]
                 continue
-            draw = update.finished or time.perf_counter() - last_draw >= REDRAW_SECONDS
+            # Redraw when there is something new to show, at most once a second until the end; a
+            # Stop with nothing new answers without drawing.
+            draw = len(update.results) != drawn and (
+                update.finished or time.perf_counter() - last_draw >= REDRAW_SECONDS)
             if draw:
-                last_draw = time.perf_counter()
+                last_draw, drawn = time.perf_counter(), len(update.results)
             yield _results_outputs(CompareSession(data, config, update, upload_key), draw, started)
     finally:
         if _CANCEL.get(key) is cancel:
@@ -297,12 +300,13 @@ def _results_outputs(session: CompareSession, draw: bool, started: float) -> lis
 
 
 def stop(request: gr.Request | None = None) -> Any:
-    """/compare_stop: stop this browser session's comparison after the current episode."""
+    """/compare_stop: stop this browser session's comparison (within one episode, one fine-tuning
+    step, or one chunk of images being embedded or prepared)."""
     event = _CANCEL.get(getattr(request, "session_hash", None) or "default")
     if event is None:
         return gr.skip()
     event.set()
-    return "**Stopping after the current episode...**"
+    return "**Stopping...**"
 
 
 def details(session: CompareSession | None, choice: Any) -> list[Any]:
@@ -349,7 +353,8 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
     installed = [value for label, value in choices if value in BUILTIN_DATASETS and BUILTIN_DATASETS[value].is_installed()]
     with gr.Row():
         with gr.Column(scale=2):
-            source = gr.Dropdown(choices=choices, value=(installed or [UPLOAD])[0], label="Data set")
+            source = gr.Dropdown(choices=choices, value=(installed or [UPLOAD])[0], label="Data set",
+                                 elem_id="compare-source")
             upload = gr.File(label="Upload (zip of class folders, or CSV/TSV/JSONL with text,label)",
                              file_types=[".zip", ".csv", ".tsv", ".jsonl"], file_count="single", height=130)
         with gr.Column(scale=2):
@@ -362,7 +367,7 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
             with gr.Row():
                 run_button = gr.Button("Run", variant="primary", elem_id="compare-run")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-    status = gr.Markdown(elem_id="compare-status")
+    status = gr.Markdown(elem_id="compare-status", elem_classes=["fs-status"])
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Results (accuracy and CI in %)", interactive=False,
                          elem_id="compare-table")
     verdict = gr.Markdown(elem_id="compare-reading")
@@ -388,7 +393,11 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
     tab_sessions = [state if state is not None else gr.State(None) for state in (image_session, text_session)]
     run_inputs = [source, upload, n_way, shots, episodes, methods, session, *tab_sessions]
     run_outputs = [status, table, verdict, accuracy_plot, curve_plot, time_plot, session, detail_choice, csv_file, json_file]
-    run_button.click(user_errors(run), run_inputs, run_outputs, api_name="compare_run", concurrency_limit=2)
-    stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None)
+    # The progress shows on the status line alone: the table, reading and plots stay readable while
+    # they update, and Stop is answered at once (its own event, no queue limit).
+    run_button.click(errors_in_status(run, len(run_outputs), 0), run_inputs, run_outputs, api_name="compare_run",
+                     concurrency_limit=2,
+                     show_progress="minimal", show_progress_on=[status])
+    stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None, show_progress="hidden")
     detail_button.click(user_errors(details), [session, detail_choice],
                         [per_class, confusion_plot, mistakes_gallery, mistakes_text], api_name="compare_details")

@@ -1,8 +1,9 @@
 """The text few-shot tab: classes of example texts, a method, queries, and why each prediction.
 
-The class rows, self-check and save/load come from ``ui.support_set``; this module says what a
-text class row holds (``TextModality``) and adds the text-only parts: the CSV/TSV/JSONL upload,
-the encoder, the fine-tune settings and the bundled example sets.
+The class rows, self-check and the export panel come from ``ui.support_set``; this module says what
+a text class row holds (``TextModality``: example texts one per line, with a count) and adds the
+text-only parts: the CSV/TSV/JSONL upload, the encoder, the fine-tune settings, the one-click example
+sets, and queries that may name their true class (``text | class``).
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ from fewshot_demo.text.task import (
 )
 from fewshot_demo.ui import support_set
 from fewshot_demo.ui.common import (
+    errors_in_status,
     file_paths,
     has_finetune_options,
+    known_truths,
     method_choices as registry_choices,
     notes_markdown,
     offer_methods,
     option_field,
     option_slider,
+    page_style,
     user_errors,
 )
-from fewshot_demo.ui.support_set import Queries, SupportSession, SupportSetUI
+from fewshot_demo.ui.support_set import Queries, ResultsUI, SupportSession, SupportSetUI
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "text"
 #: Offered first, in this order; every other method that runs on the encoder follows.
@@ -100,6 +104,30 @@ def _class_blocks(texts: list[str], labels: list[str]) -> list[tuple[str, str]]:
     return [(name, "\n".join(lines)) for name, lines in blocks.items()]
 
 
+def example_caption(name: str) -> str:
+    """What an example card says, most telling first: the set, its classes, examples per class."""
+    blocks, queries = example_set(name)
+    counts = sorted({len(block.splitlines()) for _, block in blocks})
+    per_class = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{name}: {len(blocks)} classes x {per_class} examples, {len(queries.splitlines())} queries ({', '.join(n for n, _ in blocks)})"
+
+
+def text_count_label(block: str | None) -> str:
+    """A class row's text box label: how many examples it holds."""
+    count = len(split_lines(block))
+    return "Examples, one per line" + (f": {count}" if count else "")
+
+
+def split_truth(line: str) -> tuple[str, str | None]:
+    """Split ``"text | class"`` (or ``"text<TAB>class"``, as pasted from two spreadsheet columns) into
+    the text and the class it names; a line without either is (line, None)."""
+    for separator in ("\t", " | "):
+        text, found, label = line.rpartition(separator)
+        if found and text.strip() and label.strip():
+            return text.strip(), label.strip()
+    return line, None
+
+
 def _caption(label: str, text: str) -> str:
     text = " ".join(text.split())
     return f"{label}: {text if len(text) <= CAPTION_CHARS else text[: CAPTION_CHARS - 1] + '…'}"
@@ -114,10 +142,31 @@ class TextModality(support_set.SupportModality):
     tuned = "encoder"
     features_noun = "embeddings"
     add_items_hint = "type examples into the classes"
+    truth_source = "the \"| class\" after each query"
 
     def item_box(self) -> gr.Component:
-        return gr.Textbox(label="Examples, one per line", lines=3, max_lines=12, scale=3,
-                          placeholder="one example text per line")
+        return gr.Textbox(label=text_count_label(""), lines=3, max_lines=8, scale=3,
+                          placeholder="one example text per line", elem_classes=["fs-class-texts"])
+
+    def wire_row(self, item: gr.Component, display: gr.Component | None) -> list[Any]:
+        item.change(lambda block: gr.Textbox(label=text_count_label(block)), item, item, api_name=False,
+                    show_progress="hidden", queue=False, trigger_mode="always_last")
+        return [item.input]
+
+    def with_truths(self, queries: Queries, class_names: list[str]) -> tuple[Queries, list[str | None]]:
+        """A query line ``text | class`` (or with a tab) names its true class when ``class`` is one of
+        the classes; the text alone is classified. Other lines are classified as they are."""
+        known = {name.casefold() for name in class_names}
+        texts, hints = [], []
+        for line in queries.items:
+            text, label = split_truth(line)
+            if label is not None and label.casefold() in known:
+                texts.append(text)
+                hints.append(label)
+            else:
+                texts.append(line)
+                hints.append(None)
+        return Queries(texts, texts, [None] * len(texts), queries.notes), known_truths(hints, class_names)
 
     def has_items(self, item: Any) -> bool:
         return bool(split_lines(item))
@@ -176,6 +225,14 @@ def load_example(name: str) -> list[Any]:
     return [*support_set.fill_rows(TEXT, blocks), queries]
 
 
+def load_example_card(index: int) -> list[Any]:
+    """An example card's click: what ``load_example`` returns for the card's set."""
+    sets = list_example_sets()
+    if index is None or not 0 <= int(index) < len(sets):
+        raise ValueError("pick one of the example sets")
+    return load_example(sets[int(index)])
+
+
 def upload_classes(value: Any) -> list[Any]:
     """/text_upload: fill the class rows from a CSV/TSV/JSONL file; [*fill_rows, status].
 
@@ -198,25 +255,31 @@ def build_text_tab() -> SupportSetUI:
         The tab's support-set widget; its ``session`` holds the fitted classifier and the classes
         (the comparison tab offers them as a data set).
     """
+    page_style()
     session = gr.State(None)  # this browser session's SupportSession
     gr.Markdown(
         "Name each class and type a few example texts, **one per line** (5-8 per class is plenty), "
         "or upload one CSV/TSV/JSONL file with `text` and `label` columns. Add query texts, one per "
-        "line, and press **Classify**. Or load an example set."
+        "line, and press **Classify**. Or click an example set."
     )
+    sets = list_example_sets()
+    example_cards = gr.Dataset(
+        components=[gr.Textbox(visible=False)], samples=[[example_caption(name)] for name in sets],
+        label="Example sets: one click loads a set and classifies its queries", type="index", layout="table",
+        elem_id="text-examples",
+    )
+    # The API's way to load an example by name (the cards above are the page's way).
+    with gr.Row(visible=False):
+        example_choice = gr.Dropdown(choices=sets, value=(sets or [None])[0], label="Example set")
+        example_button = gr.Button("Load example and classify", elem_id="text-load-example")
     with gr.Row():
         with gr.Column(scale=3):
-            with gr.Row():
-                example_choice = gr.Dropdown(
-                    choices=list_example_sets(), value=(list_example_sets() or [None])[0], label="Example set", scale=3
-                )
-                example_button = gr.Button("Load example and classify", scale=2, elem_id="text-load-example")
             rows = support_set.build_class_rows(TEXT)
             upload = gr.File(
                 label="...or upload a CSV, TSV or JSONL file with 'text' and 'label' columns (fills the classes)",
                 file_types=[".csv", ".tsv", ".jsonl"], file_count="single", height=140,
             )
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=260):
             encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder", elem_id="text-encoder")
             method = gr.Dropdown(choices=method_choices(), value="linear", label="Method", elem_id="text-method")
             with gr.Group(visible=False, elem_id="text-finetune") as finetune_settings:
@@ -226,30 +289,41 @@ def build_text_tab() -> SupportSetUI:
                     [(LOSS_LABELS.get(c, c), c) for c in option_field("finetune", "text", "loss").metadata["choices"]],
                     value="contrastive", label="Fine-tuning loss",
                 )
-            queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries")
+            queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries",
+                                 info="End a line with \" | class\" to have it marked right or wrong.",
+                                 placeholder="Will it rain tomorrow? | weather")
             classify_button = gr.Button("Classify", variant="primary", elem_id="text-classify")
 
-    status = gr.Markdown(elem_id="text-status")
+    status = gr.Markdown(elem_id="text-status", elem_classes=["fs-status"])
     first_label = gr.Label(num_top_classes=5, label="First query")
     results = gr.HTML(elem_id="text-results")
-    widget = SupportSetUI(TEXT, session, rows, support_set.build_panels())
+    widget = SupportSetUI(TEXT, session, rows,
+                          support_set.build_panels(onnx="Export to ONNX (encoder + head, with its tokenizer)"),
+                          ResultsUI(status, first_label, results))
 
     # ---- events -------------------------------------------------------------------------------
     support_set.wire_support_set(
-        widget, encoder, clear_outputs=[queries, status, first_label, results, upload],
-        clear_values=["", "", None, "", None], check_inputs=[encoder],
+        widget, encoder, clear_outputs=[queries, upload], clear_values=["", None], check_inputs=[encoder],
     )
     method.change(lambda m: gr.Group(visible=has_finetune_options(m, "text")), method, finetune_settings, api_name=False)
     encoder.change(functools.partial(offer_methods, method_choices, "linear"), [encoder, method], method,
                    api_name=False)
-    upload.upload(user_errors(upload_classes), upload, [*rows.outputs, status], api_name="text_upload")
+    uploaded = upload.upload(user_errors(upload_classes), upload, [*rows.outputs, status], api_name="text_upload")
+    uploaded.success(lambda: widget.stale_values(""), None, widget.stale_outputs[1:], api_name=False)
 
+    classify_outputs = [session, status, first_label, results]
     classify_inputs = dict(
         inputs=[encoder, method, steps, loss, queries, session, *rows.values],
-        outputs=[session, status, first_label, results],
+        outputs=classify_outputs,
+        show_progress_on=[status],
     )
-    classify_button.click(user_errors(classify), **classify_inputs, api_name="text_classify")
-    example_button.click(
-        user_errors(load_example), example_choice, [*rows.outputs, queries], api_name="text_load_example"
-    ).success(user_errors(classify), **classify_inputs, api_name=False)
+    classify_handler = errors_in_status(classify, len(classify_outputs), 1, {2: None, 3: ""})
+    support_set.wire_classify(widget, classify_button.click(classify_handler, **classify_inputs,
+                                                            api_name="text_classify"))
+    for loader, api_name, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
+                                              (load_example_card, False, example_cards, example_cards.click)):
+        loaded = trigger(user_errors(loader), source, [*rows.outputs, queries], api_name=api_name)
+        cleared = loaded.success(lambda: widget.stale_values(""), None, widget.stale_outputs, api_name=False,
+                                 show_progress="hidden")
+        support_set.wire_classify(widget, cleared.success(classify_handler, **classify_inputs, api_name=False))
     return widget
