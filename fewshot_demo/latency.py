@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         def click(query_paths: list[str]) -> float:
             began = time.perf_counter()
             client.predict("efficientnet_lite0", "protonet", 5, True, 0.5, [handle_file(q) for q in query_paths], None,
-                           *padded_names, *padded_files, api_name="/image_classify")
+                           *padded_names, *padded_files, 5, api_name="/image_classify")
             return time.perf_counter() - began
 
         first_click = click(queries[:1])
