@@ -34,9 +34,11 @@ from fewshot_demo.comparison import (  # noqa: E402
     method_label,
     reading,
     run_comparison,
+    stop_within,
     write_exports,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
+from fewshot_demo.limits import check_episodes  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
 from fewshot_demo.ui.common import user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
@@ -254,6 +256,7 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
     started = time.perf_counter()
     if not method_names:
         raise ValueError("choose at least one method")
+    check_episodes(int(episode_count), len(method_names))
     config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
                               n_episodes=int(episode_count),
                               methods=tuple(cheapest_first(method_names)))  # first results within a second or two
@@ -268,7 +271,7 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
                    "Lower the episodes, or press Stop to keep what has finished.")
     last_draw = 0.0
     try:
-        for update in run_comparison(data, config, cancel=cancel):
+        for update in stop_within(run_comparison(data, config, cancel=cancel), cancel):  # Stop within 0.1 s
             progress(update.done / max(update.total, 1), desc=update.message)
             if update.kind in ("progress", "status"):
                 yield [status_markdown(update, time.perf_counter() - started), *[gr.skip()] * 9]
