@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import lzma
 import random
 import tempfile
@@ -34,6 +35,8 @@ from fewshot_demo.settings import settings
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 #: Largest uploaded zip we unpack (uncompressed bytes) and the most files in it.
 MAX_ZIP_BYTES = 300 * 2**20
@@ -264,18 +267,60 @@ def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> Em
     data = load_dataset(dataset_id)
     name = f"builtin-v{FEATURE_CACHE_VERSION}-{dataset_id}-{encoder_id.replace(':', '_')}-{_fingerprint(data)}.pt"
     cache = feature_cache_dir() / name
-    if cache.is_file():
-        pool = embed_pool(data, encoder_id, device, features=torch.load(cache, map_location="cpu", weights_only=True))
+    features = cached_features(cache, data, encoder_id, device)
+    if features is not None:
+        pool = embed_pool(data, encoder_id, device, features=features)
     else:
         pool = embed_pool(data, encoder_id, device)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(pool.prepare("features").cpu(), cache)
-        except OSError:
-            pass  # a read-only home: the in-memory cache still works
+        _write_features(cache, pool.prepare("features").cpu())
     with _LOCK:
         _POOLS.setdefault(key, pool)
     return _POOLS[key]
+
+
+def cached_features(cache: Path, data: LoadedData, encoder_id: str, device: "torch.device") -> "torch.Tensor | None":
+    """The features cached in ``cache`` when they can be trusted, else None (and the file is rebuilt).
+
+    A file that does not load (truncated, corrupted, not a tensor), has the wrong shape or
+    non-finite values, or whose first item does not match a fresh embedding of that item (another
+    encoder's features under the same name), is logged and ignored.
+    """
+    import torch
+
+    if not cache.is_file():
+        return None
+    try:
+        features = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a damaged file fails in many ways; it is rebuilt
+        logger.warning("feature cache %s does not load (%s); embedding again", cache.name, type(error).__name__)
+        return None
+    if data.modality == "image":
+        from fewshot_demo.backbones import load_backbone
+
+        probe = load_backbone(encoder_id, device).embed(data.items[:1])
+    else:
+        from fewshot_demo.text.encoders import load_encoder
+
+        probe = load_encoder(encoder_id, device).embed(data.items[:1])
+    if (not isinstance(features, torch.Tensor) or not features.is_floating_point()
+            or tuple(features.shape) != (len(data.items), *probe.shape[1:]) or not torch.isfinite(features).all()
+            or not torch.allclose(features[:1].float(), probe.float().cpu(), rtol=1e-3, atol=1e-3)):
+        logger.warning("feature cache %s does not match %s on %s; embedding again", cache.name, encoder_id, data.modality)
+        return None
+    return features
+
+
+def _write_features(cache: Path, features: "torch.Tensor") -> None:
+    """Write the features next to the cache file, then move them in place (a reader never sees half a file)."""
+    import torch
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{threading.get_ident()}.partial")
+        torch.save(features, partial)
+        partial.replace(cache)
+    except OSError:
+        pass  # a read-only home: the in-memory cache still works
 
 
 # ------------------------------------------------------------------------------------- user data
@@ -321,7 +366,7 @@ def _zip_members(archive: zipfile.ZipFile, name: str, max_files: int, max_bytes:
         raise UserInputError(f"{name} holds {count} {'files' if limit == MAX_ZIP_FILES else 'images'}; at most {limit} "
                              "are read. Zip fewer images")
     if sum(m.file_size for m in members) > max_bytes:
-        raise UserInputError(f"{name} unpacks to more than {max_bytes // 2**20} MB; zip smaller or fewer images")
+        raise UserInputError(f"{name} unpacks to more than {max_bytes / 2**20:.4g} MB; zip smaller or fewer images")
     for member in members:
         path = PurePosixPath(member.filename.replace("\\", "/"))
         if member.filename.startswith(("/", "\\")) or ".." in path.parts or ":" in "".join(path.parts[:1]):

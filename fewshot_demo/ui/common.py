@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fewshot_demo.classifier import Prediction, SelfCheck  # noqa: E402
@@ -49,6 +50,13 @@ def user_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
             raise gr.Error(str(error), print_exception=False) from None
 
     return wrapped
+
+
+def subplots(**figure_options: Any) -> tuple[Figure, Any]:
+    """A figure and its axes made without pyplot's global figure registry, which concurrent requests
+    would share (its figures and their numbers are process-wide state)."""
+    figure = Figure(**figure_options)
+    return figure, figure.subplots()
 
 
 def notes_markdown(summary: str, notes: Sequence[str]) -> str:
@@ -207,8 +215,8 @@ def embedding_map_figure(
     query_predictions: Sequence[int] = (),
 ):
     """Scatter plot: support items (dots), prototypes (large X), queries (stars, coloured by prediction)."""
-    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=90)
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(class_names), 2)))
+    figure, axes = subplots(figsize=(6, 4.5), dpi=90)
+    colors = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(class_names), 2)))
     labels = np.asarray(support_labels)
     for c, name in enumerate(class_names):
         points = coordinates["support"][labels == c]
@@ -229,7 +237,7 @@ def embedding_map_figure(
 def adaptation_figure(history: Sequence[dict]):
     """Support loss and accuracy after each inner adaptation step (MAML and friends)."""
     steps = [h["step"] for h in history]
-    figure, loss_axes = plt.subplots(figsize=(6, 3), dpi=90)
+    figure, loss_axes = subplots(figsize=(6, 3), dpi=90)
     loss_axes.plot(steps, [h["support_loss"] for h in history], "o-", color="#cf222e", label="support loss")
     loss_axes.set_xlabel("inner step")
     loss_axes.set_ylabel("support loss")

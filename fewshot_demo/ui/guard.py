@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -50,11 +51,14 @@ GENERIC_MESSAGE = (
 
 
 # ------------------------------------------------------------------------------------------ messages
+@functools.cache
 def _private_folders() -> list[str]:
-    """Folders whose paths must not appear in messages: Gradio's uploads and the temporary folder."""
+    """Folders whose paths must not appear in messages: Gradio's uploads, the temporary folder, the
+    home folder, the app's own folder and Python's (a path in them shows as its last part)."""
     from gradio.utils import get_upload_folder
 
-    folders = {get_upload_folder(), tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), str(Path.home())}
+    folders = {get_upload_folder(), tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), str(Path.home()),
+               str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix}
     return sorted((f.rstrip("/") for f in folders if f and f != "/"), key=len, reverse=True)
 
 
