@@ -87,7 +87,8 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
         loaded, names, skipped = load_images(list(files or []), current.max_images_per_class, f"class {name!r}")
         warnings.extend(skipped)
         if not loaded:
-            reason = " (every file was skipped, see above)" if skipped else ""
+            reasons = "; ".join(warning.split(": skipped ", 1)[-1] for warning in skipped)
+            reason = f" (every file was skipped: {reasons})" if skipped else ""
             raise ValueError(f"class {name!r} has no usable images{reason}; add at least one image to it")
         images.extend(loaded)
         labels.extend([label] * len(loaded))

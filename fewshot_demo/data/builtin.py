@@ -454,12 +454,11 @@ def read_zip_folder(root: Path, name: str, **kwargs: Any) -> Any:
     from fewshot_demo.data.image_folder import list_image_folder
 
     try:
-        return read_image_folder(root, **kwargs) if kwargs else list_image_folder(root)
-    except UserInputError:
-        raise
-    except ValueError:
+        listing = list_image_folder(root)
+    except ValueError:  # its message names the temporary folder
         raise UserInputError(f"{name} has no images in class folders; zip a folder holding one sub-folder of images "
                              "per class (bird/1.jpg, bird/2.jpg, fish/1.jpg, ...)") from None
+    return read_image_folder(root, **kwargs) if kwargs else listing
 
 
 def data_from_upload(path: str | Path, name: str | None = None) -> LoadedData:
