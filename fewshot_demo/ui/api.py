@@ -60,8 +60,11 @@ def upload(value: Any, what: str) -> Upload:
         raise UserInputError(f"send {what} as an uploaded file (gradio_client: handle_file(path)), not as text")
     uploads = Path(get_upload_folder()).resolve()
     resolved = Path(os.path.abspath(path)).resolve()
-    if not resolved.is_relative_to(uploads) or not resolved.is_file():
+    if not resolved.is_relative_to(uploads):
         raise UserInputError(f"{Path(path).name}: send {what} as an uploaded file (gradio_client: handle_file(path))")
+    if not resolved.is_file():
+        raise UserInputError(f"{Path(path).name} is no longer on the server (uploads are removed after a while); "
+                             "send it again")
     name = (value.get("orig_name") if isinstance(value, dict) else getattr(value, "orig_name", None)) or resolved.name
     return Upload(str(resolved), Path(str(name)).name)
 
