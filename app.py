@@ -75,6 +75,7 @@ def build_demo() -> GuardedBlocks:
         api.COMPARE_GROUP: (current.compare_concurrency, (compare_tab.run,)),
     })
     api.publish_only(demo)
+    api.on_gpu(demo)  # on a Hugging Face Space: fits, classifications and comparisons under spaces.GPU
     demo.unload(end_session)
     demo.temp_files = guard(demo, TempFiles(max_age_s=current.temp_max_age_s))
     return demo

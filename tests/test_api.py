@@ -160,3 +160,35 @@ def test_a_fresh_client_gets_every_public_endpoint(app_url):
     fresh = Client(app_url, verbose=False)
     endpoints = fresh.view_api(return_format="dict")["named_endpoints"]
     assert set(PUBLIC_ENDPOINTS) <= {name.lstrip("/") for name in endpoints}
+
+
+def test_heavy_handlers_ask_for_a_gpu_where_the_spaces_package_is(monkeypatch):
+    import sys
+    import types
+
+    import gradio as gr
+
+    from fewshot_demo.ui import api
+
+    asked = []
+
+    def gpu(duration):
+        def decorate(fn):
+            asked.append((fn.__name__, duration))
+            return fn
+
+        return decorate
+
+    def classify(text: str) -> str:
+        return text
+
+    def light(text: str) -> str:
+        return text
+
+    with gr.Blocks() as demo:
+        gr.api(classify, api_name="classify", concurrency_id=api.CLASSIFY_GROUP)
+        gr.api(light, api_name="light")
+    monkeypatch.setitem(sys.modules, "spaces", None)  # not importable, as anywhere but on a Space
+    assert api.on_gpu(demo) == 0
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    assert api.on_gpu(demo) == 1 and asked == [("classify", api.GPU_SECONDS[api.CLASSIFY_GROUP])]

@@ -253,6 +253,36 @@ def set_concurrency(demo: gr.Blocks, groups: dict[str, tuple[int | None, tuple[A
                 block_fn.concurrency_limit = limit
 
 
+#: Seconds of GPU a handler of each group may hold on a ZeroGPU Space (spaces.GPU's ``duration``).
+GPU_SECONDS = {CLASSIFY_GROUP: 60, PREDICT_GROUP: 20, COMPARE_GROUP: 240}
+
+
+def on_gpu(demo: gr.Blocks, seconds: dict[str, int] = GPU_SECONDS) -> int:
+    """Run the handlers of the heavy concurrency groups under ``spaces.GPU`` on a Hugging Face Space.
+
+    Where the ``spaces`` package is not importable (anywhere but a Space), nothing changes; on a
+    Space without ZeroGPU hardware ``spaces.GPU`` itself does nothing. Call it before
+    ``guard.guard``, so error handling stays outside the GPU call.
+
+    Args:
+        demo: the built app, its events already in their concurrency groups.
+        seconds: {concurrency id: GPU seconds one call may hold}.
+
+    Returns:
+        How many handlers now ask for a GPU.
+    """
+    try:
+        import spaces
+    except ImportError:
+        return 0
+    wrapped = 0
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None and block_fn.concurrency_id in seconds:
+            block_fn.fn = spaces.GPU(duration=seconds[block_fn.concurrency_id])(block_fn.fn)
+            wrapped += 1
+    return wrapped
+
+
 def _innermost(fn: Any) -> Any:
     while True:
         if isinstance(fn, functools.partial):
