@@ -256,21 +256,23 @@ def test_a_zip_bomb_is_refused_from_its_headers_and_a_lying_header_is_caught(tmp
 
 
 # ------------------------------------------------------------------------------------------ feature cache
+TINY = "six_texts_for_the_cache_tests"  # an id no other test uses: pools are cached per id for the process
+
+
 @pytest.fixture
 def tiny_builtin(monkeypatch, tmp_path):
     """A built-in text data set of 6 short texts, its feature cache under tmp_path."""
-    from fewshot_demo.settings import settings
-
     data = LoadedData("text", ["cats purr", "dogs bark", "kittens", "rain falls", "sunny sky", "storm"],
                       ["pets", "pets", "pets", "weather", "weather", "weather"])
-    spec = builtin.BuiltinDataset("tiny", "tiny", "text", "minilm", None, "none", "six texts",
+    spec = builtin.BuiltinDataset(TINY, "six texts", "text", "minilm", None, "none", "six texts",
                                   lambda: True, lambda: data)
-    monkeypatch.setitem(builtin.BUILTIN_DATASETS, "tiny", spec)
-    monkeypatch.setenv("FEWSHOT_FEATURE_CACHE", str(tmp_path))
-    settings.cache_clear()
+    monkeypatch.setitem(builtin.BUILTIN_DATASETS, TINY, spec)
+    # Patched here rather than through FEWSHOT_FEATURE_CACHE: the app the other tests launched in
+    # this process may read the settings on another thread at any moment.
+    monkeypatch.setattr(builtin, "feature_cache_dir", lambda: tmp_path)
     yield data, tmp_path
-    builtin._LOADED.pop("tiny", None)
-    for key in [k for k in builtin._POOLS if k[0] == "tiny"]:
+    builtin._LOADED.pop(TINY, None)
+    for key in [k for k in builtin._POOLS if k[0] == TINY]:
         del builtin._POOLS[key]
 
 
@@ -278,9 +280,10 @@ def tiny_builtin(monkeypatch, tmp_path):
 def test_a_damaged_feature_cache_is_detected_and_rebuilt(tiny_builtin, damage):
     data, folder = tiny_builtin
     device = torch.device("cpu")
-    good = builtin.builtin_pool("tiny", "minilm", device).prepare("features")
-    [cache] = folder.glob("builtin-*tiny*.pt")
-    builtin._POOLS.clear()
+    good = builtin.builtin_pool(TINY, "minilm", device).prepare("features")
+    [cache] = folder.glob(f"builtin-*{TINY}*.pt")
+    for key in [k for k in builtin._POOLS if k[0] == TINY]:
+        del builtin._POOLS[key]  # as after a restart: only the disk cache is left
     if damage == "garbage":
         cache.write_bytes(b"\x00not a torch file")
     elif damage == "truncated":
@@ -293,7 +296,7 @@ def test_a_damaged_feature_cache_is_detected_and_rebuilt(tiny_builtin, damage):
         torch.save({"features": good}, cache)
     else:
         torch.save(torch.full_like(good, float("nan")), cache)
-    rebuilt = builtin.builtin_pool("tiny", "minilm", device).prepare("features")
+    rebuilt = builtin.builtin_pool(TINY, "minilm", device).prepare("features")
     assert torch.allclose(rebuilt, good, atol=1e-4)
     assert torch.allclose(torch.load(cache, weights_only=True), good, atol=1e-4)  # the file is whole again
 
@@ -356,3 +359,21 @@ def test_plots_drawn_by_concurrent_requests_never_touch_pyplots_shared_state(mon
     for thread in threads:
         thread.join()
     assert errors == [] and plt.get_fignums() == []
+
+
+def test_when_a_browser_session_ends_its_files_go_and_its_comparison_stops(tmp_path):
+    import types
+
+    import app as app_module
+    from fewshot_demo.ui import compare_tab
+
+    folder = Path(app_module.demo.temp_files.root) / "fewshot-session-end-test"
+    folder.mkdir(exist_ok=True)
+    app_module.demo.temp_files.track("ending-session", [str(folder / "export.csv")])
+    stop = threading.Event()
+    compare_tab._CANCEL["ending-session"] = stop
+    try:
+        app_module.end_session(types.SimpleNamespace(session_hash="ending-session"))
+    finally:
+        compare_tab._CANCEL.pop("ending-session", None)
+    assert not folder.exists() and stop.is_set()

@@ -83,14 +83,14 @@ def test_stop_passes_a_runs_own_end_and_errors_through():
         list(stop_within(failing(), threading.Event()))
 
 
-def test_the_app_puts_comparisons_and_classifications_in_their_own_groups():
+def test_the_app_puts_comparisons_and_classifications_in_their_own_groups(client):
     import app as app_module
 
     groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in app_module.demo.fns.values()}
     assert groups["compare_run"] == ("compare", 1)
     assert groups["image_classify"] == groups["text_classify"] == groups["fit_images"] == ("classify", 2)
     assert groups["predict"] == ("predict", 4) and groups["compare_stop"][1] is None
-    assert app_module.demo.queue()._queue.max_size == Limits.max_queue
+    assert app_module.demo._queue.max_size == Limits.max_queue  # queue() of the launched app (conftest)
 
 
 def test_a_comparison_over_the_limits_is_refused_before_it_starts(client, monkeypatch):
@@ -125,3 +125,20 @@ def test_a_long_comparison_does_not_hold_back_a_classification_and_stops_at_once
     assert "Stopped" in status, status
     assert classify_seconds < 5, classify_seconds
     assert stop_seconds < 1.5, stop_seconds
+
+
+def test_an_upload_over_the_size_limit_is_refused_by_the_web_server(app_url):
+    import httpx
+
+    too_big = b"\0" * (int(Limits.max_upload_mb * 2**20) + 1024)
+    response = httpx.post(app_url + "gradio_api/upload", files=[("files", ("huge.png", too_big))], timeout=60)
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_the_query_limit_of_the_image_tab_follows_the_environment(monkeypatch):
+    from fewshot_demo.ui import image_tab
+
+    monkeypatch.setenv("FEWSHOT_MAX_QUERY_IMAGES", "2")
+    settings.cache_clear()
+    with pytest.raises(ValueError, match="3 images; at most 2"):
+        image_tab.IMAGE.read_queries(["a.png", "b.png", "c.png"])

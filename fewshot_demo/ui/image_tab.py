@@ -19,7 +19,6 @@ from fewshot_demo.classifier import FewShotClassifier, Prediction
 from fewshot_demo.data.builtin import data_from_items
 from fewshot_demo.data.image_folder import list_image_folder
 from fewshot_demo.image_task import (
-    MAX_QUERY_IMAGES,
     build_support,
     classify_images,
     fit_image_classifier,
@@ -128,7 +127,7 @@ class ImageModality(support_set.SupportModality):
         paths = list(value)
         if not paths:
             raise ValueError("add at least one query image (upload, webcam or clipboard), then press Classify")
-        images, names, skipped = load_images(paths, MAX_QUERY_IMAGES, "queries")
+        images, names, skipped = load_images(paths, None, "queries")  # None: limits().max_query_images
         if not images:
             raise ValueError("none of the query files is a usable image; " + "; ".join(skipped))
         return Queries(images, names, [thumbnail_data_uri(image) for image in images], skipped)
