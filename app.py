@@ -11,9 +11,11 @@ import threading
 import gradio as gr
 import torch
 
+from fewshot_demo.limits import limits
 from fewshot_demo.settings import settings
-
+from fewshot_demo.ui import api, compare_tab, image_tab, text_tab
 from fewshot_demo.ui.compare_tab import build_compare_tab
+from fewshot_demo.ui.guard import GuardedBlocks, TempFiles, guard
 from fewshot_demo.ui.image_tab import EXAMPLES_DIR, build_image_tab
 from fewshot_demo.ui.text_tab import build_text_tab
 
@@ -24,47 +26,40 @@ learning on the same episodes. Everything runs offline on bundled pretrained wei
 EfficientNet-Lite0 (ImageNet) for images, all-MiniLM-L6-v2 for text.
 """
 
-
-_warm = threading.Event()
-_warm_started = threading.Event()
-_warm_lock = threading.Lock()
+#: One loader of the default models: start-up starts it, /warmup waits for it.
+warm = api.Warmup()
 
 
 def warm_up() -> None:
     """Load the default backbone and text encoder in the background, so first clicks do not wait."""
-    from fewshot_demo.backbones import load_backbone
-    from fewshot_demo.text.encoders import load_encoder
-
-    try:
-        load_backbone()
-        load_encoder()
-    finally:
-        _warm.set()
-
-
-def start_warm_up() -> None:
-    """Start the warm-up in the background, once: a second one would load the models again, and a
-    /warmup call that started it while the launch's was running kept the CPU busy for a second after
-    it answered (the first click then took 1.7 s instead of 0.8 s)."""
-    with _warm_lock:
-        if not _warm_started.is_set():
-            _warm_started.set()
-            threading.Thread(target=warm_up, daemon=True).start()
+    warm.load()
 
 
 def wait_until_warm() -> str:
-    """API: returns once the default models are loaded (used by health checks and benchmarks)."""
-    start_warm_up()
-    _warm.wait(timeout=300)
-    return "ready"
+    """Load the default image backbone and text encoder if they are not yet; returns "ready" once both are loaded.
+
+    Returns:
+        "ready". A call during start-up waits for the loading in progress; calling it again is harmless.
+    """
+    return warm()
 
 
-def build_demo() -> gr.Blocks:
+def end_session(request: gr.Request) -> None:
+    """When a browser session ends: stop its comparison, remove its temporary files, free its id."""
+    compare_tab.stop(request)
+    demo.temp_files.end_session(request.session_hash)
+    if demo.sessions is not None:
+        demo.sessions.release(request.session_hash)
+
+
+def build_demo() -> GuardedBlocks:
     """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
     # One intra-op thread per request: a small server spends its cores on concurrent users, and a
     # second thread on a busy core turns a 16 ms forward pass into seconds (see device.one_thread).
     torch.set_num_threads(settings().torch_threads)
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 7200)) as demo:
+    current = limits()
+    age = int(current.temp_max_age_s)
+    with GuardedBlocks(title=TITLE, delete_cache=(max(60, min(600, age // 2)), age)) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):
             images = build_image_tab()
@@ -73,16 +68,24 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Transfer vs meta", id="compare"):
             # The one cross-tab link: the comparison offers the classes of the tab classified last.
             build_compare_tab(image_session=images.session, text_session=texts.session)
-        gr.api(wait_until_warm, api_name="warmup")
+        api.add_endpoints(wait_until_warm)
+    # A long comparison has its own group, so it never holds back a classification.
+    api.set_concurrency(demo, {
+        api.CLASSIFY_GROUP: (current.classify_concurrency, (image_tab.classify, text_tab.classify)),
+        api.COMPARE_GROUP: (current.compare_concurrency, (compare_tab.run,)),
+    })
+    api.publish_only(demo)
+    api.on_gpu(demo)  # on a Hugging Face Space: fits, classifications and comparisons under spaces.GPU
+    demo.unload(end_session)
+    demo.temp_files = guard(demo, TempFiles(max_age_s=current.temp_max_age_s))
     return demo
 
 
 demo = build_demo()
 
 if __name__ == "__main__":
-    start_warm_up()
-    demo.queue(default_concurrency_limit=2).launch(
+    threading.Thread(target=warm_up, daemon=True).start()
+    demo.queue().launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),  # also reachable inside a Space
         allowed_paths=[str(EXAMPLES_DIR.parent)],
-        max_file_size="25mb",
     )

@@ -18,7 +18,7 @@ method of the registry (``fsd.methods_for("image")``) works here with its option
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,11 +38,15 @@ class Classifier:
         fitted: the ``FewShotClassifier`` (class names, learner, support features).
         modality: "image" or "text".
         notes: what the input checks said without stopping the fit (skipped files, long texts).
+        support_items: one name per support item, in support order ("class/file name" for an
+            image, the text itself for a text): ``Prediction.nearest`` indexes into it. Empty for
+            a classifier read by ``load`` (the file keeps features, not items).
     """
 
     fitted: FewShotClassifier
     modality: str
     notes: list[str]
+    support_items: list[str] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -88,6 +92,8 @@ def fit(
     support: str | Path | Mapping[str, Sequence[Any]],
     method: str | None = None,
     encoder: str | None = None,
+    *,
+    modality: str | None = None,
     **options: Any,
 ) -> Classifier:
     """Fit a few-shot classifier.
@@ -99,13 +105,19 @@ def fit(
         method: a registry key (default: ProtoNet for images, the linear probe for text).
         encoder: image backbone or text encoder id (default: the bundled EfficientNet-Lite0, or
             the bundled MiniLM with its last + middle layer).
+        modality: "image" or "text": what the items of a {class name: items} mapping are. By
+            default it is read from them (strings are texts unless every one names an image file);
+            a server that takes texts from strangers says "text", so no text is read as a path.
         options: the method's options (e.g. ``inner_steps=10`` for MAML), checked against bounds.
 
     Raises:
         UserInputError: bad input, with what to do; ``MethodNotApplicableError`` when the method
             cannot run on the encoder.
     """
-    classes, modality = _read_support(support)
+    if modality not in (None, "image", "text"):
+        raise UserInputError(f"modality must be 'image' or 'text', not {modality!r}")
+    classes, found = _read_support(support)
+    modality = modality or found
     method = method or DEFAULT_METHOD[modality]
     if modality == "image":
         from fewshot_demo.backbones import DEFAULT_BACKBONE
@@ -113,14 +125,16 @@ def fit(
 
         image_support = build_support(list(classes.items()))
         fitted = fit_image_classifier(image_support, _backbone(encoder or DEFAULT_BACKBONE), method, options)
-        return Classifier(fitted, "image", image_support.warnings)
+        names = [f"{image_support.class_names[int(label)]}/{source}"
+                 for label, source in zip(image_support.labels, image_support.sources)]
+        return Classifier(fitted, "image", image_support.warnings, names)
     from fewshot_demo.text.data import clean_pairs
     from fewshot_demo.text.encoders import load_encoder
     from fewshot_demo.text.task import fit_text_classifier
 
     table = clean_pairs(((str(text), name) for name, texts in classes.items() for text in texts), where="example")
     fitted, notes = fit_text_classifier(table, load_encoder(encoder or DEFAULT_TEXT_ENCODER), method, options)
-    return Classifier(fitted, "text", list(table.notes) + notes)
+    return Classifier(fitted, "text", list(table.notes) + notes, list(table.texts))
 
 
 def load(path: str | Path) -> Classifier:

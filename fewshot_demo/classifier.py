@@ -38,13 +38,21 @@ FILE_FORMAT_VERSION = 1
 MAX_CLASSES = 20
 
 
-def check_class_names(names: Sequence[str], max_classes: int = MAX_CLASSES) -> list[str]:
+def check_class_names(names: Sequence[str], max_classes: int | None = None) -> list[str]:
     """Strip class names and check that there are 2..max_classes distinct, non-empty ones.
+
+    ``max_classes`` defaults to the limit in force (``limits().max_classes``, at most ``MAX_CLASSES``).
 
     Raises:
         ValueError: naming the offending class and what to do.
     """
-    cleaned = [str(name).strip() for name in names]
+    from fewshot_demo.text.data import clean_text
+
+    if max_classes is None:
+        from fewshot_demo.limits import limits
+
+        max_classes = limits().max_classes
+    cleaned = [clean_text(name).strip() for name in names]
     for position, name in enumerate(cleaned, start=1):
         if not name:
             raise ValueError(f"class {position} has no name; give every class a name")

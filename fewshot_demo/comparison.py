@@ -15,10 +15,12 @@ and the query items it got wrong.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import platform
+import queue
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -409,6 +411,65 @@ def run_comparison(
     skipped, failed = sum(not n.failed for n in not_run), sum(n.failed for n in not_run)
     yield update("done", f"Done: {len(results)} result(s)" + (f", {skipped} method(s) skipped" if skipped else "")
                  + (f", {failed} failed" if failed else "") + ".")
+
+
+def stop_within(updates: Iterator[ComparisonUpdate], cancel: threading.Event,
+                poll_s: float = 0.1) -> Iterator[ComparisonUpdate]:
+    """Pass a running comparison's updates on, and answer Stop within ``poll_s`` wherever it is.
+
+    ``run_comparison`` checks ``cancel`` between episodes, but an episode (text fine-tuning: up to
+    half a minute on a CPU) or the embedding of a data set can take longer than a user waits. Here
+    the comparison runs on a worker thread; once ``cancel`` is set and no update comes within
+    ``poll_s``, the last update comes back as "cancelled" with the results finished so far, and the
+    worker stops by itself at its next check (its unfinished episode is dropped, as on any Stop).
+
+    Args:
+        updates: ``run_comparison(..., cancel=cancel)``.
+        cancel: the same event.
+        poll_s: how long to wait for the worker before answering Stop.
+
+    Yields:
+        The updates; the last is finished ("done", "cancelled"), or the error the run raised is raised.
+    """
+    channel: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            for update in updates:
+                channel.put((update, None))
+        except BaseException as error:  # noqa: BLE001 - raised again on the caller's thread
+            channel.put((None, error))
+        channel.put((None, None))
+
+    threading.Thread(target=work, name="comparison", daemon=True).start()
+    last: ComparisonUpdate | None = None
+    while True:
+        try:
+            update, error = channel.get(timeout=poll_s)
+        except queue.Empty:
+            if cancel.is_set():
+                yield _stopped(last)
+                return
+            continue
+        if error is not None:
+            raise error
+        if update is None:
+            return
+        last = update
+        yield update
+        if update.finished:
+            return
+
+
+def _stopped(last: ComparisonUpdate | None) -> ComparisonUpdate:
+    """The update that answers Stop: the last one's results, marked cancelled."""
+    if last is None:
+        return ComparisonUpdate("cancelled", "Stopped before any method finished; 0 result(s) kept.", 0, 0, [], [], [])
+    return dataclasses.replace(
+        last, kind="cancelled",
+        message=f"Stopped after {last.done} of {last.total} episodes; the method that was running is dropped "
+                f"(a partial run would not be comparable). {len(last.results)} result(s) kept.",
+    )
 
 
 def _count(confusion: np.ndarray, mistakes: Counter, episode: Episode, predictions: torch.Tensor) -> None:

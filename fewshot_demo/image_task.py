@@ -14,12 +14,14 @@ import torch
 from PIL import Image
 
 from fewshot_demo.backbones import ImageBackbone
-from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction, check_class_names
+from fewshot_demo.classifier import FewShotClassifier, Prediction, check_class_names
 from fewshot_demo.images import ImageSource, load_image
+from fewshot_demo.limits import Limits, limits
 from fewshot_demo.methods import get_method
 
-MAX_IMAGES_PER_CLASS = 50
-MAX_QUERY_IMAGES = 32
+#: The defaults; the limits in force are ``limits().max_images_per_class`` and ``.max_query_images``.
+MAX_IMAGES_PER_CLASS = Limits.max_images_per_class
+MAX_QUERY_IMAGES = Limits.max_query_images
 
 
 @dataclass
@@ -45,8 +47,12 @@ def _name_of(source: ImageSource) -> str:
     return Path(source).name if isinstance(source, (str, Path)) else "pasted image"
 
 
-def load_images(sources: Sequence[ImageSource], limit: int, what: str) -> tuple[list[Image.Image], list[str], list[str]]:
-    """Load images, skipping the ones that fail; return (images, names, warnings)."""
+def load_images(sources: Sequence[ImageSource], limit: int | None, what: str) -> tuple[list[Image.Image], list[str], list[str]]:
+    """Load images, skipping the ones that fail; return (images, names, warnings).
+
+    More than ``limit`` sources (None: ``limits().max_query_images``) are refused before any is read.
+    """
+    limit = limits().max_query_images if limit is None else limit
     if len(sources) > limit:
         raise ValueError(f"{what} has {len(sources)} images; at most {limit} are accepted, remove some")
     images, names, warnings = [], [], []
@@ -66,14 +72,19 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
         ValueError: fewer than 2 classes, more than the limit, empty or duplicate names, or a class
             with no usable image.
     """
-    class_names = check_class_names([name for name, _ in classes], MAX_CLASSES)
+    current = limits()
+    class_names = check_class_names([name for name, _ in classes], current.max_classes)
+    for name, (_, files) in zip(class_names, classes):  # every count before any image is read
+        if len(files or []) > current.max_images_per_class:
+            raise ValueError(f"class {name!r} has {len(files)} images; at most "
+                             f"{current.max_images_per_class} are accepted, remove some")
     images: list[Image.Image] = []
     labels: list[int] = []
     sources: list[str] = []
     warnings: list[str] = []
     counts = []
     for label, (name, files) in enumerate(zip(class_names, (files for _, files in classes))):
-        loaded, names, skipped = load_images(list(files or []), MAX_IMAGES_PER_CLASS, f"class {name!r}")
+        loaded, names, skipped = load_images(list(files or []), current.max_images_per_class, f"class {name!r}")
         warnings.extend(skipped)
         if not loaded:
             # The reasons go in the error itself: it replaces whatever was shown before.

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from fewshot_demo.limits import Limits
+
 DEVICE_ENV_VAR = "FEWSHOT_DEVICE"
 THREADS_ENV_VAR = "FEWSHOT_TORCH_THREADS"
 CHECKPOINTS_ENV_VAR = "FEWSHOT_CHECKPOINTS"
@@ -48,6 +50,8 @@ class Settings:
             ``/usr/share/tuxpaint/stamps``, where ``apt-get install tuxpaint-stamps-default`` puts them).
         fashion_mnist_dir: ``FASHION_MNIST_DIR``: the Fashion-MNIST idx files (default
             ``/usr/share/datasets/fashion-mnist``, from ``apt-get install dataset-fashion-mnist``).
+        limits: what one request may ask and the server's fairness settings, each from its own
+            ``FEWSHOT_MAX_...`` variable (see ``fewshot_demo.limits.Limits``).
     """
 
     device: str | None = None
@@ -56,13 +60,15 @@ class Settings:
     feature_cache_dir: Path = field(default_factory=lambda: _user_cache("features"))
     tuxpaint_stamps_dir: Path = Path("/usr/share/tuxpaint/stamps")
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read the variables (from ``os.environ`` unless given); unset or empty ones keep the default.
 
         Raises:
-            ValueError: when ``FEWSHOT_TORCH_THREADS`` is not a whole number of at least 1.
+            ValueError: when ``FEWSHOT_TORCH_THREADS`` is not a whole number of at least 1, or a
+                limit is not a positive number.
         """
         environ = os.environ if environ is None else environ
         found = {name: environ.get(name, "").strip() for name in (
@@ -81,6 +87,7 @@ class Settings:
                                 (TUXPAINT_ENV_VAR, "tuxpaint_stamps_dir"), (FASHION_MNIST_ENV_VAR, "fashion_mnist_dir")):
             if found[name]:
                 values[attribute] = Path(found[name]).expanduser()
+        values["limits"] = Limits.from_environment(environ)
         return cls(**values)  # type: ignore[arg-type]
 
 

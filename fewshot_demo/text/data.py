@@ -50,6 +50,17 @@ class TextTable:
         return dict(Counter(self.labels))
 
 
+def clean_text(value: object) -> str:
+    """``str(value)`` that every encoder can read: a lone UTF-16 surrogate (JSON allows "\\ud800",
+    no UTF-8 text can hold it) becomes U+FFFD; a surrogate pair becomes the character it encodes."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
 def _quote(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
@@ -68,7 +79,7 @@ def clean_pairs(pairs: Iterable[tuple[str, str]], where: str = "row") -> TextTab
     order: list[str] = []
     duplicates = 0
     for text, label in pairs:
-        text, label = str(text).strip(), " ".join(str(label).split())
+        text, label = clean_text(text).strip(), " ".join(clean_text(label).split())
         if not text:
             blank_text += 1
             continue
@@ -220,7 +231,7 @@ def load_text_dataset(path: str | Path) -> tuple[list[str], list[str]]:
 
 def split_lines(block: str | None) -> list[str]:
     """Split a text box into its non-blank lines, stripped (one example or query per line)."""
-    return [line.strip() for line in (block or "").splitlines() if line.strip()]
+    return [line.strip() for line in clean_text(block or "").splitlines() if line.strip()]
 
 
 def table_from_class_boxes(classes: Sequence[tuple[str | None, str | None]]) -> TextTable:
@@ -233,7 +244,7 @@ def table_from_class_boxes(classes: Sequence[tuple[str | None, str | None]]) -> 
     """
     pairs = []
     for position, (name, block) in enumerate(classes, start=1):
-        name = " ".join((name or "").split())
+        name = " ".join(clean_text(name or "").split())
         lines = split_lines(block)
         if not name and not lines:
             continue

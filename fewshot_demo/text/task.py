@@ -15,18 +15,20 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction, check_class_names
+from fewshot_demo.classifier import FewShotClassifier, Prediction, check_class_names
+from fewshot_demo.limits import Limits, limits
 from fewshot_demo.methods import get_method
 from fewshot_demo.text.data import TextTable, check_classes, split_lines, table_from_class_boxes
 from fewshot_demo.text.encoders import TextEncoder
 from fewshot_demo.text.finetune import ProgressCallback
 
-MAX_QUERIES = 200
-#: The app embeds the whole support set on each new fit; past this it stops being interactive.
-MAX_SUPPORT_TEXTS = 1000
-#: Longer texts are cut to this many characters before tokenising (the encoder reads far fewer tokens
-#: anyway); it keeps a pasted book from stalling the tokenizer.
-MAX_TEXT_CHARS = 20_000
+#: The defaults of the limits in force (``limits()``): query texts in one call; support texts (the
+#: app embeds the whole support set on each new fit; past this it stops being interactive); and the
+#: characters of a text that are read: longer texts are cut before tokenising (the encoder reads far
+#: fewer tokens anyway), which keeps a pasted book from stalling the tokenizer.
+MAX_QUERIES = Limits.max_query_texts
+MAX_SUPPORT_TEXTS = Limits.max_support_texts
+MAX_TEXT_CHARS = Limits.max_text_chars
 
 
 def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> TextTable:
@@ -34,7 +36,7 @@ def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> Text
 
     Raises:
         ValueError: examples without a class name, a named class without examples, fewer than two
-            classes, or more than ``MAX_CLASSES``.
+            classes, or more than ``limits().max_classes``.
     """
     table = table_from_class_boxes(classes)
     return _checked(table)
@@ -43,15 +45,16 @@ def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> Text
 def _checked(table: TextTable) -> TextTable:
     check_classes(table)
     names = table.class_names
-    if len(names) > MAX_CLASSES:
+    current = limits()
+    if len(names) > current.max_classes:
         raise ValueError(
-            f"{len(names)} classes is more than the {MAX_CLASSES} this app fits at once; keep the "
-            f"{MAX_CLASSES} you need most (the bench command handles any number of classes)"
+            f"{len(names)} classes is more than the {current.max_classes} this app fits at once; keep the "
+            f"{current.max_classes} you need most (the bench command handles any number of classes)"
         )
     check_class_names(names)
-    if len(table.texts) > MAX_SUPPORT_TEXTS:
+    if len(table.texts) > current.max_support_texts:
         raise ValueError(
-            f"{len(table.texts)} example texts; the app fits at most {MAX_SUPPORT_TEXTS} at once (few-shot needs "
+            f"{len(table.texts)} example texts; the app fits at most {current.max_support_texts} at once (few-shot needs "
             "5-20 per class). Keep a sample per class, or run the bench command on the whole file"
         )
     counts = table.counts()
@@ -63,10 +66,11 @@ def _checked(table: TextTable) -> TextTable:
 
 
 def _clip(texts: Sequence[str], encoder: TextEncoder, what: str) -> tuple[list[str], list[str]]:
-    """Cut texts to MAX_TEXT_CHARS; return them with notes on what was cut (here and by the encoder)."""
-    clipped = [text[:MAX_TEXT_CHARS] for text in texts]
-    count = sum(len(text) > MAX_TEXT_CHARS for text in texts)
-    notes = [f"{count} {what} text(s) longer than {MAX_TEXT_CHARS} characters were cut to that length."] if count else []
+    """Cut texts to ``limits().max_text_chars``; return them with notes on what was cut (here and by the encoder)."""
+    limit = limits().max_text_chars
+    clipped = [text[:limit] for text in texts]
+    count = sum(len(text) > limit for text in texts)
+    notes = [f"{count} {what} text(s) longer than {limit} characters were cut to that length."] if count else []
     truncation = encoder.truncation_note(clipped, what=what)
     return clipped, notes + ([truncation] if truncation else [])
 
@@ -115,13 +119,14 @@ def parse_queries(block: str | None) -> list[str]:
     """One query per non-blank line.
 
     Raises:
-        ValueError: when there is none, or more than ``MAX_QUERIES``.
+        ValueError: when there is none, or more than ``limits().max_query_texts``.
     """
     queries = split_lines(block)
     if not queries:
         raise ValueError("type at least one query text (one per line), then press Classify")
-    if len(queries) > MAX_QUERIES:
-        raise ValueError(f"{len(queries)} queries; at most {MAX_QUERIES} at once, split them into batches")
+    limit = limits().max_query_texts
+    if len(queries) > limit:
+        raise ValueError(f"{len(queries)} queries; at most {limit} at once, split them into batches")
     return queries
 
 

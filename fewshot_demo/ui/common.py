@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fewshot_demo.classifier import Prediction, SelfCheck  # noqa: E402
@@ -93,6 +94,13 @@ def errors_in_status(handler: Callable[..., Any], n_outputs: int, status_index: 
 def error_markdown(message: str) -> str:
     """A status line that says what went wrong and what to do (HTML escaped)."""
     return f"**⚠️ {html.escape(message[:1].upper() + message[1:], quote=False)}**"
+
+
+def subplots(**figure_options: Any) -> tuple[Figure, Any]:
+    """A figure and its axes made without pyplot's global figure registry, which concurrent requests
+    would share (its figures and their numbers are process-wide state)."""
+    figure = Figure(**figure_options)
+    return figure, figure.subplots()
 
 
 def notes_markdown(summary: str, notes: Sequence[str]) -> str:
@@ -357,7 +365,7 @@ def embedding_map_figure(
     query_predictions: Sequence[int] = (),
 ):
     """Scatter plot: support items (dots), prototypes (large X), queries (stars, coloured by prediction)."""
-    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=90)
+    figure, axes = subplots(figsize=(7.5, 4.5), dpi=90)
     # Distinct colours: tab10 for up to 10 classes (tab20's pale halves are hard to see), else tab20.
     palette = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     colors = [palette(c % palette.N) for c in range(max(len(class_names), 2))]
@@ -383,7 +391,7 @@ def embedding_map_figure(
 def adaptation_figure(history: Sequence[dict]):
     """Support loss and accuracy after each inner adaptation step (MAML and friends)."""
     steps = [h["step"] for h in history]
-    figure, loss_axes = plt.subplots(figsize=(6, 3), dpi=90)
+    figure, loss_axes = subplots(figsize=(6, 3), dpi=90)
     loss_axes.plot(steps, [h["support_loss"] for h in history], "o-", color="#cf222e", label="support loss")
     loss_axes.set_xlabel("inner step")
     loss_axes.set_ylabel("support loss")

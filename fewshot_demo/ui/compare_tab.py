@@ -34,11 +34,13 @@ from fewshot_demo.comparison import (  # noqa: E402
     method_label,
     reading,
     run_comparison,
+    stop_within,
     write_exports,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
+from fewshot_demo.limits import check_episodes  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
-from fewshot_demo.ui.common import errors_in_status, user_errors  # noqa: E402
+from fewshot_demo.ui.common import errors_in_status, subplots, user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
 
 UPLOAD = "upload"
@@ -111,7 +113,7 @@ def accuracy_figure(results: Sequence[MethodResult]):
     """Grouped bars: accuracy per method, one bar per K-shot, with 95% CI error bars."""
     methods = list(dict.fromkeys(r.method for r in results))
     shots = sorted({r.n_shot for r in results})
-    figure, axes = plt.subplots(figsize=(6.5, 3.4), dpi=90)
+    figure, axes = subplots(figsize=(6.5, 3.4), dpi=90)
     width = 0.8 / max(len(shots), 1)
     for j, shot in enumerate(shots):
         for i, method in enumerate(methods):
@@ -136,7 +138,7 @@ def accuracy_figure(results: Sequence[MethodResult]):
 
 def curve_figure(results: Sequence[MethodResult]):
     """Accuracy vs K-shot, one line per method, with 95% CI error bars."""
-    figure, axes = plt.subplots(figsize=(6.5, 3.4), dpi=90)
+    figure, axes = subplots(figsize=(6.5, 3.4), dpi=90)
     for method in dict.fromkeys(r.method for r in results):
         points = sorted((r for r in results if r.method == method), key=lambda r: r.n_shot)
         axes.errorbar([r.n_shot for r in points], [r.summary.accuracy for r in points], yerr=[r.summary.ci95 for r in points],
@@ -155,7 +157,7 @@ def curve_figure(results: Sequence[MethodResult]):
 
 def time_figure(results: Sequence[MethodResult]):
     """Adaptation time per episode (log scale), with the peak memory written next to each bar."""
-    figure, axes = plt.subplots(figsize=(6.5, 0.8 + 0.32 * max(len(results), 1)), dpi=90)
+    figure, axes = subplots(figsize=(6.5, 0.8 + 0.32 * max(len(results), 1)), dpi=90)
     labels = [f"{_label(r)}, {r.n_shot}-shot" for r in results]
     values = [max(r.summary.ms_per_episode, 1e-3) for r in results]
     axes.barh(range(len(results)), values, color=[FAMILY_COLORS[r.family] for r in results])
@@ -179,7 +181,7 @@ def confusion_figure(result: MethodResult, class_names: Sequence[str]):
     matrix = result.confusion[np.ix_(used, used)].astype(float)
     matrix = matrix / matrix.sum(axis=1, keepdims=True)
     names = [class_names[c].split("/")[-1] for c in used]
-    figure, axes = plt.subplots(figsize=(1.6 + 0.45 * len(used), 1.2 + 0.45 * len(used)), dpi=90)
+    figure, axes = subplots(figsize=(1.6 + 0.45 * len(used), 1.2 + 0.45 * len(used)), dpi=90)
     axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(used)):
         for j in range(len(used)):
@@ -255,6 +257,7 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
     started = time.perf_counter()
     if not method_names:
         raise ValueError("choose at least one method")
+    check_episodes(int(episode_count), len(method_names))
     config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
                               n_episodes=int(episode_count),
                               methods=tuple(cheapest_first(method_names)))  # first results within a second or two
@@ -269,7 +272,7 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
                    "Lower the episodes, or press Stop to keep what has finished.")
     last_draw, drawn = 0.0, 0  # when the plots were drawn, and how many results they show
     try:
-        for update in run_comparison(data, config, cancel=cancel):
+        for update in stop_within(run_comparison(data, config, cancel=cancel), cancel):  # Stop within 0.1 s
             if update.kind in ("progress", "status"):
                 yield [status_markdown(update, time.perf_counter() - started), *[gr.skip()] * 9]
                 continue

@@ -26,9 +26,8 @@ from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE, ImageBackbone, l
 from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction
 from fewshot_demo.data.builtin import data_from_items
 from fewshot_demo.data.image_folder import list_image_folder
+from fewshot_demo.limits import limits
 from fewshot_demo.image_task import (
-    MAX_IMAGES_PER_CLASS,
-    MAX_QUERY_IMAGES,
     build_support,
     classify_images,
     fit_image_classifier,
@@ -238,7 +237,7 @@ class ImageModality(support_set.SupportModality):
         paths = list(value)
         if not paths:
             raise ValueError("add at least one query image (upload, webcam or clipboard), then press Classify")
-        images, names, skipped = load_images(paths, MAX_QUERY_IMAGES, "queries")
+        images, names, skipped = load_images(paths, None, "queries")  # None: limits().max_query_images
         if not images:
             raise ValueError("none of the query files is a usable image; " + "; ".join(skipped))
         # A query file in a folder named like a class (or a bundled example's query) says its true class.
@@ -300,8 +299,8 @@ def capture_targets(count: int, *names: str) -> list[Any]:
 def _add_files(files: Sequence[Any], target: int, paths: list[str]) -> list[Any]:
     files = list(files)
     total = len(file_paths(files[target])) + len(paths)
-    if total > MAX_IMAGES_PER_CLASS:
-        raise ValueError(f"a class holds at most {MAX_IMAGES_PER_CLASS} images; delete some first")
+    if total > limits().max_images_per_class:
+        raise ValueError(f"a class holds at most {limits().max_images_per_class} images; delete some first")
     files[target] = file_paths(files[target]) + paths
     return files
 
@@ -362,8 +361,8 @@ def start_burst(target: int | None, frames: float, count: int, *class_values: An
     names, files = class_values[:MAX_CLASSES], class_values[MAX_CLASSES:2 * MAX_CLASSES]
     wanted = max(1, min(int(frames), MAX_BURST))
     base = file_paths(files[target]) if target < len(files) else []
-    if len(base) + wanted > MAX_IMAGES_PER_CLASS:
-        raise ValueError(f"a class holds at most {MAX_IMAGES_PER_CLASS} images; delete some or record fewer frames")
+    if len(base) + wanted > limits().max_images_per_class:
+        raise ValueError(f"a class holds at most {limits().max_images_per_class} images; delete some or record fewer frames")
     burst = Burst(target, wanted, base, folder=tempfile.mkdtemp(prefix="fewshot-frames-"))
     name = names[target] if target < len(names) and names[target] else f"class {target + 1}"
     return [burst, f"**Recording {wanted} frame{'s' if wanted != 1 else ''} into {name}**: press Record on the camera "

@@ -20,8 +20,8 @@ from fewshot_demo.classifier import FewShotClassifier, Prediction
 from fewshot_demo.data.builtin import data_from_items
 from fewshot_demo.text.data import read_text_table, split_lines
 from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, TextEncoder, load_encoder
+from fewshot_demo.limits import limits
 from fewshot_demo.text.task import (
-    MAX_TEXT_CHARS,
     build_text_support,
     classify_texts,
     fit_text_classifier,
@@ -198,8 +198,8 @@ class TextModality(support_set.SupportModality):
     def predict(self, classifier: FewShotClassifier, encoder: TextEncoder,
                 items: list[Any]) -> tuple[list[Prediction], Tensor, list[str]]:
         predictions, notes = classify_texts(classifier, encoder, items)
-        # The texts classify_texts embedded (cut to MAX_TEXT_CHARS): their embeddings are cached.
-        return predictions, encoder.embed([text[:MAX_TEXT_CHARS] for text in items]), notes
+        # The texts classify_texts embedded (cut to the text limit): their embeddings are cached.
+        return predictions, encoder.embed([text[:limits().max_text_chars] for text in items]), notes
 
 
 TEXT = TextModality()

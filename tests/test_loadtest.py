@@ -1,0 +1,41 @@
+"""The load command, short: a few users against the test app, no errors, every endpoint exercised."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fewshot_demo import loadtest
+
+
+def test_a_short_load_run_has_no_errors(app_url, capsys):
+    status = loadtest.main(["--url", app_url, "--users", "3", "--minutes", "0.3", "--think", "0.2", "--no-idle-timing"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(r"^(/\w+)\s+(\d+)\s+(\d+)", printed, re.M)}
+    assert rows["/fit_images"][0] >= 3 and rows["/predict"][0] >= 10 and rows["/compare_run"][0] >= 1, printed
+    assert all(errors == 0 for _, errors in rows.values()) and "errors: 0" in printed
+    assert re.search(r"server memory \(RSS\): \d+ MB", printed)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--url", "http://example.com:7860/"], "only drives an app on this machine"),
+    (["--users", "500"], "--users must be between 1 and 50"),
+    (["--minutes", "90"], "--minutes must be above 0 and at most 30"),
+])
+def test_the_load_command_stays_on_this_machine_and_within_bounds(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        loadtest.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_percentiles_and_the_server_pid_lookup():
+    assert loadtest.percentile([1, 2, 3, 4], 50) == 2.5 and loadtest.percentile([5], 95) == 5
+    import os
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert loadtest.server_pid(server.getsockname()[1]) == os.getpid()
