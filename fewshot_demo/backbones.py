@@ -39,6 +39,8 @@ class BackboneSpec:
         build: returns the network with its classifier removed, so it outputs pooled features.
         input_kinds: what ``prepare`` can make for learners: "features" always, and
             "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned.
+        feature_vectors: True when the features are (n, d) vectors; False for ``pixels28``, whose
+            "features" are (n, 1, 28, 28) images that only the meta-learned Conv-4 networks read.
     """
 
     id: str
@@ -49,6 +51,7 @@ class BackboneSpec:
     bundled: bool
     build: Callable[[], nn.Module]
     input_kinds: tuple[str, ...] = ("features",)
+    feature_vectors: bool = True
 
 
 def _build_efficientnet_lite0() -> nn.Module:
@@ -148,6 +151,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             std=(0.5, 0.5, 0.5),
             bundled=True,
             build=nn.Identity,
+            feature_vectors=False,
         ),
     ]
 }

@@ -1,4 +1,5 @@
-"""Shared fixtures: a launched app for gradio_client and browser tests, the bundled backbone."""
+"""Shared fixtures (a launched app for gradio_client and browser tests, the bundled backbone), and
+FEWSHOT_REQUIRE_DATA: set to 1, it turns every skip into a failure (see ``pytest_runtest_makereport``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,42 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 torch.manual_seed(0)
+
+pytest_plugins = ["pytester"]  # tests of the hooks below run pytest on small test files
+
+#: Set to 1 where the data sets are installed (CI: scripts/test.sh installs them, then sets it).
+REQUIRE_DATA_ENV_VAR = "FEWSHOT_REQUIRE_DATA"
+
+
+def _data_required() -> bool:
+    return os.environ.get(REQUIRE_DATA_ENV_VAR) == "1"
+
+
+def _skip_as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{reason}\n{REQUIRE_DATA_ENV_VAR}=1 makes a skip a failure: where the data is installed, a test "
+        f"that skips checks nothing. Install what it asks for, or unset {REQUIRE_DATA_ENV_VAR} locally."
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Under FEWSHOT_REQUIRE_DATA=1 a skip in setup, call or teardown fails; an xfail stays an xfail."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and _data_required():
+        _skip_as_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """Under FEWSHOT_REQUIRE_DATA=1 a module that skips itself (``allow_module_level``) is an error."""
+    report = yield
+    if report.skipped and _data_required():
+        _skip_as_failure(report)
+    return report
 
 
 def _free_port() -> int:

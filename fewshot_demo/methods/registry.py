@@ -172,6 +172,11 @@ class MethodSpec:
                 f"{self.key} consumes {kind!r} inputs, which {encoder_id!r} cannot prepare; "
                 f"use the bundled efficientnet_lite0 backbone, or a method on frozen features such as linear"
             )
+        if kind == "features" and self.family_for(encoder_id) == "transfer" and not _gives_vectors(encoder_id):
+            raise InputKindUnsupportedError(
+                f"{self.key} reads feature vectors; {encoder_id!r} gives raw 28x28 pixels, which only the "
+                "meta-learned Conv-4 networks read. Use a pretrained backbone such as efficientnet_lite0"
+            )
         if self.checkpoint == "required" and _find_checkpoint(self.key, encoder_id) is None:
             raise CheckpointMissingError(
                 f"no meta-trained {self.key!r} checkpoint for {encoder_id!r}; train one with "
@@ -228,6 +233,12 @@ def _check_bounds(method: str, name: str, value: Any, metadata: Mapping[str, Any
         raise UserInputError(f"{method} option {name} must be a number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise UserInputError(f"{method} option {name}={value} is outside [{low}, {high}]; choose a value in that range")
+
+
+def _gives_vectors(encoder_id: str) -> bool:
+    from fewshot_demo.backbones import BACKBONES
+
+    return encoder_id not in BACKBONES or BACKBONES[encoder_id].feature_vectors
 
 
 def _find_checkpoint(method: str, encoder_id: str):
