@@ -51,9 +51,14 @@ def methods_for(modality: str, requested: Sequence[str] | None) -> tuple[tuple[s
 
 
 def skipped_notes(skipped: Sequence[str], encoder_id: str) -> list[str]:
-    """One line for the methods without a meta-trained checkpoint, one per other reason."""
+    """One line for the methods without a meta-trained checkpoint, one for the self-supervised ones
+    without a pretrained checkpoint, one per other reason."""
     no_checkpoint = list(dict.fromkeys(s.split(":", 1)[0] for s in skipped if "no meta-trained" in s))
-    others = [f"not run: {s}" for s in dict.fromkeys(skipped) if "no meta-trained" not in s]
+    no_pretrained = list(dict.fromkeys(s.split(":", 1)[0] for s in skipped if "no pretrained" in s))
+    others = [f"not run: {s}" for s in dict.fromkeys(skipped) if "no meta-trained" not in s and "no pretrained" not in s]
+    if no_pretrained:
+        others.insert(0, f"not run: {', '.join(no_pretrained)} (self-supervised Conv-4 encoders, pretrained for the "
+                         f"pixels28 track only; no checkpoint for {encoder_id})")
     if no_checkpoint:
         from fewshot_demo.train import TRACKS
 

@@ -15,6 +15,7 @@ from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.baselinepp import BaselinePlusPlus, BaselinePPConfig
 from fewshot_demo.methods.finetune import LAST_BLOCK_INPUT, ImageFinetuneConfig
 from fewshot_demo.methods.linear import LinearProbe
+from fewshot_demo.methods.mae import MAE_RECIPE
 from fewshot_demo.methods.maml import FOMAML_RECIPE, MAML_RECIPE, AdaptationOptions
 from fewshot_demo.methods.matchingnet import MATCHINGNET_RECIPE
 from fewshot_demo.methods.meta_protonet import PROTONET_RECIPE
@@ -33,6 +34,7 @@ from fewshot_demo.methods.registry import (
     register,
 )
 from fewshot_demo.methods.reptile import REPTILE_RECIPE
+from fewshot_demo.methods.simclr import SIMCLR_RECIPE
 from fewshot_demo.methods.transductive import TransductivePrototypes
 from fewshot_demo.text.finetune import FinetuneConfig
 
@@ -157,6 +159,18 @@ register(MethodSpec(
     key="matchingnet", label="Matching Net", family="meta", build=_meta_trained("matchingnet"), cost="instant",
     checkpoint="required", recipe=MATCHINGNET_RECIPE,
     description="Matching Networks (Vinyals et al. 2016): attention over the support",
+))
+register(MethodSpec(
+    key="simclr", label="SimCLR", family="self-supervised", build=_meta_trained("simclr"), cost="instant",
+    checkpoint="required", recipe=SIMCLR_RECIPE,
+    description="SimCLR (Chen et al. 2020): Conv-4 pretrained without labels by contrasting two views of each "
+    "image; prototypes on its embedding",
+))
+register(MethodSpec(
+    key="mae", label="Masked autoencoder", family="self-supervised", build=_meta_trained("mae"), cost="instant",
+    checkpoint="required", recipe=MAE_RECIPE,
+    description="Masked autoencoder (He et al. 2022): Conv-4 pretrained without labels by reconstructing 75% "
+    "hidden patches; prototypes on its embedding",
 ))
 register(MethodSpec(
     key="protonet_plain", label="ProtoNet, no meta-training", family="baseline", build=_protonet_plain,
