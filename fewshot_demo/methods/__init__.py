@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fewshot_demo.methods.adabn import PIXELS224, AdaBNConfig
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.baselinepp import BaselinePlusPlus, BaselinePPConfig
 from fewshot_demo.methods.finetune import LAST_BLOCK_INPUT, ImageFinetuneConfig
@@ -77,6 +78,12 @@ def _finetune(context: LearnerContext, options: Any) -> FewShotLearner:
     from fewshot_demo.methods.text_finetune import make_text_finetune
 
     return make_text_finetune(context.backbone_id, context.device, options)
+
+
+def _adabn(context: LearnerContext, options: AdaBNConfig | None) -> FewShotLearner:
+    from fewshot_demo.methods.adabn import make_adabn
+
+    return make_adabn(context.backbone_id, context.device, options)
 
 
 def _meta_trained(key: str):
@@ -181,6 +188,12 @@ register(MethodSpec(
     key="maml_scratch", label="MAML from a random init", family="baseline", build=_maml_scratch,
     options=AdaptationOptions, baseline_of="maml",
     description="MAML's adaptation from a random init: the no-meta-training baseline",
+))
+register(MethodSpec(
+    key="adabn", label="AdaBN", family="transfer", build=_adabn, modalities=("image",), transductive=True,
+    input_kinds={"image": PIXELS224}, options=AdaBNConfig, cost="slow", savable=False,
+    description="AdaBN (Li et al. 2017): the backbone's batch-norm statistics re-estimated on the episode's "
+    "support and query images (no labels), then prototypes",
 ))
 register(MethodSpec(
     key="protonet_transductive", label="Transductive ProtoNet", family="transfer", transductive=True,
