@@ -37,8 +37,10 @@ class BackboneSpec:
         mean, std: per-channel input normalisation.
         bundled: True when the weights come from an installed package (works offline).
         build: returns the network with its classifier removed, so it outputs pooled features.
-        input_kinds: what ``prepare`` can make for learners: "features" always, and
-            "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned.
+        input_kinds: what ``prepare`` can make for learners: "features" always,
+            "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned,
+            and "pixels224" (the preprocessed images) for networks whose batch normalisation can be
+            adapted to the user's images (AdaBN).
         feature_vectors: True when the features are (n, d) vectors; False for ``pixels28``, whose
             "features" are (n, 1, 28, 28) images that only the meta-learned Conv-4 networks read.
     """
@@ -123,7 +125,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             std=(0.5, 0.5, 0.5),
             bundled=True,
             build=_build_efficientnet_lite0,
-            input_kinds=("features", "last_block_input"),
+            input_kinds=("features", "last_block_input", "pixels224"),
         ),
         BackboneSpec(
             id="resnet50",
@@ -261,10 +263,12 @@ class ImageBackbone:
         """Turn images into what a learner of ``input_kind == kind`` consumes.
 
         Args:
-            kind: "features" for (n, feature_dim) pooled features (as ``embed``), or
+            kind: "features" for (n, feature_dim) pooled features (as ``embed``),
                 "last_block_input" for the (n, c, h, w) activations entering the last stage of an
                 EfficientNet-style network (the output of ``blocks[:-1]``; (n, 192, 7, 7) for
-                EfficientNet-Lite0), without flip averaging, for learners that fine-tune that stage.
+                EfficientNet-Lite0), without flip averaging, for learners that fine-tune that stage,
+                or "pixels224" for the (n, 3, size, size) preprocessed, normalised images the network
+                reads (for learners that run the network themselves, e.g. AdaBN).
             images: RGB images.
 
         Raises:
@@ -272,8 +276,13 @@ class ImageBackbone:
         """
         if kind == "features":
             return self.embed(images, batch_size)
+        if kind == "pixels224":
+            if not images:
+                return torch.empty(0, 3, self.spec.input_size, self.spec.input_size)
+            batch = torch.stack([self.preprocess(image) for image in images])
+            return ((batch - self._mean.cpu()) / self._std.cpu()).to(self.device)
         if kind != "last_block_input":
-            raise ValueError(f"image backbones prepare 'features' or 'last_block_input', not {kind!r}")
+            raise ValueError(f"image backbones prepare 'features', 'last_block_input' or 'pixels224', not {kind!r}")
         if not all(hasattr(self.model, name) for name in ("conv_stem", "bn1", "blocks")):
             raise ValueError(f"backbone {self.id!r} has no EfficientNet-style stages to fine-tune; use efficientnet_lite0")
         batch_size = batch_size or self.batch_size

@@ -44,8 +44,12 @@ def run_benchmark(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    per_episode: dict[tuple[str, int], list[float]] | None = None,
 ) -> tuple[list[EvaluationSummary], list[str]]:
     """Evaluate every method on the same episodes for each n_shot; return summaries and notes.
+
+    ``per_episode``, when given, receives {(method, n_shot): accuracy of each episode, in order},
+    for paired comparisons.
 
     Raises:
         MethodNotApplicableError: for a method that cannot run on the pool's encoder (it says why).
@@ -73,7 +77,22 @@ def run_benchmark(
                                measure_memory=True)
             bar.close()
             summaries.append(run.summary())
+            if per_episode is not None:
+                per_episode[(method, n_shot)] = run.accuracies
     return summaries, notes
+
+
+def paired_rows(per_episode: dict[tuple[str, int], list[float]], reference: str) -> list[dict]:
+    """Each method's mean difference to ``reference`` on the same episodes, with its 95% CI."""
+    from fewshot_demo.evaluation import paired_difference
+
+    rows = []
+    for (method, n_shot), accuracies in per_episode.items():
+        if method != reference and (reference, n_shot) in per_episode:
+            difference, ci95 = paired_difference(accuracies, per_episode[(reference, n_shot)])
+            rows.append({"method": method, "minus": reference, "n_shot": n_shot,
+                         "difference": round(difference, 4), "ci95": round(ci95, 4)})
+    return rows
 
 
 def format_table(summaries: Sequence[EvaluationSummary]) -> str:
@@ -99,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder", default="minilm", help="text encoder id (text data only)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: FEWSHOT_DEVICE, else auto)")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--paired-with", default=None, metavar="METHOD",
+                        help="also print each method's paired difference to METHOD on the same episodes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -109,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [m for m in args.methods if m not in available_methods()]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+        if args.paired_with is not None and args.paired_with not in args.methods:
+            raise ValueError(f"--paired-with {args.paired_with} must be one of --methods")
         device = pick_device(args.device)
         # Episodes are many small problems: one intra-op thread is faster than two on a small or
         # shared CPU, as in the app (see device.one_thread). FEWSHOT_TORCH_THREADS overrides it.
@@ -120,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool = embed_pool(read_text_file(args.data), args.encoder, device)
         else:
             raise ValueError(f"{args.data} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
+        per_episode: dict[tuple[str, int], list[float]] = {}
         summaries, notes = run_benchmark(
             pool, args.methods, args.n_way, args.n_shot, args.n_query, args.episodes, args.seed, device,
-            progress=not args.no_progress,
+            progress=not args.no_progress, per_episode=per_episode,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -143,9 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": {"fewshot_demo": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "results": [s.to_dict() for s in summaries],
     }
+    if args.paired_with is not None:
+        result["paired"] = paired_rows(per_episode, args.paired_with)
     print(f"{pool.modality} data: {len(pool.labels)} items in {len(pool.class_names)} classes; "
           f"{pool.encoder_id} on {device}, {pool.embed_ms_per_item:.1f} ms/item to embed")
     print(format_table(summaries))
+    for row in result.get("paired", []):
+        print(f"{row['n_shot']}-shot {row['method']} - {row['minus']}: {100 * row['difference']:+.2f} "
+              f"+- {100 * row['ci95']:.2f} points")
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -1,10 +1,12 @@
-"""Meta-learning checkpoints: save, find, load with validation, and share through the Hugging Face Hub.
+"""Checkpoints of the trained methods (meta-learned and self-supervised): save, find, load with
+validation, and share through the Hugging Face Hub.
 
 A checkpoint is a folder with two files, never a pickle:
 
 - ``model.safetensors``: the network's tensors under ``network.<name>`` and the method's own
   tensors (``inner_lr.<name>`` for MAML's learned step sizes, ``method.log_temperature`` for
-  Matching Networks);
+  Matching Networks); what a method trains only to drop it afterwards (SimCLR's projection head,
+  the masked autoencoder's decoder) is not stored;
 - ``config.json``: method, network architecture, backbone id, feature_dim, the episode shape and
   inner-loop settings used in training, training and validation classes, validation accuracy, the
   package version, and the SHA-256 of ``model.safetensors``.
@@ -141,7 +143,8 @@ class Checkpoint:
 
 
 def meta_trained_methods() -> list[str]:
-    """The methods that have a meta-training recipe (and so checkpoints), in registry order."""
+    """The methods that have a training recipe (and so checkpoints), in registry order: the
+    meta-learners and the self-supervised methods."""
     from fewshot_demo.methods import all_methods
 
     return [spec.key for spec in all_methods() if spec.recipe is not None]

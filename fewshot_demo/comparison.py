@@ -1,4 +1,5 @@
-"""Transfer vs meta-learning on identical episodes: the core of the comparison tab (no UI here).
+"""Transfer vs meta-learning vs self-supervised pretraining on identical episodes: the core of the
+comparison tab (no UI here).
 
     data = ComparisonData.from_builtin("tuxpaint")
     for update in run_comparison(data, ComparisonConfig(methods=("linear", "protonet"), n_shots=(1, 5))):
@@ -43,11 +44,15 @@ DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
 MAX_EPISODES = 2000
 
 
+#: The families the comparison puts side by side, in the order the report and the tab list them.
+COMPARED_FAMILIES = ("transfer", "meta", "self-supervised")
+
+
 def compared_methods() -> tuple[str, ...]:
-    """The methods the comparison puts side by side by default: every inductive transfer and meta
-    method of the registry, transfer first (the report's and the tab's order)."""
-    specs = methods_for(families=("transfer", "meta"), transductive=False)
-    return tuple(s.key for s in sorted(specs, key=lambda s: s.family != "transfer"))
+    """The methods the comparison puts side by side by default: every inductive transfer, meta and
+    self-supervised method of the registry, in that order of families."""
+    specs = methods_for(families=COMPARED_FAMILIES, transductive=False)
+    return tuple(s.key for s in sorted(specs, key=lambda s: COMPARED_FAMILIES.index(s.family)))
 
 
 def method_label(method: str) -> str:
@@ -56,8 +61,8 @@ def method_label(method: str) -> str:
 
 
 def method_family(method: str, encoder_id: str | None = None) -> str:
-    """"transfer", "meta" or "baseline"; on an encoder, ProtoNet without a checkpoint is transfer
-    (prototypes on the frozen pretrained features, i.e. SimpleShot)."""
+    """"transfer", "meta", "self-supervised" or "baseline"; on an encoder, ProtoNet without a
+    checkpoint is transfer (prototypes on the frozen pretrained features, i.e. SimpleShot)."""
     spec = get_method(method)
     return spec.family_for(encoder_id) if encoder_id is not None else spec.family
 
@@ -109,8 +114,9 @@ class ComparisonData:
     Attributes:
         name: what the data set is called in results.
         data: the items and labels.
-        encoder: encoder id for transfer methods (and meta methods unless ``meta_encoder`` is set).
-        meta_encoder: encoder id for meta-learned methods, or None.
+        encoder: encoder id for transfer methods (and the others unless ``meta_encoder`` is set).
+        meta_encoder: encoder id for the methods trained on the project's base classes (meta-learned,
+            self-supervised, and their no-training controls), or None.
         pool_for: encoder id -> embedded pool (cached by the caller or here).
     """
 
@@ -147,8 +153,9 @@ class ComparisonData:
         return [names[label] for label in self.data.labels]
 
     def encoder_for(self, method: str) -> str:
-        """The meta encoder for meta-learned methods and their controls, when the data has one."""
-        uses_meta = get_method(method).family in ("meta", "baseline")
+        """The meta encoder for meta-learned and self-supervised methods and the controls, when the
+        data has one (``pixels28``: their Conv-4 networks read raw pixels)."""
+        uses_meta = get_method(method).family in ("meta", "self-supervised", "baseline")
         return self.meta_encoder if self.meta_encoder and uses_meta else self.encoder
 
     def has_pool(self, encoder_id: str) -> bool:
@@ -498,7 +505,9 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
             (more sensitive than comparing intervals, because every method saw the same episodes).
 
     Returns:
-        Markdown: one paragraph per K-shot, then the transfer-vs-meta verdict and the known findings.
+        Markdown: one paragraph per K-shot, the transfer-vs-meta verdict, what the self-supervised
+        results say (against the same network with random weights and the meta-trained one), and the
+        known findings.
     """
     if not summaries:
         return "No results yet."
@@ -507,6 +516,7 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
     family = lambda method: families.get(method) or method_family(method)  # noqa: E731
     paragraphs = []
     verdicts = []
+    pretraining = []
     for n_shot in sorted({s.n_shot for s in summaries}):
         ranked = sorted((s for s in summaries if s.n_shot == n_shot), key=lambda s: -s.accuracy)
         best = ranked[0]
@@ -542,6 +552,9 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
             separated = abs(t.accuracy - m.accuracy) > t.ci95 + m.ci95
             winner = "transfer" if t.accuracy >= m.accuracy else "meta"
             verdicts.append((n_shot, winner, separated, t, m))
+        self_supervised = [s for s in ranked if family(s.method) == "self-supervised"]
+        if self_supervised:
+            pretraining.append(_pretraining_sentence(n_shot, self_supervised[0], ranked, family, per_episode))
     if verdicts:
         parts = []
         for n_shot, winner, separated, t, m in verdicts:
@@ -552,6 +565,17 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
         answer = ("**Should you meta-learn or just transfer here?** "
                   + ("Just transfer: " if transfer_wins else "Meta-learning pays off here: ") + "; ".join(parts) + ".")
         paragraphs.append(answer)
+    if pretraining:
+        paragraphs.append(
+            "**What did pretraining without labels buy?** The self-supervised methods pretrained the same Conv-4 the "
+            "meta-learners use on the same base images, without their labels; set against the random Conv-4 they show "
+            "what the unlabelled images alone teach, and against the meta-trained one what the base classes' labels "
+            "add. " + " ".join(pretraining)
+        )
+    paragraphs.append(
+        "*Families:* transfer methods adapt an ImageNet-pretrained backbone on the support set; meta-learners were "
+        "trained on labelled episodes of base classes; self-supervised methods were pretrained on base images "
+        "without labels; baselines are the same networks with random weights.")
     paragraphs.append(
         "*Context:* with a strong pretrained backbone, a linear probe (or a cosine classifier) on frozen features "
         "is hard to beat (Chen et al. 2019, \"A Closer Look at Few-shot Classification\"; Tian et al. 2020, "
@@ -561,6 +585,32 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
         "the real uncertainty."
     )
     return "\n\n".join(paragraphs)
+
+
+def _pretraining_sentence(
+    n_shot: int, best: EvaluationSummary, ranked: Sequence[EvaluationSummary], family: Callable[[str], str],
+    per_episode: dict[tuple[str, int], list[float]],
+) -> str:
+    """One sentence per K-shot: the best self-supervised method against the random network and the
+    best meta-learned one (paired on the same episodes where both ran)."""
+    parts = []
+    for other_family, name in (("baseline", "the random Conv-4"), ("meta", "the best meta-learned method")):
+        others = [s for s in ranked if family(s.method) == other_family]
+        if not others:
+            continue
+        other = others[0]
+        pair = (best.method, n_shot), (other.method, n_shot)
+        if pair[0] in per_episode and pair[1] in per_episode and len(per_episode[pair[0]]) == len(per_episode[pair[1]]):
+            mean, ci = paired_difference(per_episode[pair[0]], per_episode[pair[1]])
+            verdict = "ahead" if mean - ci > 0 else "behind" if mean + ci < 0 else "tied"
+            parts.append(f"{100 * mean:+.1f} ± {100 * ci:.1f} points against {name} ({_name(other.method)}, "
+                         f"{other.accuracy:.1%}; paired: {verdict})")
+        else:
+            parts.append(f"{100 * (best.accuracy - other.accuracy):+.1f} points against {name} "
+                         f"({_name(other.method)}, {other.accuracy:.1%})")
+    if not parts:
+        return f"{n_shot}-shot: {_name(best.method)} {best.accuracy:.1%} ± {best.ci95:.1%}."
+    return f"{n_shot}-shot: {_name(best.method)} {best.accuracy:.1%}, " + "; ".join(parts) + "."
 
 
 # ----------------------------------------------------------------------------------------- export

@@ -1,4 +1,4 @@
-"""Episodic meta-training: ``python -m fewshot_demo.train``.
+"""Episodic meta-training and self-supervised pretraining: ``python -m fewshot_demo.train``.
 
 Two tracks, each meta-trained on base classes disjoint from its validation and evaluation classes:
 
@@ -10,17 +10,25 @@ Two tracks, each meta-trained on base classes disjoint from its validation and e
   (training images) and evaluated on those held-out classes' test images. (Meta-training on
   Fashion-MNIST alone leaves too few base classes: the held-out gain was about half as large.)
 
+The self-supervised methods (``--method simclr`` or ``mae``) pretrain the Conv-4 of the pixels28
+track on the same base images without ever reading their labels (or on ``--images FOLDER``), and
+are validated like the meta-learners. Under ``torchrun`` every command runs on several processes
+(see ``fewshot_demo.distributed``).
+
 Examples::
 
     python -m fewshot_demo.train --method maml --backbone efficientnet_lite0
+    python -m fewshot_demo.train --method simclr --backbone pixels28 --temperature 0.2 --iterations 3000
+    torchrun --standalone --nproc_per_node 4 -m fewshot_demo.train --method simclr --backbone pixels28 --device cuda
     python -m fewshot_demo.train --method protonet --backbone pixels28 --iterations 1500
     python -m fewshot_demo.train --method maml --backbone pixels28 --dry-run
     python -m fewshot_demo.train evaluate --backbone pixels28 --methods maml maml_scratch --n-shot 1 5
     python -m fewshot_demo.train push fewshot_demo/checkpoints/maml-pixels28 --repo-id you/maml-pixels28
     python -m fewshot_demo.train pull --repo-id you/maml-pixels28
 
-The loop (sampling, outer optimiser, validation, checkpointing) lives here; each method file holds
-only its algorithm (MAML's inner loop and outer loss, Reptile's task update, the classifiers).
+The loop (sampling, outer optimiser, validation, checkpointing, splitting steps over processes)
+lives here; each method file holds only its algorithm (MAML's inner loop and outer loss, Reptile's
+task update, SimCLR's and the masked autoencoder's batch losses, the classifiers).
 Validation and ``evaluate`` draw their episodes with ``episodes.sample_episodes`` and run them in
 ``fewshot_demo.runner``, as the bench and the comparison do; ``sample_task`` draws training tasks only.
 """
@@ -41,10 +49,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from fewshot_demo.checkpoints import SHIPPED_DIR, checkpoint_name, meta_trained_methods, recipe_of, save_checkpoint
+from fewshot_demo.data.views import ViewConfig
 from fewshot_demo.device import pick_device
+from fewshot_demo.distributed import World, join_from_environment
 from fewshot_demo.episodes import EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.networks import Conv4, EmbeddingNetwork, FeatureProjection, prepare_episode
@@ -318,6 +328,17 @@ def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0, stam
     return TaskPool(torch.cat(images), torch.cat(labels), names)
 
 
+def unlabelled_pool(folder: Path) -> TaskPool:
+    """The images of a folder as a pool for self-supervised pretraining: one class, "unlabelled"
+    (the methods that read it never read labels)."""
+    from fewshot_demo.data.grayscale import load_unlabelled_folder
+
+    pixels, notes = load_unlabelled_folder(folder)
+    for note in notes:
+        print(note, file=sys.stderr)
+    return TaskPool(pixels, torch.zeros(len(pixels), dtype=torch.long), ["unlabelled"])
+
+
 def load_pool(backbone_id: str, split: str, seed: int = 0, stamps: bool = False) -> TaskPool:
     """The train, val or eval pool of a track (``stamps``: see ``grayscale_pool``)."""
     if backbone_id == "pixels28":
@@ -360,6 +381,17 @@ class TrainConfig:
             meta-parameters with this decay instead of the raw iterate (Polyak averaging).
         val_every, val_episodes: validation schedule (5-shot and 1-shot episodes, half each).
         seed: seeds initialisation, task sampling and validation episodes.
+        images: self-supervised methods: a folder of images to pretrain on instead of the base
+            classes' images (e.g. a data set exported from the Hugging Face Hub); None: the base images.
+        batch_size: self-supervised methods: unlabelled images per step (over all processes).
+        temperature: SimCLR: the NT-Xent temperature.
+        mask_ratio, patch_size: masked autoencoder: share of the patch_size x patch_size patches hidden.
+        min_area, flip, contrast, noise: self-supervised methods: how the random views of an image
+            differ (``data.views.ViewConfig``); ``max_shift`` does not apply to them (crops shift).
+
+    Meta-learners read ``n_way``, ``n_shots`` and ``n_query`` for their training tasks; the
+    self-supervised methods never see a task (nor a label) in training, and ``n_way`` and ``n_shots``
+    only shape their validation episodes.
     """
 
     method: str = "maml"
@@ -384,9 +416,32 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 100
     seed: int = 0
+    images: str | None = None
+    batch_size: int = 256
+    temperature: float = 0.5
+    mask_ratio: float = 0.75
+    patch_size: int = 4
+    min_area: float = 0.5
+    flip: bool = False
+    contrast: float = 0.4
+    noise: float = 0.1
 
     def __post_init__(self) -> None:
-        recipe_of(self.method)  # a method without a meta-training recipe is refused here
+        recipe = recipe_of(self.method)  # a method without a training recipe is refused here
+        if recipe.outer_update == "batch":
+            if self.backbone != "pixels28":
+                raise ValueError(f"{self.method} pretrains the Conv-4 on unlabelled images: use --backbone pixels28")
+            if self.batch_size < 2:
+                raise ValueError(f"--batch-size must be at least 2 images, got {self.batch_size}")
+            if self.temperature <= 0:
+                raise ValueError(f"--temperature must be positive, got {self.temperature}")
+            if not 0 < self.mask_ratio < 1:
+                raise ValueError(f"--mask-ratio is a fraction in (0, 1), got {self.mask_ratio}")
+            if self.patch_size < 1 or 28 % self.patch_size:
+                raise ValueError(f"--patch-size must divide 28 (1, 2, 4, 7, 14), got {self.patch_size}")
+            self.view_config()  # checks the view settings
+        elif self.images is not None:
+            raise ValueError(f"--images is for the self-supervised methods; {self.method} learns from labelled tasks")
         if self.backbone not in TRACKS:
             raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
         if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
@@ -402,6 +457,10 @@ class TrainConfig:
         if self.max_shift < 0:
             raise ValueError(f"--max-shift must be 0 or more pixels, got {self.max_shift}")
 
+    def view_config(self) -> ViewConfig:
+        """The random views of the self-supervised methods."""
+        return ViewConfig(min_area=self.min_area, flip=self.flip, contrast=self.contrast, noise=self.noise)
+
 
 def build_fresh_network(config: TrainConfig, feature_dim: int) -> EmbeddingNetwork:
     if config.backbone == "pixels28":
@@ -411,19 +470,23 @@ def build_fresh_network(config: TrainConfig, feature_dim: int) -> EmbeddingNetwo
 
 @dataclass
 class MetaState:
-    """What is being meta-trained: the network and the method's own tensors."""
+    """What is being trained: the network, the method's own tensors (both saved) and the modules
+    trained beside them and dropped afterwards (``heads``: a projection head, a decoder)."""
 
     network: EmbeddingNetwork
     extras: dict[str, Tensor] = field(default_factory=dict)
+    heads: nn.Module | None = None
 
     def parameters(self) -> list[Tensor]:
-        return list(self.network.parameters()) + list(self.extras.values())
+        heads = list(self.heads.parameters()) if self.heads is not None else []
+        return list(self.network.parameters()) + list(self.extras.values()) + heads
 
 
 def init_state(config: TrainConfig, feature_dim: int, device: torch.device) -> MetaState:
     torch.manual_seed(config.seed)
     network = build_fresh_network(config, feature_dim).to(device)
-    return MetaState(network, recipe_of(config.method).init_extras(network, config))
+    recipe = recipe_of(config.method)
+    return MetaState(network, recipe.init_extras(network, config), recipe.init_heads(network, config))
 
 
 def task_loss(state: MetaState, config: TrainConfig, task: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -466,22 +529,37 @@ def meta_train(
     device: torch.device,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    world: World | None = None,
 ) -> tuple[MetaState, dict[str, Any]]:
-    """Meta-train and return the state with the best validation accuracy, and a summary.
+    """Train and return the state with the best validation accuracy, and a summary.
+
+    Meta-learners train on labelled tasks drawn from ``train_pool``; self-supervised methods
+    (``outer_update == "batch"``) on batches of its images alone, never reading its labels.
+
+    Under several processes (``world``, see ``fewshot_demo.distributed``) each process computes its
+    share of every step's tasks or images and the gradients are summed over processes, so the
+    weights equal a one-process run's up to floating-point rounding; only the main process
+    validates and returns the best state, the others return their last one.
 
     The summary holds the validation accuracy before training (``val_accuracy_init``), the best one
     (``val_accuracy``) and at which iteration it was reached.
     """
     from tqdm import tqdm
 
+    world = world or World()
     train_pool, val_pool = train_pool.to(device), val_pool.to(device)
     fashion_pool = train_pool.classes_starting_with(FASHION_SOURCE + "/") if config.fashion_tasks else None
     if fashion_pool is not None and len(fashion_pool.class_names) < 2:
         raise ValueError("--fashion-tasks needs Fashion-MNIST base classes in the training pool")
+    recipe = recipe_of(config.method)
+    if recipe.outer_update == "batch" and config.batch_size % world.size:
+        raise ValueError(
+            f"--batch-size {config.batch_size} must split evenly over the {world.size} processes; "
+            f"use a multiple of {world.size}"
+        )
     state = init_state(config, train_pool.items.shape[-1], device)
     state.network.train()
     generator = np.random.default_rng(config.seed)
-    recipe = recipe_of(config.method)
     reptile = recipe.outer_update == "delta"
     if reptile:
         optimizer = torch.optim.SGD(state.parameters(), lr=config.meta_lr)
@@ -491,47 +569,29 @@ def meta_train(
         # how confident ProtoNet's probabilities are (the query loss calibrates it).
         scalars = [p for name, p in state.network.named_parameters() if p.ndim == 0] + list(state.extras.values())
         weights = [p for p in state.network.parameters() if p.ndim > 0]
+        if state.heads is not None:
+            weights += list(state.heads.parameters())
         optimizer = torch.optim.Adam(
             [{"params": weights, "lr": config.meta_lr}, {"params": scalars, "lr": config.step_size_meta_lr}]
         )
-    initial = validate(state, config, val_pool, config.val_episodes)
+    main = world.is_main
+    initial = validate(state, config, val_pool, config.val_episodes) if main else float("nan")
     best = {"val_accuracy": initial, "iteration": 0}
     best_state = copy.deepcopy(state)
     # With a high meta learning rate the iterates jump around the best region of the weights;
     # their running average sits nearer its middle, and is what gets validated and kept.
     average = copy.deepcopy(state) if config.weight_average else None
-    log(f"validation accuracy before meta-training: {initial:.4f}")
-    bar = tqdm(range(1, config.iterations + 1), desc=f"meta-training {config.method}", disable=not progress)
+    if main:
+        log(f"validation accuracy before training: {initial:.4f}")
+    bar = tqdm(range(1, config.iterations + 1), desc=f"training {config.method}", disable=not (progress and main))
     start = time.perf_counter()
     for iteration in bar:
         optimizer.zero_grad()
-        losses, accuracies = [], []
-        for _ in range(config.meta_batch):
-            n_shot = int(generator.choice(config.n_shots))
-            pool = train_pool
-            if fashion_pool is not None and generator.random() < config.fashion_tasks:
-                pool = fashion_pool
-            n_way = min(config.n_way, len(pool.class_names))
-            task = sample_task(pool, n_way, n_shot, config.n_query, generator)
-            if config.max_shift:
-                support, support_labels, query, query_labels = task
-                task = (random_shift(support, config.max_shift, generator), support_labels,
-                        random_shift(query, config.max_shift, generator), query_labels)
-            if reptile:
-                support, support_labels, query, query_labels = task
-                support, query, _ = prepare_episode(state.network, support, query)
-                delta = recipe.task_delta(
-                    state.network, state.extras, config, torch.cat([support, query]), torch.cat([support_labels, query_labels]),
-                )
-                for name, parameter in state.network.named_parameters():
-                    # SGD on -delta / meta_batch: theta <- theta + epsilon * mean(phi - theta).
-                    step = -delta["network." + name] / config.meta_batch
-                    parameter.grad = step if parameter.grad is None else parameter.grad + step
-                continue
-            loss, accuracy = task_loss(state, config, task)
-            (loss / config.meta_batch).backward()
-            losses.append(loss.item())
-            accuracies.append(accuracy.item())
+        if recipe.outer_update == "batch":
+            losses, accuracies = _batch_gradients(state, config, train_pool.items, generator, world)
+        else:
+            losses, accuracies = _task_gradients(state, config, train_pool, fashion_pool, generator, world)
+        world.sum_gradients(state.parameters())
         if reptile:
             for group in optimizer.param_groups:  # linear annealing of epsilon, as in the paper
                 group["lr"] = config.meta_lr * (1 - (iteration - 1) / config.iterations)
@@ -541,20 +601,85 @@ def meta_train(
                 for kept, current in zip(average.parameters(), state.parameters()):
                     kept.lerp_(current, 1 - config.weight_average)
         if losses:
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accuracies):.3f}", best=f"{best['val_accuracy']:.3f}")
-        if iteration % config.val_every == 0 or iteration == config.iterations:
+            metric = "acc" if recipe.outer_update != "batch" else recipe.metric_name
+            bar.set_postfix(**{"loss": f"{np.mean(losses):.3f}", metric: f"{np.mean(accuracies):.3f}",
+                               "best": f"{best['val_accuracy']:.3f}"})
+        if main and (iteration % config.val_every == 0 or iteration == config.iterations):
             accuracy = validate(state if average is None else average, config, val_pool, config.val_episodes)
             if accuracy > best["val_accuracy"]:
                 best = {"val_accuracy": accuracy, "iteration": iteration}
                 best_state = copy.deepcopy(state if average is None else average)
             bar.write(f"iteration {iteration}: validation accuracy {accuracy:.4f} (best {best['val_accuracy']:.4f})")
+    if not main:  # nothing validated here: the last state (equal to the main process's last state)
+        best_state = state if average is None else average
     summary = {
         "val_accuracy_init": round(initial, 4),
         "val_accuracy": round(best["val_accuracy"], 4),
         "best_iteration": best["iteration"],
         "train_seconds": round(time.perf_counter() - start, 1),
     }
+    if world.size > 1:
+        summary["processes"] = world.size
     return best_state, summary
+
+
+def _task_gradients(
+    state: MetaState, config: TrainConfig, train_pool: TaskPool, fashion_pool: TaskPool | None,
+    generator: np.random.Generator, world: World,
+) -> tuple[list[float], list[float]]:
+    """Accumulate the gradients of this process's share of one meta-batch of labelled tasks.
+
+    Every process draws all ``meta_batch`` tasks (so the generators stay in step) and computes the
+    ones ``world.share`` gives it; each task's loss (or Reptile's step) is divided by the whole
+    meta-batch, so the gradients summed over processes are the meta-batch's mean.
+    """
+    recipe = recipe_of(config.method)
+    mine = set(world.share(config.meta_batch).tolist())
+    losses, accuracies = [], []
+    for index in range(config.meta_batch):
+        n_shot = int(generator.choice(config.n_shots))
+        pool = train_pool
+        if fashion_pool is not None and generator.random() < config.fashion_tasks:
+            pool = fashion_pool
+        n_way = min(config.n_way, len(pool.class_names))
+        task = sample_task(pool, n_way, n_shot, config.n_query, generator)
+        if config.max_shift:
+            support, support_labels, query, query_labels = task
+            task = (random_shift(support, config.max_shift, generator), support_labels,
+                    random_shift(query, config.max_shift, generator), query_labels)
+        if index not in mine:
+            continue
+        if recipe.outer_update == "delta":
+            support, support_labels, query, query_labels = task
+            support, query, _ = prepare_episode(state.network, support, query)
+            delta = recipe.task_delta(
+                state.network, state.extras, config, torch.cat([support, query]), torch.cat([support_labels, query_labels]),
+            )
+            for name, parameter in state.network.named_parameters():
+                # SGD on -delta / meta_batch: theta <- theta + epsilon * mean(phi - theta).
+                step = -delta["network." + name] / config.meta_batch
+                parameter.grad = step if parameter.grad is None else parameter.grad + step
+            continue
+        loss, accuracy = task_loss(state, config, task)
+        (loss / config.meta_batch).backward()
+        losses.append(loss.item())
+        accuracies.append(accuracy.item())
+    return losses, accuracies
+
+
+def _batch_gradients(
+    state: MetaState, config: TrainConfig, images: Tensor, generator: np.random.Generator, world: World,
+) -> tuple[list[float], list[float]]:
+    """Accumulate the gradients of this process's share of one batch of unlabelled images.
+
+    The batch (``batch_size`` distinct images, drawn the same in every process) is all the recipe
+    gets: pixels, no labels. Its loss is already divided by the whole batch (see ``batch_loss``).
+    """
+    indices = generator.choice(len(images), size=min(config.batch_size, len(images)), replace=False)
+    batch = images[torch.as_tensor(indices, device=images.device)]
+    loss, metric = recipe_of(config.method).batch_loss(state.network, state.heads, config, batch, generator, world)
+    loss.backward()
+    return [loss.item() * world.size], [metric.item()]
 
 
 def save_trained(state: MetaState, config: TrainConfig, summary: dict[str, Any], train_pool: TaskPool, val_pool: TaskPool, out: Path, command: str) -> Path:
@@ -590,11 +715,14 @@ def _settings_only(argv: list[str]) -> list[str]:
 def _train_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train",
-        description="Meta-train a few-shot learner episodically and save a safetensors checkpoint. "
+        description="Meta-train a few-shot learner episodically, or pretrain one without labels (simclr, mae), "
+        "and save a safetensors checkpoint; under torchrun on several processes. "
         "Other commands: `evaluate`, `push`, `pull` (see `python -m fewshot_demo.train evaluate -h`).",
     )
     defaults = TrainConfig()
-    parser.add_argument("--method", choices=meta_trained_methods(), default=defaults.method)
+    parser.add_argument("--method", choices=meta_trained_methods(), default=defaults.method,
+                        help="a meta-learner (trained on labelled tasks) or a self-supervised method (simclr, mae: "
+                        "trained on the base images without their labels)")
     parser.add_argument("--backbone", choices=TRACKS, default=defaults.backbone)
     parser.add_argument("--n-way", type=int, default=defaults.n_way)
     parser.add_argument("--n-shot", type=int, nargs="+", default=list(defaults.n_shots), help="shots per training task (one drawn per task)")
@@ -617,8 +745,20 @@ def _train_main(argv: list[str]) -> None:
     parser.add_argument("--val-every", type=int, default=defaults.val_every)
     parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: CUDA when present)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    ssl = parser.add_argument_group("self-supervised pretraining (simclr, mae; no labels are read)")
+    ssl.add_argument("--images", type=Path, default=None, metavar="FOLDER",
+                     help="pretrain on every image under FOLDER instead of the base classes' images")
+    ssl.add_argument("--batch-size", type=int, default=defaults.batch_size, help="unlabelled images per step, over all processes")
+    ssl.add_argument("--temperature", type=float, default=defaults.temperature, help="simclr: NT-Xent temperature")
+    ssl.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio, help="mae: share of the patches hidden")
+    ssl.add_argument("--patch-size", type=int, default=defaults.patch_size, help="mae: side of a square patch in pixels")
+    ssl.add_argument("--min-area", type=float, default=defaults.min_area, help="views: smallest share of the image a crop keeps")
+    ssl.add_argument("--flip", action="store_true", help="views: mirror half of them (sensible for garments, not for digits)")
+    ssl.add_argument("--contrast", type=float, default=defaults.contrast, help="views: foreground intensity varies by up to this factor")
+    ssl.add_argument("--noise", type=float, default=defaults.noise, help="views: standard deviation of added Gaussian noise")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: CUDA when present); under torchrun, "
+                        "each process takes the GPU of its local rank")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (per process)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--dry-run", action="store_true", help="3 iterations, 4 validation episodes, temporary output")
     parser.add_argument("--no-progress", action="store_true")
@@ -636,26 +776,44 @@ def _train_main(argv: list[str]) -> None:
             symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, fashion_tasks=args.fashion_tasks,
             weight_average=args.weight_average,
             val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
+            images=None if args.images is None else str(args.images),
+            batch_size=args.batch_size, temperature=args.temperature, mask_ratio=args.mask_ratio,
+            patch_size=args.patch_size, min_area=args.min_area, flip=args.flip, contrast=args.contrast, noise=args.noise,
         )
-        device = pick_device(args.device)
+        world, device = join_from_environment(pick_device(args.device))
         torch.manual_seed(config.seed)
-        train_pool = load_pool(config.backbone, "train", config.seed, stamps=config.stamp_classes)
+        if config.images is not None:
+            train_pool = unlabelled_pool(Path(config.images))
+        else:
+            train_pool = load_pool(config.backbone, "train", config.seed, stamps=config.stamp_classes)
         val_pool = load_pool(config.backbone, "val", config.seed)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
-    tasks_pool = symmetric_classes(train_pool) if config.symmetric_classes else train_pool
-    with_symmetries = f", {len(tasks_pool.class_names)} with their symmetries" if config.symmetric_classes else ""
-    print(
-        f"{config.method} on {config.backbone}: {len(train_pool.class_names)} training classes{with_symmetries} "
-        f"({len(tasks_pool.labels)} items), {len(val_pool.class_names)} validation classes, device {device}"
-    )
-    state, summary = meta_train(config, tasks_pool, val_pool, device, progress=not args.no_progress)
-    out = args.out
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="fewshot-dry-run-")) if args.dry_run else SHIPPED_DIR / checkpoint_name(config.method, config.backbone)
-    command = "python -m fewshot_demo.train " + " ".join(shlex.quote(a) for a in _settings_only(argv))
-    save_trained(state, config, summary, train_pool, val_pool, out, command)
-    print(json.dumps({"checkpoint": str(out), **summary}))
+    try:
+        tasks_pool = symmetric_classes(train_pool) if config.symmetric_classes else train_pool
+        with_symmetries = f", {len(tasks_pool.class_names)} with their symmetries" if config.symmetric_classes else ""
+        processes = f", {world.size} processes" if world.size > 1 else ""
+        unlabelled = " (their labels are never read)" if recipe_of(config.method).outer_update == "batch" else ""
+        if world.is_main:
+            print(
+                f"{config.method} on {config.backbone}: {len(train_pool.class_names)} training classes{with_symmetries} "
+                f"({len(tasks_pool.labels)} items){unlabelled}, {len(val_pool.class_names)} validation classes, "
+                f"device {device}{processes}"
+            )
+        try:
+            state, summary = meta_train(config, tasks_pool, val_pool, device, progress=not args.no_progress, world=world)
+        except ValueError as error:
+            parser.exit(2, f"error: {error}\n")
+        if world.is_main:
+            out = args.out
+            if out is None:
+                out = Path(tempfile.mkdtemp(prefix="fewshot-dry-run-")) if args.dry_run else SHIPPED_DIR / checkpoint_name(config.method, config.backbone)
+            command = "python -m fewshot_demo.train " + " ".join(shlex.quote(a) for a in _settings_only(argv))
+            save_trained(state, config, summary, train_pool, val_pool, out, command)
+            print(json.dumps({"checkpoint": str(out), **summary}))
+        world.barrier()
+    finally:
+        world.close()
 
 
 def _evaluate_main(argv: list[str]) -> None:

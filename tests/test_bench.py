@@ -75,3 +75,14 @@ def test_bench_rejects_unknown_methods_and_missing_data(tmp_path, capsys):
     assert "unknown method(s) nope" in capsys.readouterr().err
     assert main(["--data", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "neither a folder" in capsys.readouterr().err
+
+
+def test_bench_prints_paired_differences_on_the_same_episodes(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    code = main(["--data", str(tiny_folder), "--n-shot", "1", "--n-query", "2", "--episodes", "6", "--methods",
+                 "protonet", "linear", "--paired-with", "linear", "--out", str(out), "--no-progress"])
+    assert code == 0
+    (row,) = json.loads(out.read_text())["paired"]
+    assert row["method"] == "protonet" and row["minus"] == "linear" and row["n_shot"] == 1 and row["ci95"] >= 0
+    assert "1-shot protonet - linear: " in capsys.readouterr().out
+    assert main(["--data", str(tiny_folder), "--methods", "protonet", "--paired-with", "linear", "--no-progress"]) == 2

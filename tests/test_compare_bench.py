@@ -12,6 +12,9 @@ from fewshot_demo.bench import main
 from fewshot_demo.comparison import compared_methods
 
 COMPARED_METHODS = compared_methods()
+#: The self-supervised methods pretrain the Conv-4 of the pixels28 track only: the bench on photos
+#: (efficientnet_lite0) refuses them, saying so.
+PIXEL_TRACK_ONLY = ("simclr", "mae")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -31,11 +34,20 @@ def tiny_folder(tmp_path_factory) -> Path:
 def test_all_comparison_methods_are_registered():
     from fewshot_demo.methods import available_methods
 
-    assert set(COMPARED_METHODS) == {"protonet", "maml", "fomaml", "reptile", "matchingnet", "linear", "finetune", "baselinepp"}
+    assert set(COMPARED_METHODS) == {"protonet", "maml", "fomaml", "reptile", "matchingnet", "linear", "finetune", "baselinepp",
+                                     "simclr", "mae"}
     assert set(COMPARED_METHODS) <= set(available_methods())
 
 
-@pytest.mark.parametrize("method", COMPARED_METHODS)
+@pytest.mark.parametrize("method", PIXEL_TRACK_ONLY)
+def test_bench_refuses_the_pixel_track_encoders_on_photos_and_says_where_they_run(method, tiny_folder, capsys):
+    code = main(["--data", str(tiny_folder), "--n-shot", "1", "--n-query", "2", "--episodes", "3", "--methods", method,
+                 "--no-progress"])
+    assert code == 2
+    assert "--backbone pixels28" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", [m for m in COMPARED_METHODS if m not in PIXEL_TRACK_ONLY])
 def test_bench_runs_every_method_end_to_end(method, tiny_folder, tmp_path, capsys):
     out = tmp_path / "results.json"
     code = main([

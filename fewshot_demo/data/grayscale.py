@@ -170,6 +170,34 @@ def load_stamp_silhouettes(folders: dict[str, list[Path]]) -> GrayscaleSet:
     return GrayscaleSet(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(names))
 
 
+def load_unlabelled_folder(root: Path) -> tuple[Tensor, list[str]]:
+    """Every image file under ``root`` (any depth; folder names are not read) as pixels28.
+
+    For self-supervised pretraining on images of one's own, e.g. a data set exported from the
+    Hugging Face Hub. Returns the (n, 1, 28, 28) normalised pixels and notes on skipped files.
+
+    Raises:
+        ValueError: when ``root`` is not a folder or holds no readable image.
+    """
+    from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
+    from fewshot_demo.images import load_image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; give a folder of image files (sub-folders are read too)")
+    pixels, notes = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            pixels.append(image_to_pixels28(load_image(path)))
+        except ValueError as error:
+            notes.append(f"skipped {error}")
+    if not pixels:
+        raise ValueError(f"{root} holds no readable image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return torch.stack(pixels), notes
+
+
 def export_folder(dataset: GrayscaleSet, out: Path, per_class: int | None = None) -> int:
     """Write ``out/<class name>/<index>.png`` files; return how many were written."""
     written = 0

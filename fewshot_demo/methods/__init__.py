@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fewshot_demo.methods.adabn import PIXELS224, AdaBNConfig
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.baselinepp import BaselinePlusPlus, BaselinePPConfig
 from fewshot_demo.methods.finetune import LAST_BLOCK_INPUT, ImageFinetuneConfig
 from fewshot_demo.methods.linear import LinearProbe
+from fewshot_demo.methods.mae import MAE_RECIPE
 from fewshot_demo.methods.maml import FOMAML_RECIPE, MAML_RECIPE, AdaptationOptions
 from fewshot_demo.methods.matchingnet import MATCHINGNET_RECIPE
 from fewshot_demo.methods.meta_protonet import PROTONET_RECIPE
@@ -33,6 +35,7 @@ from fewshot_demo.methods.registry import (
     register,
 )
 from fewshot_demo.methods.reptile import REPTILE_RECIPE
+from fewshot_demo.methods.simclr import SIMCLR_RECIPE
 from fewshot_demo.methods.transductive import TransductivePrototypes
 from fewshot_demo.text.finetune import FinetuneConfig
 
@@ -75,6 +78,12 @@ def _finetune(context: LearnerContext, options: Any) -> FewShotLearner:
     from fewshot_demo.methods.text_finetune import make_text_finetune
 
     return make_text_finetune(context.backbone_id, context.device, options)
+
+
+def _adabn(context: LearnerContext, options: AdaBNConfig | None) -> FewShotLearner:
+    from fewshot_demo.methods.adabn import make_adabn
+
+    return make_adabn(context.backbone_id, context.device, options)
 
 
 def _meta_trained(key: str):
@@ -159,6 +168,18 @@ register(MethodSpec(
     description="Matching Networks (Vinyals et al. 2016): attention over the support",
 ))
 register(MethodSpec(
+    key="simclr", label="SimCLR", family="self-supervised", build=_meta_trained("simclr"), cost="instant",
+    checkpoint="required", recipe=SIMCLR_RECIPE,
+    description="SimCLR (Chen et al. 2020): Conv-4 pretrained without labels by contrasting two views of each "
+    "image; prototypes on its embedding",
+))
+register(MethodSpec(
+    key="mae", label="Masked autoencoder", family="self-supervised", build=_meta_trained("mae"), cost="instant",
+    checkpoint="required", recipe=MAE_RECIPE,
+    description="Masked autoencoder (He et al. 2022): Conv-4 pretrained without labels by reconstructing 75% "
+    "hidden patches; prototypes on its embedding",
+))
+register(MethodSpec(
     key="protonet_plain", label="ProtoNet, no meta-training", family="baseline", build=_protonet_plain,
     cost="instant", baseline_of="protonet",
     description="Untrained ProtoNet baseline (plain features, or a random Conv-4)",
@@ -167,6 +188,12 @@ register(MethodSpec(
     key="maml_scratch", label="MAML from a random init", family="baseline", build=_maml_scratch,
     options=AdaptationOptions, baseline_of="maml",
     description="MAML's adaptation from a random init: the no-meta-training baseline",
+))
+register(MethodSpec(
+    key="adabn", label="AdaBN", family="transfer", build=_adabn, modalities=("image",), transductive=True,
+    input_kinds={"image": PIXELS224}, options=AdaBNConfig, cost="slow", savable=False,
+    description="AdaBN (Li et al. 2017): the backbone's batch-norm statistics re-estimated on the episode's "
+    "support and query images (no labels), then prototypes",
 ))
 register(MethodSpec(
     key="protonet_transductive", label="Transductive ProtoNet", family="transfer", transductive=True,

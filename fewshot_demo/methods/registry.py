@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from fewshot_demo.methods.meta_recipe import MetaRecipe
 
 MODALITIES = ("image", "text")
-FAMILIES = ("transfer", "meta", "baseline")
+FAMILIES = ("transfer", "meta", "self-supervised", "baseline")
 #: Cost hints, cheapest first: the comparison runs cheap methods first so results show at once.
 COSTS = ("instant", "fast", "seconds", "slow")
 
@@ -88,8 +88,9 @@ class MethodSpec:
         label: short display name ("Linear probe"); the README tables use it.
         description: one line with the paper it implements.
         family: "transfer" (adapts a pretrained representation on the support set), "meta" (its
-            representation or adaptation rule was meta-learned on episodes) or "baseline" (a
-            meta-learner's no-meta-training control, shown where its checkpoint exists).
+            representation or adaptation rule was meta-learned on episodes), "self-supervised" (its
+            representation was pretrained on unlabelled images, no episodes and no labels) or
+            "baseline" (a meta-learner's no-meta-training control, shown where its checkpoint exists).
         build: ``build(context, options)`` returns a fresh, unfitted learner; ``options`` is an
             instance of the options class for the context's modality (or None).
         modalities: "image" and/or "text".
@@ -99,11 +100,12 @@ class MethodSpec:
             mapping modality -> options dataclass when the modalities differ; None: no options.
         transductive: predictions use the whole query batch (fair only when a batch is scored together).
         cost: "instant", "fast", "seconds" or "slow" per episode on a CPU.
-        checkpoint: "none", "required" (meta-learned: runs only where a checkpoint exists for the
-            encoder) or "optional" (meta-trained where a checkpoint exists, plain transfer elsewhere).
+        checkpoint: "none", "required" (meta-learned or self-supervised: runs only where a checkpoint
+            exists for the encoder) or "optional" (meta-trained where a checkpoint exists, plain
+            transfer elsewhere).
         baseline_of: for a "baseline": the meta method it controls; listed only where that method's
             checkpoint exists.
-        recipe: the training side of a meta-learned method (``MetaRecipe``), or None.
+        recipe: the training side of a meta-learned or self-supervised method (``MetaRecipe``), or None.
         savable: its fitted state can be stored in a saved classifier.
     """
 
@@ -178,6 +180,12 @@ class MethodSpec:
                 "meta-learned Conv-4 networks read. Use a pretrained backbone such as efficientnet_lite0"
             )
         if self.checkpoint == "required" and _find_checkpoint(self.key, encoder_id) is None:
+            if self.family == "self-supervised":
+                raise CheckpointMissingError(
+                    f"no pretrained {self.key!r} checkpoint for {encoder_id!r}: {self.key} pretrains the Conv-4 of "
+                    f"the pixels28 track (`python -m fewshot_demo.train --method {self.key} --backbone pixels28`); "
+                    "use it with the pixels28 backbone, or use protonet or linear"
+                )
             raise CheckpointMissingError(
                 f"no meta-trained {self.key!r} checkpoint for {encoder_id!r}; train one with "
                 f"`python -m fewshot_demo.train --method {self.key} --backbone {encoder_id}` "

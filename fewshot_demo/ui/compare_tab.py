@@ -49,7 +49,7 @@ SHOT_CHOICES = [1, 5, 10]
 TABLE_HEADERS = ["method", "family", "encoder", "K-shot", "episodes", "accuracy", "± 95% CI", "ms/episode", "peak MB"]
 #: Redraw the plots at most this often while results stream in (matplotlib costs ~0.1 s a figure).
 REDRAW_SECONDS = 1.0
-FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "baseline": "#6e7781"}
+FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "self-supervised": "#1a7f37", "baseline": "#6e7781"}
 
 _CANCEL: dict[str, threading.Event] = {}  # session -> its running comparison's stop flag
 
