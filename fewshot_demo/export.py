@@ -46,6 +46,18 @@ class ExportNotSupportedError(ValueError):
     """A classifier that cannot be exported the way asked; the message says why and what works."""
 
 
+def _check_exportable(classifier: FewShotClassifier, encoder_id: str) -> None:
+    """Refuse a learner ONNX cannot express, or a classifier fitted on another backbone or encoder."""
+    reason = onnx_unsupported_reason(classifier)
+    if reason is not None:
+        raise ExportNotSupportedError(reason)
+    if classifier.encoder_id != encoder_id:
+        raise ExportNotSupportedError(
+            f"this classifier was fitted on {classifier.encoder_id!r} but {encoder_id!r} is selected; select "
+            f"{classifier.encoder_id!r} and export again"
+        )
+
+
 def onnx_unsupported_reason(classifier: FewShotClassifier) -> str | None:
     """Why this classifier cannot be exported as one ONNX graph, or None when it can."""
     spec = get_method(classifier.method)
@@ -191,14 +203,7 @@ def export_image_onnx(classifier: FewShotClassifier, backbone: Any, path: str | 
     Raises:
         ExportNotSupportedError: for a transductive learner, a text classifier, or another backbone.
     """
-    reason = onnx_unsupported_reason(classifier)
-    if reason is not None:
-        raise ExportNotSupportedError(reason)
-    if classifier.encoder_id != backbone.id:
-        raise ExportNotSupportedError(
-            f"this classifier was fitted on {classifier.encoder_id!r} but {backbone.id!r} is selected; select "
-            f"{classifier.encoder_id!r} and export again"
-        )
+    _check_exportable(classifier, backbone.id)
     began = time.perf_counter()
     path = Path(path)
     spec = backbone.spec
@@ -252,14 +257,7 @@ def export_text_onnx(classifier: FewShotClassifier, encoder: Any, path: str | Pa
     Raises:
         ExportNotSupportedError: for a transductive or fine-tuned learner, or another encoder.
     """
-    reason = onnx_unsupported_reason(classifier)
-    if reason is not None:
-        raise ExportNotSupportedError(reason)
-    if classifier.encoder_id != encoder.id:
-        raise ExportNotSupportedError(
-            f"this classifier was fitted on {classifier.encoder_id!r} but {encoder.id!r} is selected; select "
-            f"{classifier.encoder_id!r} and export again"
-        )
+    _check_exportable(classifier, encoder.id)
     began = time.perf_counter()
     path = Path(path)
     folder = Path(tempfile.mkdtemp(prefix="fewshot-text-onnx-"))
