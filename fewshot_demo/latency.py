@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def click(query: str) -> list[Any]:
             # The raw API takes every input, the session State too (the server fills it in), then
-            # the fine-tune steps last.
+            # the fine-tune steps and AdaBN's share last.
             return api.call("image_classify", ["efficientnet_lite0", "protonet", 5, True, 0.5, [uploaded[query]], None,
-                                               None, *padded_names, *padded_files, 5])
+                                               None, *padded_names, *padded_files, 5, 1.0])
 
         first_click = _timed(lambda: click(queries[0]))
         first_floors.append(support_floor())

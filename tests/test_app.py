@@ -19,7 +19,7 @@ def _classify(client, classes, queries, method="protonet"):
     files = [[handle_file(str(p)) for p in paths] if paths else None for _, paths in classes]
     files += [None] * (MAX_CLASSES - len(classes))
     return client.predict(
-        "efficientnet_lite0", method, 5, True, 0.5, [handle_file(str(q)) for q in queries], None, *names, *files, 5,
+        "efficientnet_lite0", method, 5, True, 0.5, [handle_file(str(q)) for q in queries], None, *names, *files, 5, 1.0,
         api_name="/image_classify",
     )
 

@@ -73,7 +73,8 @@ def _image(client, classes, queries=(), capture=None, method="protonet", backbon
     names = [name for name, _ in classes] + [""] * (MAX_CLASSES - len(classes))
     items = [[handle_file(str(p)) for p in paths] or None for _, paths in classes] + [None] * (MAX_CLASSES - len(classes))
     return client.predict(backbone, method, steps, True, 0.5, [handle_file(str(q)) for q in queries] or None,
-                          handle_file(str(capture)) if capture else None, *names, *items, 5, api_name="/image_classify")
+                          handle_file(str(capture)) if capture else None, *names, *items, 5, 1.0,
+                          api_name="/image_classify")
 
 
 def _text(client, classes, queries, method="linear", encoder="minilm"):

@@ -120,10 +120,25 @@ def test_maml_takes_the_adaptation_settings(single_thread):
     assert plot.visible
 
 
+def test_adabn_takes_the_share_of_the_users_statistics(single_thread):
+    (session, status, _, cards, _), truth, _ = _image_classify("animals", method="adabn", target_weight=0.0)
+    assert session.classifier.method == "adabn" and session.classifier.learner_options["target_weight"] == 0.0
+    kept = _labels(cards)
+    (adapted, *_), _, _ = _image_classify("animals", method="adabn", target_weight=1.0, session=session)
+    assert adapted.classifier is not session.classifier  # a new share is a new fit
+    assert adapted.classifier.learner_options["target_weight"] == 1.0
+    # With none of the user's statistics, AdaBN is prototypes on the pretrained features.
+    (_, _, _, plain_cards, _), _, _ = _image_classify("animals", method="protonet_plain")
+    assert kept == _labels(plain_cards) and len(kept) == len(truth)
+
+
 def test_settings_follow_the_registry():
     assert image_tab.method_options("maml", 3, False, 0.1, 7) == {"inner_steps": 3, "inner_lr": 0.1}
     assert image_tab.method_options("finetune", 3, True, 0.1, 7) == {"steps": 7}
     assert image_tab.method_options("baselinepp", 3, True, 0.1, 7) == {}  # its own steps are not the fine-tune's
+    assert image_tab.method_options("adabn", 3, True, 0.1, 7, 0.25) == {"target_weight": 0.25}
+    assert image_tab.domain_settings_visibility("adabn").visible
+    assert not image_tab.domain_settings_visibility("protonet").visible
     assert text_tab.method_options("finetune", 0, "cross_entropy") == {"steps": None, "loss": "cross_entropy"}
     assert text_tab.method_options("linear", 9, "contrastive") == {}
     adaptation, finetune = common.settings_visibility("image", "fomaml")

@@ -43,6 +43,7 @@ from fewshot_demo.ui.common import (
     has_finetune_options,
     method_choices as registry_choices,
     offer_methods,
+    option_field,
     option_slider,
     page_style,
     settings_visibility,
@@ -56,6 +57,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"
 MAIN_METHODS = ("protonet", "maml", "linear")
 #: The fine-tune steps' default (the image fine-tune options' default).
 FINETUNE_STEPS = 5
+#: AdaBN's share of the user's statistics by default (its options' default: full AdaBN).
+TARGET_WEIGHT = 1.0
 #: The webcam sends a frame this often while it streams (seconds), for at most ``CAMERA_SECONDS``.
 CAMERA_EVERY = 0.3
 CAMERA_SECONDS = 120
@@ -140,13 +143,25 @@ def method_choices(backbone_id: str = DEFAULT_BACKBONE) -> list[tuple[str, str]]
 
 
 def method_options(method: str, inner_steps: float, learned_lr: bool, inner_lr: float,
-                   finetune_steps: float = FINETUNE_STEPS) -> dict[str, Any]:
+                   finetune_steps: float = FINETUNE_STEPS, target_weight: float = TARGET_WEIGHT) -> dict[str, Any]:
     """The settings that apply to the method, as its option values."""
     if has_adaptation_options(method, "image"):
         return {"inner_steps": int(inner_steps), "inner_lr": None if learned_lr else float(inner_lr)}
     if has_finetune_options(method, "image"):
         return {"steps": int(finetune_steps)}
+    if has_domain_options(method):
+        return {"target_weight": float(target_weight)}
     return {}
+
+
+def has_domain_options(method: str) -> bool:
+    """True for methods that adapt the backbone to the episode's images (their options have ``target_weight``)."""
+    return option_field(method, "image", "target_weight") is not None
+
+
+def domain_settings_visibility(method: str) -> Any:
+    """Show the domain-adaptation settings for the methods they apply to."""
+    return gr.Group(visible=has_domain_options(method))
 
 
 def image_count_label(count: int) -> str:
@@ -260,14 +275,16 @@ IMAGE = ImageModality()
 # ------------------------------------------------------------------------------------ handlers
 def classify(backbone_id: str, method: str, inner_steps: float, learned_lr: bool, inner_lr: float,
              query_files: Any, captured: str | None, session: SupportSession | None, *class_values: Any,
-             finetune_steps: float = FINETUNE_STEPS, progress: Any = gr.Progress()) -> list[Any]:
+             finetune_steps: float = FINETUNE_STEPS, target_weight: float = TARGET_WEIGHT,
+             progress: Any = gr.Progress()) -> list[Any]:
     """/image_classify: fit (or reuse) and classify; [session, status, first label, cards, adaptation plot].
 
-    ``class_values`` are the class rows' names, then their files. ``finetune_steps`` comes last in
-    the API, after the class rows, so positional callers from before it existed keep working.
+    ``class_values`` are the class rows' names, then their files; ``finetune_steps`` and
+    ``target_weight`` come last in the (hidden) API, after the class rows.
     """
+    options = method_options(method, inner_steps, learned_lr, inner_lr, finetune_steps, target_weight)
     result = support_set.classify(
-        IMAGE, backbone_id, method, method_options(method, inner_steps, learned_lr, inner_lr, finetune_steps),
+        IMAGE, backbone_id, method, options,
         file_paths(query_files) + ([captured] if captured else []), session, class_values,
         progress=lambda fraction, message: progress(fraction, desc=message),
     )
@@ -497,6 +514,12 @@ def build_image_tab() -> SupportSetUI:
                     "finetune", "image", "steps", FINETUNE_STEPS, 1,
                     "Fine-tuning steps (each trains the backbone's last block on every support image)",
                 )
+            with gr.Group(visible=False, elem_id="image-domain") as domain_settings:
+                target_weight = option_slider(
+                    "adabn", "image", "target_weight", TARGET_WEIGHT, 0.05,
+                    "Share of your images' statistics in batch normalisation (1: AdaBN; 0: the ImageNet "
+                    "statistics, no adaptation)", elem_id="image-target-weight",
+                )
             query_files = gr.File(label="Query images", file_count="multiple", height=120, elem_id="image-queries")
             query_capture = gr.Image(
                 sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
@@ -538,6 +561,7 @@ def build_image_tab() -> SupportSetUI:
     )
     method.change(functools.partial(settings_visibility, "image"), method, [adaptation_settings, finetune_settings],
                   api_name=False)
+    method.change(domain_settings_visibility, method, domain_settings, api_name=False, show_progress="hidden")
     learned_lr.change(adaptation_step_size, learned_lr, inner_lr, api_name=False, show_progress="hidden")
     backbone.change(functools.partial(offer_methods, method_choices, "linear"), [backbone, method], method,
                     api_name=False)
@@ -545,7 +569,7 @@ def build_image_tab() -> SupportSetUI:
     classify_outputs = [session, status, first_label, results, adaptation_plot]
     classify_inputs = dict(
         inputs=[backbone, method, inner_steps, learned_lr, inner_lr, query_files, query_capture, session, *rows.values],
-        inputs_kwargs={"finetune_steps": finetune_steps},
+        inputs_kwargs={"finetune_steps": finetune_steps, "target_weight": target_weight},
         outputs=classify_outputs,
         show_progress_on=[status],
     )
