@@ -386,6 +386,8 @@ class TrainConfig:
         batch_size: self-supervised methods: unlabelled images per step (over all processes).
         temperature: SimCLR: the NT-Xent temperature.
         mask_ratio, patch_size: masked autoencoder: share of the patch_size x patch_size patches hidden.
+        norm_pix: masked autoencoder: reconstruct each hidden patch normalised by its own mean and
+            spread instead of its raw pixels.
         min_area, flip, contrast, noise: self-supervised methods: how the random views of an image
             differ (``data.views.ViewConfig``); ``max_shift`` does not apply to them (crops shift).
 
@@ -421,6 +423,7 @@ class TrainConfig:
     temperature: float = 0.5
     mask_ratio: float = 0.75
     patch_size: int = 4
+    norm_pix: bool = False
     min_area: float = 0.5
     flip: bool = False
     contrast: float = 0.4
@@ -752,6 +755,8 @@ def _train_main(argv: list[str]) -> None:
     ssl.add_argument("--temperature", type=float, default=defaults.temperature, help="simclr: NT-Xent temperature")
     ssl.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio, help="mae: share of the patches hidden")
     ssl.add_argument("--patch-size", type=int, default=defaults.patch_size, help="mae: side of a square patch in pixels")
+    ssl.add_argument("--norm-pix", action="store_true",
+                     help="mae: reconstruct each patch normalised by its own mean and spread (He et al. 2022)")
     ssl.add_argument("--min-area", type=float, default=defaults.min_area, help="views: smallest share of the image a crop keeps")
     ssl.add_argument("--flip", action="store_true", help="views: mirror half of them (sensible for garments, not for digits)")
     ssl.add_argument("--contrast", type=float, default=defaults.contrast, help="views: foreground intensity varies by up to this factor")
@@ -778,7 +783,8 @@ def _train_main(argv: list[str]) -> None:
             val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
             images=None if args.images is None else str(args.images),
             batch_size=args.batch_size, temperature=args.temperature, mask_ratio=args.mask_ratio,
-            patch_size=args.patch_size, min_area=args.min_area, flip=args.flip, contrast=args.contrast, noise=args.noise,
+            patch_size=args.patch_size, norm_pix=args.norm_pix, min_area=args.min_area, flip=args.flip,
+            contrast=args.contrast, noise=args.noise,
         )
         world, device = join_from_environment(pick_device(args.device))
         torch.manual_seed(config.seed)

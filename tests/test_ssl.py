@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from fewshot_demo.data.views import ViewConfig, apply_views, draw_views
 from fewshot_demo.distributed import World
-from fewshot_demo.methods.mae import draw_patch_masks, pixel_mask
+from fewshot_demo.methods.mae import draw_patch_masks, normalise_patches, pixel_mask
 from fewshot_demo.methods.simclr import nt_xent
 from fewshot_demo.train import TaskPool, TrainConfig, meta_train
 
@@ -96,6 +96,17 @@ def test_masks_hide_three_quarters_of_the_patches_and_only_hidden_pixels_count()
     assert torch.isfinite(loss) and loss.item() > 0
     hidden_share = (seen[0] == 0).float().mean()  # the encoder sees the hidden patches as mid-grey
     assert 0.70 <= float(hidden_share) <= 0.80
+
+
+def test_the_normalised_pixel_target_gives_each_patch_mean_zero_and_spread_one():
+    images = _blobs(3) * 0.5 + torch.linspace(0, 0.4, 28).view(1, 1, 1, 28)  # brightness varies across the image
+    target = normalise_patches(images, 4)
+    patches = target.unfold(2, 4, 4).unfold(3, 4, 4).reshape(3, 7, 7, 16)
+    varied = images.unfold(2, 4, 4).unfold(3, 4, 4).reshape(3, 7, 7, 16).std(-1) > 1e-3
+    assert torch.allclose(patches.mean(-1), torch.zeros(3, 7, 7), atol=1e-5)
+    assert torch.allclose(patches[varied].std(-1, unbiased=False), torch.ones(int(varied.sum())), atol=1e-2)
+    # Each patch keeps its own pattern: a patch and the same patch brighter give the same target.
+    assert torch.allclose(normalise_patches(images + 0.3, 4), target, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------- the loop

@@ -28,6 +28,23 @@ def pixel_mask(patch_masks: Tensor, patch_size: int) -> Tensor:
     return patch_masks.float().repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
 
 
+def normalise_patches(images: Tensor, patch_size: int, eps: float = 1e-6) -> Tensor:
+    """Each patch_size x patch_size patch of (n, c, h, w) images shifted to mean 0 and scaled to spread 1.
+
+    MAE's normalised-pixel target (He et al. 2022, "norm_pix_loss"): the decoder is asked for each
+    patch's pattern rather than its brightness, which the paper found gives better representations.
+    """
+    height, width = images.shape[-2:]
+    patches = F.unfold(images, kernel_size=patch_size, stride=patch_size)  # (n, c * p * p, patches)
+    channels = images.shape[1]
+    patches = patches.view(len(images), channels, patch_size * patch_size, -1)
+    mean = patches.mean(dim=2, keepdim=True)
+    var = patches.var(dim=2, keepdim=True, unbiased=False)
+    patches = (patches - mean) / (var + eps).sqrt()
+    return F.fold(patches.view(len(images), channels * patch_size * patch_size, -1), (height, width),
+                  kernel_size=patch_size, stride=patch_size)
+
+
 class Conv4Decoder(nn.Module):
     """Decodes a Conv-4 embedding back to a 28x28 image: a linear map to a 7x7 grid, two
     transposed convolutions (7 -> 14 -> 28). Used only in pretraining; light, as MAE's decoder is,
@@ -56,7 +73,9 @@ class MaskedAutoencoderRecipe(MetaRecipe):
     The image is cut into ``patch_size`` x ``patch_size`` patches (4 x 4: a 7 x 7 grid) and
     ``mask_ratio`` of them (75%, as in the paper) are hidden, set to 0 (mid-grey). The Conv-4 encodes
     the masked image; a small decoder (``Conv4Decoder``, dropped after training) reconstructs the
-    whole image from the embedding, and the loss is the mean squared error on the hidden pixels only.
+    whole image from the embedding, and the loss is the mean squared error on the hidden pixels only,
+    against the pixels themselves or, with ``norm_pix``, each patch normalised by its own mean and
+    spread (the paper's better target, ``normalise_patches``).
 
     Unlike the paper's Vision Transformer, a convolutional encoder cannot drop the masked patches, so
     it sees them as grey squares (SparK and ConvNeXt V2 use sparse convolutions for this); at test time
@@ -86,7 +105,8 @@ class MaskedAutoencoderRecipe(MetaRecipe):
         if hidden.shape[-2:] != local.shape[-2:]:
             hidden = F.pad(hidden, (0, local.shape[-1] - hidden.shape[-1], 0, local.shape[-2] - hidden.shape[-2]))
         reconstruction = heads(network(local * (1 - hidden) + self.fill * hidden))  # (m, 1, h, w)
-        per_image = ((reconstruction - local) ** 2 * hidden).sum(dim=(1, 2, 3)) / hidden.sum(dim=(1, 2, 3))  # (m,)
+        target = normalise_patches(local, settings.patch_size) if settings.norm_pix else local
+        per_image = ((reconstruction - target) ** 2 * hidden).sum(dim=(1, 2, 3)) / hidden.sum(dim=(1, 2, 3))  # (m,)
         return per_image.sum() / n, per_image.mean().detach()
 
     def learner(self, network, extras, settings, options=None):
@@ -94,7 +114,7 @@ class MaskedAutoencoderRecipe(MetaRecipe):
 
     def checkpoint_fields(self, settings):
         return {"ssl": {"loss": "masked mse", "mask_ratio": settings.mask_ratio, "patch_size": settings.patch_size,
-                        "mask_fill": self.fill, "decoder_channels": self.decoder_channels,
+                        "normalised_pixel_target": settings.norm_pix, "mask_fill": self.fill, "decoder_channels": self.decoder_channels,
                         "views": asdict(settings.view_config()), "labels_read": False}}
 
 

@@ -31,6 +31,7 @@ class TrainSettings(Protocol):
     temperature: float
     mask_ratio: float
     patch_size: int
+    norm_pix: bool
 
     def view_config(self) -> "ViewConfig": ...
 
