@@ -568,7 +568,8 @@ def reading(summaries: Sequence[EvaluationSummary], results: Sequence[MethodResu
     if pretraining:
         paragraphs.append(
             "**What did pretraining without labels buy?** The self-supervised methods pretrained the same Conv-4 the "
-            "meta-learners use on the same base images, without their labels; set against the random Conv-4 they show "
+            "meta-learners use on the same base images, without their labels, and read it with a linear head fitted on "
+            "the support; set against the random Conv-4 they show "
             "what the unlabelled images alone teach, and against the meta-trained one what the base classes' labels "
             "add. " + " ".join(pretraining)
         )
@@ -596,6 +597,8 @@ def _pretraining_sentence(
     parts = []
     for other_family, name in (("baseline", "the random Conv-4"), ("meta", "the best meta-learned method")):
         others = [s for s in ranked if family(s.method) == other_family]
+        # The random Conv-4 read the way the self-supervised methods read theirs, where it ran.
+        others.sort(key=lambda s: _controls(s.method) != "self-supervised")
         if not others:
             continue
         other = others[0]
@@ -611,6 +614,12 @@ def _pretraining_sentence(
     if not parts:
         return f"{n_shot}-shot: {_name(best.method)} {best.accuracy:.1%} ± {best.ci95:.1%}."
     return f"{n_shot}-shot: {_name(best.method)} {best.accuracy:.1%}, " + "; ".join(parts) + "."
+
+
+def _controls(method: str) -> str | None:
+    """The family of the method a baseline controls (None for other methods)."""
+    controlled = get_method(method).baseline_of
+    return get_method(controlled).family if controlled else None
 
 
 # ----------------------------------------------------------------------------------------- export

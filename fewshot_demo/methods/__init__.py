@@ -112,6 +112,14 @@ def _protonet_plain(context: LearnerContext, options: Any) -> FewShotLearner:
     return MetaPrototypicalNetwork(untrained_network(context.backbone_id, context.feature_dim, context.device))
 
 
+def _linear_plain(context: LearnerContext, options: Any) -> FewShotLearner:
+    """The self-supervised methods' head on the Conv-4 they start from, with its random weights."""
+    from fewshot_demo.checkpoints import untrained_network
+    from fewshot_demo.methods.encoder_probe import EncoderLinearProbe
+
+    return EncoderLinearProbe(untrained_network(context.backbone_id, context.feature_dim, context.device))
+
+
 def _maml_scratch(context: LearnerContext, options: AdaptationOptions | None) -> FewShotLearner:
     from fewshot_demo.checkpoints import make_scratch_maml
 
@@ -171,13 +179,13 @@ register(MethodSpec(
     key="simclr", label="SimCLR", family="self-supervised", build=_meta_trained("simclr"), cost="instant",
     checkpoint="required", recipe=SIMCLR_RECIPE,
     description="SimCLR (Chen et al. 2020): Conv-4 pretrained without labels by contrasting two views of each "
-    "image; prototypes on its embedding",
+    "image; a linear head on its frozen embedding",
 ))
 register(MethodSpec(
     key="mae", label="Masked autoencoder", family="self-supervised", build=_meta_trained("mae"), cost="instant",
     checkpoint="required", recipe=MAE_RECIPE,
     description="Masked autoencoder (He et al. 2022): Conv-4 pretrained without labels by reconstructing 75% "
-    "hidden patches; prototypes on its embedding",
+    "hidden patches; a linear head on its frozen embedding",
 ))
 register(MethodSpec(
     key="protonet_plain", label="ProtoNet, no meta-training", family="baseline", build=_protonet_plain,
@@ -188,6 +196,12 @@ register(MethodSpec(
     key="maml_scratch", label="MAML from a random init", family="baseline", build=_maml_scratch,
     options=AdaptationOptions, baseline_of="maml",
     description="MAML's adaptation from a random init: the no-meta-training baseline",
+))
+register(MethodSpec(
+    key="linear_plain", label="Linear head, no pretraining", family="baseline", build=_linear_plain,
+    cost="instant", baseline_of="simclr",
+    description="Untrained control of the self-supervised methods: their linear head on the same Conv-4 with its "
+    "random initial weights",
 ))
 register(MethodSpec(
     key="adabn", label="AdaBN", family="transfer", build=_adabn, modalities=("image",), transductive=True,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_demo.data.views import apply_views, draw_views
-from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+from fewshot_demo.methods.encoder_probe import EncoderLinearProbe
 from fewshot_demo.methods.meta_recipe import MetaRecipe
 
 
@@ -79,7 +79,7 @@ class MaskedAutoencoderRecipe(MetaRecipe):
 
     Unlike the paper's Vision Transformer, a convolutional encoder cannot drop the masked patches, so
     it sees them as grey squares (SparK and ConvNeXt V2 use sparse convolutions for this); at test time
-    it sees whole images. The embedding is then used as ProtoNet's, like SimCLR's. Views are the
+    it sees whole images. Its frozen embedding is then read by a linear head, like SimCLR's. Views are the
     light ones of ``data.views`` (shifts and crops), so the encoder does not learn exact positions.
     """
 
@@ -110,7 +110,7 @@ class MaskedAutoencoderRecipe(MetaRecipe):
         return per_image.sum() / n, per_image.mean().detach()
 
     def learner(self, network, extras, settings, options=None):
-        return MetaPrototypicalNetwork(network)
+        return EncoderLinearProbe(network)
 
     def checkpoint_fields(self, settings):
         return {"ssl": {"loss": "masked mse", "mask_ratio": settings.mask_ratio, "patch_size": settings.patch_size,

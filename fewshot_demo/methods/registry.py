@@ -103,8 +103,8 @@ class MethodSpec:
         checkpoint: "none", "required" (meta-learned or self-supervised: runs only where a checkpoint
             exists for the encoder) or "optional" (meta-trained where a checkpoint exists, plain
             transfer elsewhere).
-        baseline_of: for a "baseline": the meta method it controls; listed only where that method's
-            checkpoint exists.
+        baseline_of: for a "baseline": the trained (meta-learned or self-supervised) method it
+            controls; listed only where that method's checkpoint exists.
         recipe: the training side of a meta-learned or self-supervised method (``MetaRecipe``), or None.
         savable: its fitted state can be stored in a saved classifier.
     """

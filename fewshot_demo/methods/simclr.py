@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_demo.data.views import apply_views, draw_views
-from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+from fewshot_demo.methods.encoder_probe import EncoderLinearProbe
 from fewshot_demo.methods.meta_recipe import MetaRecipe
 
 
@@ -48,7 +48,8 @@ class SimCLRRecipe(MetaRecipe):
     projection head; the NT-Xent loss pulls the two views of an image together and pushes the other
     views of the batch away. The head is dropped after training (its output throws away what the
     views do not share; the layer before it transfers better, as the paper found), and the Conv-4's
-    embedding is used as ProtoNet's: class means of the support, nearest mean for a query.
+    frozen embedding is read by a linear head fitted on the support (``EncoderLinearProbe``: the
+    paper's linear evaluation).
 
     No batch normalisation in the head: Conv-4 uses GroupNorm, so nothing depends on which images
     share a batch and a batch split over processes computes what one process does.
@@ -81,7 +82,7 @@ class SimCLRRecipe(MetaRecipe):
         return loss / (2 * n), hits.float() / (2 * m)
 
     def learner(self, network, extras, settings, options=None):
-        return MetaPrototypicalNetwork(network)
+        return EncoderLinearProbe(network)
 
     def checkpoint_fields(self, settings):
         return {"ssl": {"loss": "nt-xent", "temperature": settings.temperature, "projection_head": [
