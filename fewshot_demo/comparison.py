@@ -360,8 +360,9 @@ def run_comparison(
         episodes = episode_sets[n_shot]
         fingerprint = episodes_fingerprint(episodes)
         for method in config.methods:
+            shown = _name(method)  # status lines name methods as the tables do
             if cancel is not None and cancel.is_set():
-                yield update("cancelled", f"Stopped before {method} {n_shot}-shot; {len(results)} result(s) kept.")
+                yield update("cancelled", f"Stopped before {shown} {n_shot}-shot; {len(results)} result(s) kept.")
                 return
             encoder_id = data.encoder_for(method)
             spec = get_method(method)
@@ -373,17 +374,17 @@ def run_comparison(
                 pool = data.pool(encoder_id, cancel=cancel)
                 context = LearnerContext(encoder_id, pool.feature_dim, data.device)
                 if kind != "features" and (encoder_id, kind) not in prepared:
-                    yield update("status", f"Preparing {kind} inputs for {method} (once)...")
+                    yield update("status", f"Preparing {kind} inputs for {shown} (once)...")
                 # Features are embedded with the pool; other kinds are computed now, hearing a Stop.
                 items = pool.prepare(kind) if kind == "features" else pool.prepare(kind, cancel=cancel)
                 prepared.add((encoder_id, kind))
             except Cancelled:
-                yield update("cancelled", f"Stopped while preparing {method} {n_shot}-shot; {len(results)} result(s) kept.")
+                yield update("cancelled", f"Stopped while preparing {shown} {n_shot}-shot; {len(results)} result(s) kept.")
                 return
             except MethodNotApplicableError as error:
                 not_run.append(NotRun(method, n_shot, type(error), str(error)))
                 done += len(episodes)
-                yield update("skipped", f"{method} skipped: {error}")
+                yield update("skipped", f"{shown} skipped: {error}")
                 continue
             confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
             mistakes: Counter = Counter()
@@ -395,25 +396,25 @@ def run_comparison(
                     _count(confusion, mistakes, episodes[number - 1], outcome.predictions)
                     done += 1
                     if number % progress_every == 0 and number < len(episodes):
-                        yield update("progress", f"{method} {n_shot}-shot: episode {number}/{len(episodes)}")
+                        yield update("progress", f"{shown} {n_shot}-shot: episode {number}/{len(episodes)}")
             except (ValueError, RuntimeError) as error:  # MethodNotApplicableError is a ValueError: skipped
                 problem = NotRun(method, n_shot, type(error), str(error))
             if run.cancelled:
-                yield update("cancelled", f"Stopped during {method} {n_shot}-shot after {len(run.outcomes)} of "
+                yield update("cancelled", f"Stopped during {shown} {n_shot}-shot after {len(run.outcomes)} of "
                              f"{len(episodes)} episodes; that partial run is not shown. {len(results)} result(s) kept.")
                 return
             if problem is not None:
                 not_run.append(problem)
                 done += len(episodes) - len(run.outcomes)
                 if problem.failed:
-                    yield update("failed", f"{method} {n_shot}-shot failed at episode {len(run.outcomes) + 1} of "
+                    yield update("failed", f"{shown} {n_shot}-shot failed at episode {len(run.outcomes) + 1} of "
                                  f"{len(episodes)} ({problem.error.__name__}: {problem.reason}); the other methods still run.")
                 else:
-                    yield update("skipped", f"{method} skipped: {problem.reason}")
+                    yield update("skipped", f"{shown} skipped: {problem.reason}")
                 continue
             summary = run.summary()
             results.append(MethodResult(summary, encoder_id, n_query, run.accuracies, confusion, mistakes, fingerprint))
-            yield update("result", f"{method} {n_shot}-shot: {summary.accuracy:.1%} ± {summary.ci95:.1%} "
+            yield update("result", f"{shown} {n_shot}-shot: {summary.accuracy:.1%} ± {summary.ci95:.1%} "
                          f"({summary.ms_per_episode:.1f} ms/episode)")
     skipped, failed = sum(not n.failed for n in not_run), sum(n.failed for n in not_run)
     yield update("done", f"Done: {len(results)} result(s)" + (f", {skipped} method(s) skipped" if skipped else "")

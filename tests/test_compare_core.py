@@ -117,7 +117,7 @@ def test_cancel_stops_between_episodes_and_drops_the_partial_method():
     updates = []
     for update in run_comparison(_synthetic(), config, cancel=cancel, progress_every=5):
         updates.append(update)
-        if update.kind == "progress" and update.message.startswith("linear"):
+        if update.kind == "progress" and update.message.startswith("Linear probe"):
             cancel.set()
     last = updates[-1]
     assert last.kind == "cancelled" and "partial run is not shown" in last.message
