@@ -277,17 +277,19 @@ class IdleTimings:
         http: the same through the API with plain HTTP on one kept-alive connection: upload the
             image, POST ``/gradio_api/call/v2/predict``, read the result from its event stream.
         client: the same through ``gradio_client`` (``client.predict(handle, [handle_file(...)])``).
+        http_empty, client_empty: the transport's own floor, the same two ways: ``/warmup`` once the
+            models are loaded, which returns at once (nothing uploaded, nothing computed).
     """
 
     core: float
     http: float
     client: float
+    http_empty: float = float("nan")
+    client_empty: float = float("nan")
 
 
 def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
-    """Time one new query on the idle server three ways (see ``IdleTimings``)."""
-    import json
-
+    """Time one new query on the idle server three ways, and the transport alone (see ``IdleTimings``)."""
     import httpx
     import torch
     from gradio_client import Client, handle_file
@@ -306,6 +308,7 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
         started = time.perf_counter()
         client.predict(handle, [handle_file(str(query))], api_name="/predict")
         through_client.append(time.perf_counter() - started)
+    client_empty = [_timed(lambda: client.predict(api_name="/warmup")) for _ in range(repeats)]
 
     http = httpx.Client(base_url=url, timeout=60)
     http.get("config")  # the session cookie
@@ -316,12 +319,10 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
         with query.open("rb") as file:
             path = http.post("gradio_api/upload", files=[("files", (query.name, file))]).json()[0]
         sent = {"handle": handle, "queries": [{"path": path, "orig_name": query.name, "meta": {"_type": "gradio.FileData"}}]}
-        event = http.post("gradio_api/call/v2/predict", json=sent).json()["event_id"]
-        with http.stream("GET", f"gradio_api/call/predict/{event}") as stream:
-            lines = [line for line in stream.iter_lines() if line.startswith("data:")]
-        if "predictions" not in json.loads(lines[-1][5:])[0]:
-            raise RuntimeError(f"/predict answered {lines[-1][:200]}")
+        if "predictions" not in _http_call(http, "predict", sent):
+            raise RuntimeError("/predict answered without predictions")
         through_http.append(time.perf_counter() - started)
+    http_empty = [_timed(lambda: _http_call(http, "warmup", {})) for _ in range(repeats)]
     client.predict(handle, api_name="/forget")
 
     torch.set_num_threads(settings().torch_threads)  # as the app runs
@@ -337,7 +338,27 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
         classify_images(classifier, backbone, [load_image(query)])
         core.append(time.perf_counter() - started)
     median_ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
-    return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client))
+    return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client),
+                       median_ms(http_empty), median_ms(client_empty))
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _http_call(http: Any, endpoint: str, payload: dict[str, Any]) -> Any:
+    """POST a named-argument call to ``/gradio_api/call/v2/<endpoint>`` and read its answer from the event stream."""
+    import json
+
+    event = http.post(f"gradio_api/call/v2/{endpoint}", json=payload).json()["event_id"]
+    with http.stream("GET", f"gradio_api/call/{endpoint}/{event}") as stream:
+        lines = [line for line in stream.iter_lines() if line.startswith("data:")]
+    answer = json.loads(lines[-1][5:]) if lines else None
+    if not isinstance(answer, list) or not answer:
+        raise RuntimeError(f"/{endpoint} answered {str(lines[-1:])[:200]}")
+    return answer[0]
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -356,7 +377,9 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
     if idle is not None:
         lines += ["", f"one new query on the idle server (medians): core {idle.core:.1f} ms (embed + classify, in this "
                       f"process); /predict with a handle {idle.http:.1f} ms over plain HTTP ({idle.http / idle.core:.1f}x), "
-                      f"{idle.client:.1f} ms through gradio_client ({idle.client / idle.core:.1f}x)"]
+                      f"{idle.client:.1f} ms through gradio_client ({idle.client / idle.core:.1f}x); "
+                      f"the transport alone (an empty call): {idle.http_empty:.1f} ms over plain HTTP, "
+                      f"{idle.client_empty:.1f} ms through gradio_client"]
     memory = [(t, m) for t, m, _ in sampler.samples if m is not None]
     if memory:
         after = [m for t, m in memory if t >= warm_s] or [memory[-1][1]]
