@@ -18,7 +18,7 @@ are validated like the meta-learners. Under ``torchrun`` every command runs on s
 Examples::
 
     python -m fewshot_demo.train --method maml --backbone efficientnet_lite0
-    python -m fewshot_demo.train --method simclr --backbone pixels28 --temperature 0.2 --iterations 3000
+    python -m fewshot_demo.train --method simclr --backbone pixels28 --temperature 0.2 --iterations 1000
     torchrun --standalone --nproc_per_node 4 -m fewshot_demo.train --method simclr --backbone pixels28 --device cuda
     python -m fewshot_demo.train --method protonet --backbone pixels28 --iterations 1500
     python -m fewshot_demo.train --method maml --backbone pixels28 --dry-run
