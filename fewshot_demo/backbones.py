@@ -205,7 +205,9 @@ class ImageBackbone:
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # one forward pass at a time; the cache is shared
+        # Guards the shared feature cache only: the network is only read, so the forward passes of
+        # several requests run at once (a fit's 25 images no longer hold up another user's query).
+        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -246,18 +248,28 @@ class ImageBackbone:
         batch_size = batch_size or self.batch_size
         keys = [self._fingerprint(image) for image in images]
         with self._lock:
-            missing = [i for i, key in enumerate(keys) if key not in self._cache]
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                features = self._forward(torch.stack([self.preprocess(images[i]) for i in chunk]))
-                for i, feature in zip(chunk, features.float().cpu()):
-                    self._cache[keys[i]] = feature.clone()
-            for key in keys:
+            known = {key: self._cache[key] for key in keys if key in self._cache}
+            for key in known:
                 self._cache.move_to_end(key)
-            result = torch.stack([self._cache[key] for key in keys]) if keys else torch.empty(0, self.feature_dim)
+        first = {}  # key -> index of its first image, for the images not cached (each embedded once)
+        for i, key in enumerate(keys):
+            if key not in known:
+                first.setdefault(key, i)
+        missing = list(first.values())
+        computed = {}
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            features = self._forward(torch.stack([self.preprocess(images[i]) for i in chunk]))
+            for i, feature in zip(chunk, features.float().cpu()):
+                computed[keys[i]] = feature.clone()
+        with self._lock:
+            self._cache.update(computed)
+            for key in computed:
+                self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return result
+        known.update(computed)
+        return torch.stack([known[key] for key in keys]) if keys else torch.empty(0, self.feature_dim)
 
     def prepare(self, kind: str, images: Sequence[Image.Image], batch_size: int | None = None) -> Tensor:
         """Turn images into what a learner of ``input_kind == kind`` consumes.
@@ -287,7 +299,7 @@ class ImageBackbone:
             raise ValueError(f"backbone {self.id!r} has no EfficientNet-style stages to fine-tune; use efficientnet_lite0")
         batch_size = batch_size or self.batch_size
         outputs = []
-        with self._lock, torch.no_grad():  # no_grad, not inference mode: learners train on these
+        with torch.no_grad():  # no_grad, not inference mode: learners train on these
             for start in range(0, len(images), batch_size):
                 batch = torch.stack([self.preprocess(image) for image in images[start : start + batch_size]])
                 batch = (batch.to(self.device) - self._mean) / self._std

@@ -35,6 +35,41 @@ def test_embeddings_are_batched_cached_and_deterministic(backbone):
     assert torch.allclose(again, first.flip(0))
 
 
+def test_two_requests_embed_at_the_same_time_and_share_the_cache(backbone, monkeypatch):
+    """One user's fit must not hold up another user's query: forward passes are not serialised."""
+    import threading
+
+    both_inside = threading.Barrier(2, timeout=20)  # broken if one forward pass waits for the other
+    forward, calls = backbone._forward, []
+
+    def meeting_forward(batch):
+        calls.append(len(batch))
+        both_inside.wait()
+        return forward(batch)
+
+    monkeypatch.setattr(backbone, "_forward", meeting_forward)
+    rng = torch.Generator().manual_seed(7)
+    fresh = [Image.fromarray(torch.randint(0, 256, (40, 40, 3), generator=rng, dtype=torch.uint8).numpy())
+             for _ in range(2)]
+    results, errors = {}, []
+
+    def embed(i):
+        try:
+            results[i] = backbone.embed([fresh[i], fresh[i]], batch_size=1)  # the same image twice: one pass
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=embed, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and calls == [1, 1]
+    monkeypatch.setattr(backbone, "_forward", lambda batch: pytest.fail("cached images are not embedded again"))
+    assert torch.equal(backbone.embed(fresh), torch.stack([results[0][0], results[1][0]]))
+    assert torch.equal(results[0][0], results[0][1])
+
+
 def test_hub_backbone_offline_fails_fast_and_names_the_default(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
