@@ -110,12 +110,16 @@ def server_pid(port: int) -> int | None:
         if not entry.name.isdigit():
             continue
         try:
-            for fd in (entry / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    return int(entry.name)
+            fds = list((entry / "fd").iterdir())
         except OSError:
             continue
+        for fd in fds:
+            try:  # a busy server opens and closes descriptors while they are listed
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return int(entry.name)
     return None
 
 
