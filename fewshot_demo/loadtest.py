@@ -48,6 +48,28 @@ QUERIES_PER_FIT = 10
 COMPARE_EVERY = 3
 
 
+# ------------------------------------------------------------------------------------------ clients
+@functools.lru_cache(maxsize=1)
+def shared_tls() -> Any:
+    """One default (verifying) TLS context for every gradio_client call of this process.
+
+    gradio_client passes its ``ssl_verify`` to each httpx request, and httpx builds a new TLS context
+    from it every time, loading the certificate bundle again, even for plain-HTTP URLs: measured
+    here, that was the largest share of the load generator's CPU (20 users took more than a core).
+    A ready context is used as it is.
+    """
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def connect(url: str, reuse_tls: bool = True) -> Any:
+    """A gradio_client session on ``url`` (with ``shared_tls`` unless ``reuse_tls`` is False)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, **({"ssl_verify": shared_tls()} if reuse_tls else {}))
+
+
 # ------------------------------------------------------------------------------------------ records
 @dataclass
 class Record:
@@ -226,7 +248,7 @@ def user(number: int, url: str, work: Workload, deadline: float, recorder: Recor
     Between two requests the user waits ``think_s`` seconds on average (0.5 to 1.5 times it, drawn
     at random, so users do not move in step); 0 sends the next request as soon as an answer comes.
     """
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     rng = random.Random(number)
 
@@ -234,7 +256,7 @@ def user(number: int, url: str, work: Workload, deadline: float, recorder: Recor
         if think_s > 0:
             time.sleep(think_s * rng.uniform(0.5, 1.5))
 
-    client = recorder.call("connect", lambda: Client(url, verbose=False))
+    client = recorder.call("connect", lambda: connect(url))
     if client is None:
         return
     support = [handle_file(str(p)) for p in work.support]
@@ -280,14 +302,18 @@ class IdleTimings:
         core: embed + classify in this process, as the app does it (``classify_images``).
         http: the same through the API with plain HTTP on one kept-alive connection: upload the
             image, POST ``/gradio_api/call/v2/predict``, read the result from its event stream.
-        client: the same through ``gradio_client`` (``client.predict(handle, [handle_file(...)])``).
-        http_empty, client_empty: the transport's own floor, the same two ways: ``/warmup`` once the
-            models are loaded, which returns at once (nothing uploaded, nothing computed).
+        client: the same through ``gradio_client`` (``client.predict(handle, [handle_file(...)])``),
+            sessions made with ``connect`` (one TLS context for all calls, see ``shared_tls``).
+        client_defaults: the same through a gradio_client session with its defaults.
+        http_empty, client_empty: the transport's own floor, over plain HTTP and through
+            gradio_client (``connect``): ``/warmup`` once the models are loaded, which returns at
+            once (nothing uploaded, nothing computed).
     """
 
     core: float
     http: float
     client: float
+    client_defaults: float = float("nan")
     http_empty: float = float("nan")
     client_empty: float = float("nan")
 
@@ -296,7 +322,7 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     """Time one new query on the idle server three ways, and the transport alone (see ``IdleTimings``)."""
     import httpx
     import torch
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from fewshot_demo.backbones import load_backbone
     from fewshot_demo.image_task import build_support, classify_images, fit_image_classifier
@@ -304,14 +330,17 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     from fewshot_demo.settings import settings
 
     rng = random.Random(12345)
-    client = Client(url, verbose=False)
+    client = connect(url)
     handle = client.predict([handle_file(str(p)) for p in work.support], work.labels, api_name="/fit_images")["handle"]
-    through_client = []
-    for _ in range(repeats):
-        query = new_query(rng.choice(work.queries), work.folder, rng)
-        started = time.perf_counter()
-        client.predict(handle, [handle_file(str(query))], api_name="/predict")
-        through_client.append(time.perf_counter() - started)
+
+    def through(session: Any) -> list[float]:
+        timings = []
+        for _ in range(repeats):
+            query = new_query(rng.choice(work.queries), work.folder, rng)
+            timings.append(_timed(lambda: session.predict(handle, [handle_file(str(query))], api_name="/predict")))
+        return timings
+
+    through_client, through_defaults = through(client), through(connect(url, reuse_tls=False))
     client_empty = [_timed(lambda: client.predict(api_name="/warmup")) for _ in range(repeats)]
 
     http = httpx.Client(base_url=url, timeout=60)
@@ -342,7 +371,7 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
         classify_images(classifier, backbone, [load_image(query)])
         core.append(time.perf_counter() - started)
     median_ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
-    return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client),
+    return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client), median_ms(through_defaults),
                        median_ms(http_empty), median_ms(client_empty))
 
 
@@ -381,7 +410,9 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
     if idle is not None:
         lines += ["", f"one new query on the idle server (medians): core {idle.core:.1f} ms (embed + classify, in this "
                       f"process); /predict with a handle {idle.http:.1f} ms over plain HTTP ({idle.http / idle.core:.1f}x), "
-                      f"{idle.client:.1f} ms through gradio_client ({idle.client / idle.core:.1f}x); "
+                      f"{idle.client:.1f} ms through gradio_client ({idle.client / idle.core:.1f}x; "
+                      f"{idle.client_defaults:.1f} ms with its default TLS setting, "
+                      f"{idle.client_defaults / idle.core:.1f}x); "
                       f"the transport alone (an empty call): {idle.http_empty:.1f} ms over plain HTTP, "
                       f"{idle.client_empty:.1f} ms through gradio_client"]
     memory = [(t, m) for t, m, _ in sampler.samples if m is not None]
@@ -430,9 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_s = args.warm_up if args.warm_up is not None else min(60.0, seconds / 5)
     pid = args.pid or server_pid(urlparse(url).port or 80)
 
-    from gradio_client import Client
-
-    Client(url, verbose=False).predict(api_name="/warmup")  # the models are loaded before anything is timed
+    connect(url).predict(api_name="/warmup")  # the models are loaded before anything is timed
     with tempfile.TemporaryDirectory(prefix="fewshot-loadtest-") as folder:
         work = workload(Path(folder))
         idle = None if args.no_idle_timing else idle_timings(url, work)
