@@ -22,6 +22,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from fewshot_demo.device import one_thread, pick_device
+from fewshot_demo.priority import PRIORITY
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -258,6 +259,7 @@ class ImageBackbone:
         missing = list(first.values())
         computed = {}
         for start in range(0, len(missing), batch_size):
+            PRIORITY.give_way()  # a prediction running elsewhere goes first (see fewshot_demo.priority)
             chunk = missing[start : start + batch_size]
             features = self._forward(torch.stack([self.preprocess(images[i]) for i in chunk]))
             for i, feature in zip(chunk, features.float().cpu()):
@@ -301,6 +303,7 @@ class ImageBackbone:
         outputs = []
         with torch.no_grad():  # no_grad, not inference mode: learners train on these
             for start in range(0, len(images), batch_size):
+                PRIORITY.give_way()
                 batch = torch.stack([self.preprocess(image) for image in images[start : start + batch_size]])
                 batch = (batch.to(self.device) - self._mean) / self._std
                 outputs.append(self.model.blocks[:-1](self.model.bn1(self.model.conv_stem(batch))))  # (b, c, h, w)

@@ -30,6 +30,7 @@ from fewshot_demo.api import DEFAULT_METHOD, Classifier, fit
 from fewshot_demo.classifier import Prediction
 from fewshot_demo.errors import UserInputError
 from fewshot_demo.limits import check_count, check_file_sizes, limits
+from fewshot_demo.priority import PRIORITY
 
 #: How much of a support text a prediction quotes as a nearest example.
 QUOTE_CHARS = 200
@@ -242,7 +243,7 @@ class Service:
     def predict(self, handle: str, queries: Sequence[Any]) -> dict[str, Any]:
         """Classify queries with a kept classifier: image uploads for an image handle, strings for a text one."""
         entry = self.store.get(handle)
-        with entry.lock:
+        with entry.lock, PRIORITY.urgent():  # fits and comparisons give way to it between forward passes
             return self._predict(entry.classifier, queries)
 
     def predict_images(self, support: Sequence[Upload], labels: Sequence[str] | None, queries: Sequence[Upload],

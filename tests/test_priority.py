@@ -1,0 +1,69 @@
+"""Quick predictions go before long work (fewshot_demo.priority)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fewshot_demo.priority import Priority
+
+
+def test_long_work_waits_for_an_urgent_request_and_only_for_it():
+    priority = Priority(max_wait_s=5.0)
+    assert priority.give_way() == 0.0  # nothing urgent: no wait
+    inside, release, waited = threading.Event(), threading.Event(), []
+
+    def prediction():
+        with priority.urgent():
+            assert priority.give_way() == 0.0  # urgent work never waits, not even for another
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=prediction)
+    thread.start()
+    inside.wait(5)
+    threading.Timer(0.3, release.set).start()
+    waited.append(priority.give_way())  # long work, here: waits until the prediction ends
+    thread.join()
+    assert 0.2 <= waited[0] < 4.0 and priority.urgent_now == 0
+
+
+def test_long_work_goes_on_after_the_longest_wait():
+    priority = Priority(max_wait_s=0.2)
+    with priority.urgent():
+        results = []
+        worker = threading.Thread(target=lambda: results.append(priority.give_way()))
+        started = time.monotonic()
+        worker.start()
+        worker.join()
+    assert 0.15 <= results[0] <= 1.0 and time.monotonic() - started < 2.0
+
+
+def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.priority import PRIORITY
+    from fewshot_demo.service import Service, Upload
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals"
+    support = sorted((folder / "support").glob("*/*"))
+    source = sorted((folder / "query").glob("*/*"))[0]
+    image = Image.open(source).convert("RGB")
+    image.putpixel((0, 0), (1, 2, 3))  # new to the feature cache, so it is embedded now
+    query = tmp_path / source.parent.name / "query.png"
+    query.parent.mkdir()
+    image.save(query)
+    backbone = load_backbone("efficientnet_lite0", "cpu")
+    forward, urgent_during = backbone._forward, []
+    monkeypatch.setattr(backbone, "_forward", lambda batch: urgent_during.append(PRIORITY.urgent_now) or forward(batch))
+    service = Service()
+    fitted = service.fit_images([Upload(str(p), p.name) for p in support], [p.parent.name for p in support])
+    assert urgent_during and not any(urgent_during)  # fitting is long work
+    urgent_during.clear()
+    answer = service.predict(fitted["handle"], [Upload(str(query), query.name)])
+    assert answer["predictions"][0]["label"] == query.parent.name
+    assert urgent_during == [1]  # embedded as urgent work
+    assert PRIORITY.urgent_now == 0
