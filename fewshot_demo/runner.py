@@ -40,6 +40,7 @@ from fewshot_demo.episodes import Episode
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
 from fewshot_demo.methods import LearnerContext, make_learner
 from fewshot_demo.methods.base import FewShotLearner
+from fewshot_demo.priority import PRIORITY
 
 
 @dataclass
@@ -171,6 +172,7 @@ class EpisodeRun:
                     break
                 # Set per episode, not around the loop: a caller may resume this iterator on another
                 # thread (the app's comparison), and the thread setting is per thread.
+                PRIORITY.give_way()  # in the app, a prediction running meanwhile goes first
                 learner = self.make_learner()
                 if self.cancel is not None and hasattr(learner, "progress"):
                     learner.progress = _stop_when(self.cancel, learner.progress)
