@@ -67,3 +67,19 @@ def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_
     assert answer["predictions"][0]["label"] == query.parent.name
     assert urgent_during == [1]  # embedded as urgent work
     assert PRIORITY.urgent_now == 0
+
+
+def test_comparison_episodes_give_way_one_by_one(monkeypatch):
+    import torch
+
+    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
+    from fewshot_demo.priority import PRIORITY
+    from fewshot_demo.runner import run_episodes
+
+    calls = []
+    monkeypatch.setattr(PRIORITY, "give_way", lambda: calls.append(1) or 0.0)
+    labels = torch.arange(3).repeat_interleave(6)
+    features = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)) + labels[:, None]
+    episodes = sample_episodes(labels.tolist(), EpisodeConfig(3, 2, 2), 4, seed=0)
+    run_episodes("protonet", features, episodes)
+    assert len(calls) == 4
