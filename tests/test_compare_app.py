@@ -98,7 +98,7 @@ def test_api_bad_inputs_get_clear_errors(compare_client):
 def test_api_stop_keeps_finished_results(compare_client, class_zip):
     job = _run(compare_client, "upload", handle_file(str(class_zip)), [1, 5], 600, ["protonet", "linear", "baselinepp"])
     deadline = time.time() + 120
-    while time.time() < deadline and not any("protonet 1-shot:" in str(o[0]) and "%" in str(o[0]) for o in job.outputs()):
+    while time.time() < deadline and not any("ProtoNet 1-shot:" in str(o[0]) and "%" in str(o[0]) for o in job.outputs()):
         time.sleep(0.05)
     compare_client.predict(api_name="/compare_stop")
     status = job.result()[0]

@@ -49,13 +49,18 @@ def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_
     from fewshot_demo.service import Service, Upload
 
     folder = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals"
-    support = sorted((folder / "support").glob("*/*"))
-    source = sorted((folder / "query").glob("*/*"))[0]
-    image = Image.open(source).convert("RGB")
-    image.putpixel((0, 0), (1, 2, 3))  # new to the feature cache, so it is embedded now
-    query = tmp_path / source.parent.name / "query.png"
-    query.parent.mkdir()
-    image.save(query)
+
+    def fresh(source: Path, name: str) -> Path:
+        """A copy with one pixel changed: new to the shared feature cache, so it is embedded now."""
+        image = Image.open(source).convert("RGB")
+        image.putpixel((0, 0), (1, 2, 3))
+        path = tmp_path / name / source.parent.name / f"{source.stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        return path
+
+    support = [fresh(p, "support") for p in sorted((folder / "support").glob("*/*"))]
+    query = fresh(sorted((folder / "query").glob("*/*"))[0], "query")
     backbone = load_backbone("efficientnet_lite0", "cpu")
     forward, urgent_during = backbone._forward, []
     monkeypatch.setattr(backbone, "_forward", lambda batch: urgent_during.append(PRIORITY.urgent_now) or forward(batch))
