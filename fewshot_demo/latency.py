@@ -110,7 +110,8 @@ class AppApi:
         raise RuntimeError(f"{api_name} ended without a result")
 
 
-def _timed(call: Callable[[], Any]) -> float:
+def timed(call: Callable[[], Any]) -> float:
+    """Seconds that ``call()`` took."""
     began = time.perf_counter()
     call()
     return time.perf_counter() - began
@@ -163,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         backbone._forward(support_tensors[0])  # the app is warm too
 
         def support_floor() -> float:
-            return _timed(lambda: [backbone._forward(tensor) for tensor in support_tensors])
+            return timed(lambda: [backbone._forward(tensor) for tensor in support_tensors])
 
         def query_floor() -> list[float]:
-            return [_timed(lambda t=t: backbone._forward(t)) for t in query_tensors]
+            return [timed(lambda t=t: backbone._forward(t)) for t in query_tensors]
 
         first_floors, query_floors = [support_floor()], query_floor()
         began = time.perf_counter()
@@ -181,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             return api.call("image_classify", ["efficientnet_lite0", "protonet", 5, True, 0.5, [uploaded[query]], None,
                                                None, *padded_names, *padded_files, 5, 1.0])
 
-        first_click = _timed(lambda: click(queries[0]))
+        first_click = timed(lambda: click(queries[0]))
         first_floors.append(support_floor())
         new_queries = queries[1:][: max(1, args.repeats)]  # never seen by the app: no cached features
-        api_clicks = [_timed(lambda: click(query)) for query in new_queries]
+        api_clicks = [timed(lambda: click(query)) for query in new_queries]
         query_floors += query_floor()
     finally:
         process.terminate()
@@ -206,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     core, handler, paired_floors, core_ratios, handler_ratios = [], [], [], [], []
     for i in range(max(1, args.repeats)):
         index = i % len(queries)
-        floor = _timed(lambda: backbone._forward(query_tensors[index]))
+        floor = timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()  # a new query is never in the cache
-        core.append(_timed(lambda: classify_images(classifier, backbone, [query_images[index]])))
+        core.append(timed(lambda: classify_images(classifier, backbone, [query_images[index]])))
         core_ratios.append(core[-1] / floor)
         paired_floors.append(floor)
-        floor = _timed(lambda: backbone._forward(query_tensors[index]))
+        floor = timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()
-        handler.append(_timed(lambda: image_tab.classify(
+        handler.append(timed(lambda: image_tab.classify(
             "efficientnet_lite0", "protonet", 5, True, 0.5, [queries[index]], None, session, *class_values,
             progress=lambda *a, **k: None)))
         handler_ratios.append(handler[-1] / floor)

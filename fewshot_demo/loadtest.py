@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
+from fewshot_demo.latency import AppApi, timed
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "mixed_5way"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -300,8 +302,9 @@ class IdleTimings:
 
     Attributes:
         core: embed + classify in this process, as the app does it (``classify_images``).
-        http: the same through the API with plain HTTP on one kept-alive connection: upload the
-            image, POST ``/gradio_api/call/v2/predict``, read the result from its event stream.
+        http: the same through the API with plain HTTP on one kept-alive connection, as
+            ``latency.AppApi`` calls it: upload the image, POST ``/gradio_api/call/predict``, read
+            the result from its event stream.
         client: the same through ``gradio_client`` (``client.predict(handle, [handle_file(...)])``),
             sessions made with ``connect`` (one TLS context for all calls, see ``shared_tls``).
         client_defaults: the same through a gradio_client session with its defaults.
@@ -320,7 +323,6 @@ class IdleTimings:
 
 def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     """Time one new query on the idle server three ways, and the transport alone (see ``IdleTimings``)."""
-    import httpx
     import torch
     from gradio_client import handle_file
 
@@ -333,29 +335,29 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     client = connect(url)
     handle = client.predict([handle_file(str(p)) for p in work.support], work.labels, api_name="/fit_images")["handle"]
 
-    def through(session: Any) -> list[float]:
+    def through(send: Callable[[Path], Any]) -> list[float]:
+        """Seconds for ``send`` of each of ``repeats`` new queries."""
         timings = []
         for _ in range(repeats):
             query = new_query(rng.choice(work.queries), work.folder, rng)
-            timings.append(_timed(lambda: session.predict(handle, [handle_file(str(query))], api_name="/predict")))
+            timings.append(timed(lambda: send(query)))
         return timings
 
-    through_client, through_defaults = through(client), through(connect(url, reuse_tls=False))
-    client_empty = [_timed(lambda: client.predict(api_name="/warmup")) for _ in range(repeats)]
+    def by_client(session: Any) -> Callable[[Path], Any]:
+        return lambda query: session.predict(handle, [handle_file(str(query))], api_name="/predict")
 
-    http = httpx.Client(base_url=url, timeout=60)
-    http.get("config")  # the session cookie
-    through_http = []
-    for _ in range(repeats):
-        query = new_query(rng.choice(work.queries), work.folder, rng)
-        started = time.perf_counter()
-        with query.open("rb") as file:
-            path = http.post("gradio_api/upload", files=[("files", (query.name, file))]).json()[0]
-        sent = {"handle": handle, "queries": [{"path": path, "orig_name": query.name, "meta": {"_type": "gradio.FileData"}}]}
-        if "predictions" not in _http_call(http, "predict", sent):
+    through_client, through_defaults = through(by_client(client)), through(by_client(connect(url, reuse_tls=False)))
+    client_empty = [timed(lambda: client.predict(api_name="/warmup")) for _ in range(repeats)]
+
+    api = AppApi(url, session_hash="loadtest-idle")
+
+    def over_http(query: Path) -> None:
+        uploaded = api.upload([str(query)])[str(query)]
+        if "predictions" not in api.call("predict", [handle, [uploaded]])[0]:
             raise RuntimeError("/predict answered without predictions")
-        through_http.append(time.perf_counter() - started)
-    http_empty = [_timed(lambda: _http_call(http, "warmup", {})) for _ in range(repeats)]
+
+    through_http = through(over_http)
+    http_empty = [timed(lambda: api.call("warmup", [])) for _ in range(repeats)]
     client.predict(handle, api_name="/forget")
 
     torch.set_num_threads(settings().torch_threads)  # as the app runs
@@ -364,34 +366,10 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     for path, label in zip(work.support, work.labels):
         classes.setdefault(label, []).append(path)
     classifier = fit_image_classifier(build_support(list(classes.items())), backbone, "protonet")
-    core = []
-    for _ in range(repeats):
-        query = new_query(rng.choice(work.queries), work.folder, rng)
-        started = time.perf_counter()
-        classify_images(classifier, backbone, [load_image(query)])
-        core.append(time.perf_counter() - started)
+    core = through(lambda query: classify_images(classifier, backbone, [load_image(query)]))
     median_ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
     return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client), median_ms(through_defaults),
                        median_ms(http_empty), median_ms(client_empty))
-
-
-def _timed(call: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
-def _http_call(http: Any, endpoint: str, payload: dict[str, Any]) -> Any:
-    """POST a named-argument call to ``/gradio_api/call/v2/<endpoint>`` and read its answer from the event stream."""
-    import json
-
-    event = http.post(f"gradio_api/call/v2/{endpoint}", json=payload).json()["event_id"]
-    with http.stream("GET", f"gradio_api/call/{endpoint}/{event}") as stream:
-        lines = [line for line in stream.iter_lines() if line.startswith("data:")]
-    answer = json.loads(lines[-1][5:]) if lines else None
-    if not isinstance(answer, list) or not answer:
-        raise RuntimeError(f"/{endpoint} answered {str(lines[-1:])[:200]}")
-    return answer[0]
 
 
 # ------------------------------------------------------------------------------------------ report
