@@ -146,6 +146,11 @@ def has_finetune_options(method: str, modality: str) -> bool:
     return options is not None and options is get_method("finetune").options_class(modality)
 
 
+def has_domain_options(method: str, modality: str) -> bool:
+    """True for methods that adapt the backbone to the episode's inputs (their options have ``target_weight``)."""
+    return option_field(method, modality, "target_weight") is not None
+
+
 def option_slider(method: str, modality: str, name: str, value: float, step: float, label: str = "",
                   **settings: Any) -> gr.Slider:
     """A slider for a method's option, bounded by the option's ``min``/``max`` metadata (``settings``:

@@ -40,10 +40,10 @@ from fewshot_demo.ui.common import (
     errors_in_status,
     file_paths,
     has_adaptation_options,
+    has_domain_options,
     has_finetune_options,
     method_choices as registry_choices,
     offer_methods,
-    option_field,
     option_slider,
     page_style,
     settings_visibility,
@@ -149,19 +149,14 @@ def method_options(method: str, inner_steps: float, learned_lr: bool, inner_lr: 
         return {"inner_steps": int(inner_steps), "inner_lr": None if learned_lr else float(inner_lr)}
     if has_finetune_options(method, "image"):
         return {"steps": int(finetune_steps)}
-    if has_domain_options(method):
+    if has_domain_options(method, "image"):
         return {"target_weight": float(target_weight)}
     return {}
 
 
-def has_domain_options(method: str) -> bool:
-    """True for methods that adapt the backbone to the episode's images (their options have ``target_weight``)."""
-    return option_field(method, "image", "target_weight") is not None
-
-
 def domain_settings_visibility(method: str) -> Any:
     """Show the domain-adaptation settings for the methods they apply to."""
-    return gr.Group(visible=has_domain_options(method))
+    return gr.Group(visible=has_domain_options(method, "image"))
 
 
 def image_count_label(count: int) -> str:
