@@ -56,7 +56,8 @@ class EncoderLinearProbe(FewShotLearner):
         return {f"head.{key}": value for key, value in self.head.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.head.load_state_dict({key.split(".", 1)[1]: value for key, value in state.items() if key.startswith("head.")})
+        self.head.load_state_dict({key.removeprefix("head."): value for key, value in state.items()
+                                   if key.startswith("head.")})
         self.n_way = self.head.n_way
 
     def config(self) -> dict[str, Any]:

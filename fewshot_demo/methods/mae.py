@@ -114,7 +114,8 @@ class MaskedAutoencoderRecipe(MetaRecipe):
 
     def checkpoint_fields(self, settings):
         return {"ssl": {"loss": "masked mse", "mask_ratio": settings.mask_ratio, "patch_size": settings.patch_size,
-                        "normalised_pixel_target": settings.norm_pix, "mask_fill": self.fill, "decoder_channels": self.decoder_channels,
+                        "normalised_pixel_target": settings.norm_pix, "mask_fill": self.fill,
+                        "decoder_channels": self.decoder_channels,
                         "views": asdict(settings.view_config()), "labels_read": False}}
 
 
