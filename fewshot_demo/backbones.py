@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from fewshot_demo.allocator import keep_freed_memory
 from fewshot_demo.device import one_thread, pick_device
 from fewshot_demo.priority import PRIORITY
 
@@ -349,6 +350,7 @@ class PixelBackbone:
 
 @functools.lru_cache(maxsize=4)
 def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
+    keep_freed_memory()  # forward passes stop faulting their activations' pages in again
     if backbone_id == "pixels28":
         return PixelBackbone(BACKBONES[backbone_id], device)  # type: ignore[return-value]
     return ImageBackbone(BACKBONES[backbone_id], device)

@@ -26,6 +26,9 @@ CHECKPOINTS_ENV_VAR = "FEWSHOT_CHECKPOINTS"
 FEATURE_CACHE_ENV_VAR = "FEWSHOT_FEATURE_CACHE"
 TUXPAINT_ENV_VAR = "TUXPAINT_STAMPS_DIR"
 FASHION_MNIST_ENV_VAR = "FASHION_MNIST_DIR"
+TUNE_MALLOC_ENV_VAR = "FEWSHOT_TUNE_MALLOC"
+#: glibc's own variables for what ``fewshot_demo.allocator`` sets: when one is present, it all stays as glibc has it.
+GLIBC_MALLOC_ENV_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
 
 def _user_cache(name: str) -> Path:
@@ -50,6 +53,9 @@ class Settings:
             ``/usr/share/tuxpaint/stamps``, where ``apt-get install tuxpaint-stamps-default`` puts them).
         fashion_mnist_dir: ``FASHION_MNIST_DIR``: the Fashion-MNIST idx files (default
             ``/usr/share/datasets/fashion-mnist``, from ``apt-get install dataset-fashion-mnist``).
+        tune_malloc: ``FEWSHOT_TUNE_MALLOC``: "0" leaves glibc's allocator as it is (default: tuned
+            for forward passes and a flat server, see ``fewshot_demo.allocator``); also off when
+            ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` is set.
         limits: what one request may ask and the server's fairness settings, each from its own
             ``FEWSHOT_MAX_...`` variable (see ``fewshot_demo.limits.Limits``).
     """
@@ -60,6 +66,7 @@ class Settings:
     feature_cache_dir: Path = field(default_factory=lambda: _user_cache("features"))
     tuxpaint_stamps_dir: Path = Path("/usr/share/tuxpaint/stamps")
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    tune_malloc: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -73,7 +80,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         found = {name: environ.get(name, "").strip() for name in (
             DEVICE_ENV_VAR, THREADS_ENV_VAR, CHECKPOINTS_ENV_VAR, FEATURE_CACHE_ENV_VAR, TUXPAINT_ENV_VAR,
-            FASHION_MNIST_ENV_VAR,
+            FASHION_MNIST_ENV_VAR, TUNE_MALLOC_ENV_VAR, *GLIBC_MALLOC_ENV_VARS,
         )}
         values: dict[str, object] = {}
         if found[DEVICE_ENV_VAR]:
@@ -87,6 +94,8 @@ class Settings:
                                 (TUXPAINT_ENV_VAR, "tuxpaint_stamps_dir"), (FASHION_MNIST_ENV_VAR, "fashion_mnist_dir")):
             if found[name]:
                 values[attribute] = Path(found[name]).expanduser()
+        if found[TUNE_MALLOC_ENV_VAR] == "0" or any(found[name] for name in GLIBC_MALLOC_ENV_VARS):
+            values["tune_malloc"] = False
         values["limits"] = Limits.from_environment(environ)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot_demo.backbones import hub_unreachable_reason
+from fewshot_demo.allocator import keep_freed_memory
 from fewshot_demo.device import pick_device
 
 DEFAULT_ENCODER = "minilm"
@@ -416,6 +417,7 @@ def _load_weights(name: str, device: torch.device) -> tuple[object, nn.Module]:
 
 @functools.lru_cache(maxsize=4)
 def _load_encoder(name: str, pooling: str, device: torch.device) -> TextEncoder:
+    keep_freed_memory()  # forward passes stop faulting their activations' pages in again
     spec = ENCODERS[name]
     if not spec.bundled:
         reason = None if _in_hub_cache(spec.locate()) else hub_unreachable_reason()

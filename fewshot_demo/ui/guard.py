@@ -38,6 +38,7 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
+from fewshot_demo.allocator import keep_memory_flat
 from fewshot_demo.limits import limits
 
 logger = logging.getLogger("fewshot_demo.app")
@@ -394,42 +395,13 @@ async def _refuse(send: Callable, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-# ------------------------------------------------------------------------------------------ memory
-#: glibc's mallopt parameters (malloc.h).
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-
-
-def keep_memory_flat() -> bool:
-    """Make glibc's malloc hand freed memory back: a fixed 128 KB mmap threshold and 2 arenas.
-
-    A decoded photo takes megabytes. By default glibc raises its mmap threshold after such blocks
-    are freed, so later ones come from the heap and stay with the process, and every thread that
-    allocates gets its own arena. A server decoding uploads on many threads then grows for as long
-    as it serves: measured here, 6 users fitting and classifying took it from 1043 to 1634 MB in
-    200 s; with these settings it stayed between 1027 and 1161 MB. The same as starting Python with
-    ``MALLOC_MMAP_THRESHOLD_=131072 MALLOC_ARENA_MAX=2``; left alone when either variable is set.
-
-    Returns:
-        True when the settings were applied (glibc), False elsewhere.
-    """
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 131072)) and bool(libc.mallopt(_M_ARENA_MAX, 2))
-    except (OSError, AttributeError):
-        return False
-
-
 # ------------------------------------------------------------------------------------------ launching
 class GuardedBlocks(gr.Blocks):
     """``gr.Blocks`` whose ``queue`` and ``launch`` apply the app's limits and install ``SessionGuard``.
 
     ``queue()`` defaults to ``limits().max_queue`` waiting requests; ``launch()`` to the upload limit
     (``max_file_size``), the session guard, a sweep of leftover temporary files, and malloc
-    settings that keep a long-running server's memory flat (``keep_memory_flat``). Everything can
+    settings that keep a long-running server's memory flat (``allocator.keep_memory_flat``). Everything can
     still be overridden by arguments, as with ``gr.Blocks``.
     """
 
@@ -446,7 +418,7 @@ class GuardedBlocks(gr.Blocks):
         from starlette.middleware import Middleware
 
         current = limits()
-        keep_memory_flat()
+        keep_memory_flat()  # before the first upload is decoded
         app_kwargs = dict(app_kwargs or {})
         app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(_SessionGuardOf, blocks=self)]
         if self.temp_files is not None:
