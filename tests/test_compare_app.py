@@ -86,6 +86,19 @@ def test_api_streams_partial_results_then_exports_and_details(compare_client, cl
     assert gallery is None or isinstance(gallery, (list, dict))
 
 
+def test_a_long_session_keeps_no_copies_of_old_results(compare_url, class_zip):
+    # Gradio filed a copy of each output that a value followed a gr.skip() into, under a new id, with
+    # the value, and never removed it: every run grew the session by its tables and plots.
+    import app as app_module
+
+    session = Client(compare_url, verbose=False)
+    for _ in range(2):
+        assert "Done" in _run(session, "upload", handle_file(str(class_zip)), [1], 10, ["protonet"]).result()[0]
+    state = app_module.demo.state_holder.session_data[session.session_hash]
+    assert set(state.blocks_config.blocks) == set(app_module.demo.blocks)
+    assert set(state.config_values) <= set(app_module.demo.blocks)
+
+
 def test_api_bad_inputs_get_clear_errors(compare_client):
     with pytest.raises(AppError, match="upload a zip of class folders"):
         _run(compare_client, "upload", None, [1], 10, ["protonet"]).result()

@@ -395,6 +395,27 @@ async def _refuse(send: Callable, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# ------------------------------------------------------------------------------------------ session state
+def drop_stale_copies(state: Any, app_blocks: dict[int, Any]) -> int:
+    """Remove from a session's state the component copies Gradio filed under their own ids.
+
+    A prop update (``gr.skip()``, ``gr.Dropdown(choices=...)``) gives the session a copy of the output
+    component, kept under the output's id. When a value follows, Gradio also files that copy under
+    the copy's own new id, with the serialised value, and nothing ever removes it: every comparison
+    run left its tables, plots and files in the session (10 entries per run), so a long session grew
+    without bound. This app renders no components at run time (no ``gr.render``), so every id that is
+    not one of the app's own blocks is such a copy.
+
+    Returns:
+        How many were removed.
+    """
+    stale = [key for key in state.blocks_config.blocks if key not in app_blocks]
+    for key in stale:
+        del state.blocks_config.blocks[key]
+        state.config_values.pop(key, None)
+    return len(stale)
+
+
 # ------------------------------------------------------------------------------------------ launching
 class GuardedBlocks(gr.Blocks):
     """``gr.Blocks`` whose ``queue`` and ``launch`` apply the app's limits and install ``SessionGuard``.
@@ -402,7 +423,8 @@ class GuardedBlocks(gr.Blocks):
     ``queue()`` defaults to ``limits().max_queue`` waiting requests; ``launch()`` to the upload limit
     (``max_file_size``), the session guard, a sweep of leftover temporary files, and malloc
     settings that keep a long-running server's memory flat (``allocator.keep_memory_flat``). Everything can
-    still be overridden by arguments, as with ``gr.Blocks``.
+    still be overridden by arguments, as with ``gr.Blocks``. After each event's outputs, the
+    session's state drops the copies Gradio would otherwise keep forever (``drop_stale_copies``).
     """
 
     temp_files: TempFiles | None = None
@@ -412,6 +434,13 @@ class GuardedBlocks(gr.Blocks):
               *, default_concurrency_limit: Any = 2) -> "GuardedBlocks":
         return super().queue(status_update_rate, api_open, max_size or limits().max_queue,
                              default_concurrency_limit=default_concurrency_limit)
+
+    async def postprocess_data(self, block_fn: Any, predictions: Any, state: Any) -> list[Any]:
+        try:
+            return await super().postprocess_data(block_fn, predictions, state)
+        finally:
+            if state is not None:  # on the event loop, between two events' steps: nothing else is mid-update
+                drop_stale_copies(state, self.default_config.blocks)
 
     def launch(self, *args: Any, app_kwargs: dict[str, Any] | None = None, max_file_size: Any = None,
                **kwargs: Any) -> Any:
