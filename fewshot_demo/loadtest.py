@@ -400,6 +400,13 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
         lines += ["", f"server memory (RSS): {memory[0][1]:.0f} MB at the start, {warm:.0f} MB after warm-up "
                       f"({warm_s:.0f} s), {end:.0f} MB at the end ({100 * (end - warm) / warm:+.1f}%), "
                       f"peak after warm-up {peak:.0f} MB ({100 * (peak - warm) / warm:+.1f}%)"]
+        # The samples swing with the forward passes in flight; means over a minute show a trend.
+        first = [m for t, m in memory if warm_s <= t < warm_s + 60]
+        last = [m for t, m in memory if seconds - 60 <= t <= seconds]
+        if first and last and seconds - 60 >= warm_s + 60:
+            before, after_mean = statistics.mean(first), statistics.mean(last)
+            lines.append(f"  trend: mean {before:.0f} MB over the minute after warm-up, {after_mean:.0f} MB over "
+                         f"the run's last minute ({100 * (after_mean - before) / before:+.1f}%)")
         step = max(1, len(memory) // 12)
         lines.append("  over time: " + ", ".join(f"{t:.0f} s {m:.0f} MB" for t, m in memory[::step]))
     loads = [load for _, _, load in sampler.samples]

@@ -39,3 +39,15 @@ def test_percentiles_and_the_server_pid_lookup():
         server.bind(("127.0.0.1", 0))
         server.listen()
         assert loadtest.server_pid(server.getsockname()[1]) == os.getpid()
+
+
+def test_the_report_reads_memory_growth_from_the_samples():
+    from types import SimpleNamespace
+
+    # A sample every 5 s for 300 s: 1000 MB until warm-up at 60 s, then 10 MB more per minute.
+    samples = [(t, 1000 + max(0, t - 60) / 6, 1.0) for t in range(0, 301, 5)]
+    sampler = SimpleNamespace(samples=samples, cpu_start=(None, None), cpu_end=(None, None))
+    printed = loadtest.report(loadtest.Recorder(), sampler, 60.0, 2, 300.0, "http://127.0.0.1:7860/", None, None)
+    assert "1000 MB after warm-up (60 s), 1040 MB at the end (+4.0%), peak after warm-up 1040 MB (+4.0%)" in printed
+    # Minute means: 60-115 s average 1004.6 MB, 240-300 s average 1035 MB.
+    assert "trend: mean 1005 MB over the minute after warm-up, 1035 MB over the run's last minute (+3.0%)" in printed
