@@ -18,7 +18,7 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.fixture
-def fresh_allocator(monkeypatch):
+def fresh_allocator():
     """The allocator module re-reads the settings (each function runs once per process otherwise)."""
     for cached in (settings, allocator._libc, allocator.keep_freed_memory):
         cached.cache_clear()
@@ -58,6 +58,6 @@ def test_a_served_forward_pass_reuses_its_memory(fresh_allocator):
     assert allocator.keep_memory_flat(every_s=3600)
     assert allocator.keep_freed_memory()  # already set by keep_memory_flat: runs once
     assert _page_faults_per_pass() < 2000
-    assert allocator.hand_back_freed_memory() in (True, False)  # trimming works after it, and passes stay cheap
+    allocator.hand_back_freed_memory()  # after a trim, one pass faults its pages in again; the next ones do not
     _page_faults_per_pass()
     assert _page_faults_per_pass() < 2000

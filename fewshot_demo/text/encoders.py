@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.backbones import hub_unreachable_reason
 from fewshot_demo.allocator import keep_freed_memory
+from fewshot_demo.backbones import hub_unreachable_reason
 from fewshot_demo.device import pick_device
 
 DEFAULT_ENCODER = "minilm"
