@@ -16,6 +16,7 @@ import logging
 import platform
 import sys
 import threading
+import time
 from typing import Any
 
 from fewshot_demo.settings import settings
@@ -108,8 +109,8 @@ def keep_memory_flat(every_s: float = 2.0) -> bool:
 
 
 def _trim_forever(every_s: float) -> None:
-    stop = threading.Event()  # never set: the thread ends with the process
-    while not stop.wait(every_s):
+    while True:  # a daemon thread: it ends with the process
+        time.sleep(every_s)
         try:
             hand_back_freed_memory()
         except Exception:  # a failed trim must not end the thread; the next one may work

@@ -409,6 +409,8 @@ def drop_stale_copies(state: Any, app_blocks: dict[int, Any]) -> int:
     Returns:
         How many were removed.
     """
+    if len(state.blocks_config.blocks) == len(app_blocks):  # a session's blocks start as the app's and only gain copies
+        return 0
     stale = [key for key in state.blocks_config.blocks if key not in app_blocks]
     for key in stale:
         del state.blocks_config.blocks[key]
