@@ -12,6 +12,7 @@ import hashlib
 import os
 import socket
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -172,6 +173,32 @@ class BackboneUnavailableError(ValueError):
 CPU_BATCH_SIZE = 1
 
 
+def cpu_inference_network(model: nn.Module, input_shape: tuple[int, int, int]) -> Callable[[Tensor], Tensor] | None:
+    """``model`` traced, frozen (batch norm folded into the convolutions) and optimised for
+    inference on the CPU, for inputs of ``input_shape`` (c, h, w); None where that fails or its
+    features differ from ``model``'s (it is then not used).
+
+    Measured on a 2-core CPU with EfficientNet-Lite0, one image per pass on one thread: 24-26 ms a
+    pass against 31-34 ms for the module itself; four requests at once, 74-76 passes/s against 44.
+    The traced graph makes one Python call per pass instead of one per layer, so concurrent requests
+    spend less time waiting for the interpreter lock. Traced at one input size: the padding of
+    "same" convolutions is fixed for it, hence the shape check in ``ImageBackbone._forward``.
+    """
+    # torch 2.14 marks torch.jit as deprecated in favour of torch.compile, which needs a C compiler
+    # at run time; the traced graph still works, so the notice is not shown to every user.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+    try:
+        with torch.inference_mode():
+            example = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), example[:1])))
+            for size in (1, 2, 3):  # other batch sizes than the traced one (flip averaging doubles it)
+                if not torch.allclose(traced(example[:size]), model(example[:size]), rtol=1e-3, atol=1e-4):
+                    return None
+    except Exception:  # a network torch.jit cannot trace: the module itself serves
+        return None
+    return traced
+
+
 class ImageBackbone:
     """A frozen feature extractor: PIL images in, (n, feature_dim) features out.
 
@@ -186,11 +213,13 @@ class ImageBackbone:
             cost per image.
         cache_size: how many images' features to keep.
         batch_size: images per forward pass; None: ``CPU_BATCH_SIZE`` on the CPU, 32 elsewhere.
+        optimize: on the CPU, compute features with ``cpu_inference_network`` (the same features,
+            faster); False: with the module itself.
     """
 
     def __init__(
         self, spec: BackboneSpec, device: torch.device, flip_average: bool = False, cache_size: int = 4096,
-        batch_size: int | None = None,
+        batch_size: int | None = None, optimize: bool = True,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -203,6 +232,9 @@ class ImageBackbone:
         with torch.inference_mode():
             probe = torch.zeros(1, 3, spec.input_size, spec.input_size, device=device)
             self.feature_dim = int(self.model(probe).shape[-1])
+        self._input_shape = (3, spec.input_size, spec.input_size)
+        self._cpu_network = (cpu_inference_network(self.model, self._input_shape)
+                             if device.type == "cpu" and optimize else None)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
@@ -236,11 +268,12 @@ class ImageBackbone:
     def _forward(self, batch: Tensor) -> Tensor:
         batch = (batch.to(self.device) - self._mean) / self._std
         # One thread per request on the CPU: see one_thread for the measurements.
+        network = self._cpu_network if self._cpu_network is not None and batch.shape[1:] == self._input_shape else self.model
         with one_thread(self.device.type == "cpu"):
             if self.flip_average:
-                both = self.model(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
+                both = network(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
                 return (both[: len(batch)] + both[len(batch) :]) / 2
-            return self.model(batch)
+            return network(batch)
 
     def embed(self, images: Sequence[Image.Image], batch_size: int | None = None) -> Tensor:
         """Return (n_images, feature_dim) float32 features on the CPU for RGB images.

@@ -407,6 +407,13 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
             before, after_mean = statistics.mean(first), statistics.mean(last)
             lines.append(f"  trend: mean {before:.0f} MB over the minute after warm-up, {after_mean:.0f} MB over "
                          f"the run's last minute ({100 * (after_mean - before) / before:+.1f}%)")
+        minutes = [[m for t, m in memory if warm_s + 60 * k <= t < warm_s + 60 * (k + 1)]
+                   for k in range(int((seconds - warm_s) // 60))]
+        means = [statistics.mean(minute) for minute in minutes if minute]
+        if len(means) > 1:
+            highest = max(means[1:])
+            lines.append(f"  each minute after warm-up (means): {', '.join(f'{m:.0f}' for m in means)} MB; the highest "
+                         f"after the first {100 * (highest - means[0]) / means[0]:+.1f}% over it")
         step = max(1, len(memory) // 12)
         lines.append("  over time: " + ", ".join(f"{t:.0f} s {m:.0f} MB" for t, m in memory[::step]))
     loads = [load for _, _, load in sampler.samples]

@@ -70,6 +70,35 @@ def test_two_requests_embed_at_the_same_time_and_share_the_cache(backbone, monke
     assert torch.equal(results[0][0], results[0][1])
 
 
+def test_the_cpu_network_gives_the_modules_features_and_serves_only_its_input_size(backbone, monkeypatch):
+    """The traced network serves the forward passes on the CPU; a changed feature would change every
+    prediction, so it is compared with the module itself, and other input sizes go to the module."""
+    assert backbone._cpu_network is not None
+    images = [Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())]
+    batch = torch.stack([backbone.preprocess(image) for image in images])
+    with torch.inference_mode():
+        module = backbone.model((batch - backbone._mean) / backbone._std)
+    assert torch.allclose(backbone._forward(batch), module, rtol=1e-3, atol=1e-4)
+    calls = []
+    monkeypatch.setattr(backbone, "_cpu_network", lambda batch: calls.append(batch.shape) or pytest.fail("used"))
+    assert backbone._forward(torch.rand(1, 3, 192, 192)).shape == (1, 1280)  # the module, at another size
+    assert calls == []
+
+
+def test_a_network_that_traces_wrongly_is_not_used():
+    from torch import nn
+
+    from fewshot_demo.backbones import cpu_inference_network
+
+    class BatchDependent(nn.Module):  # tracing keeps the branch taken for one image only
+        def forward(self, x):
+            flat = x.flatten(1)
+            return flat[:, :4] if x.shape[0] == 1 else flat[:, 4:8]
+
+    assert cpu_inference_network(BatchDependent(), (1, 4, 4)) is None
+    assert cpu_inference_network(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), (3, 8, 8)) is not None
+
+
 def test_hub_backbone_offline_fails_fast_and_names_the_default(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()

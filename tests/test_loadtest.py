@@ -51,3 +51,10 @@ def test_the_report_reads_memory_growth_from_the_samples():
     assert "1000 MB after warm-up (60 s), 1040 MB at the end (+4.0%), peak after warm-up 1040 MB (+4.0%)" in printed
     # Minute means: 60-115 s average 1004.6 MB, 240-300 s average 1035 MB.
     assert "trend: mean 1005 MB over the minute after warm-up, 1035 MB over the run's last minute (+3.0%)" in printed
+    assert "each minute after warm-up (means): 1005, 1015, 1025, 1035 MB; the highest after the first +3.0% over it" \
+        in printed
+    # A hump in the second minute after warm-up, back down by the end: the highest minute is the hump.
+    samples = [(t, 1000 + (50 if 120 <= t < 180 else 0), 1.0) for t in range(0, 301, 5)]
+    sampler = SimpleNamespace(samples=samples, cpu_start=(None, None), cpu_end=(None, None))
+    printed = loadtest.report(loadtest.Recorder(), sampler, 60.0, 2, 300.0, "http://127.0.0.1:7860/", None, None)
+    assert "(means): 1000, 1050, 1000, 1000 MB; the highest after the first +5.0% over it" in printed
