@@ -14,7 +14,8 @@ It prints requests, errors, p50/p95/max latency per endpoint, the server's resid
 time (read from /proc for the process listening on the URL's port, or ``--pid``), the load
 average, and, measured in the same run on the idle server before the users start, the core's time
 for one new query (embed + classify, in this process) next to one ``/predict`` call with a handle
-over plain HTTP and through gradio_client (see ``IdleTimings``).
+over plain HTTP (uploading the image, or inline as a data URL) and through gradio_client (see
+``IdleTimings``).
 
 It only talks to this machine (127.0.0.1, localhost, ::1), for at most ``MAX_USERS`` users and
 ``MAX_MINUTES`` minutes. The exit status is 1 when any request failed.
@@ -23,6 +24,7 @@ It only talks to this machine (127.0.0.1, localhost, ::1), for at most ``MAX_USE
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import os
 import random
@@ -305,6 +307,7 @@ class IdleTimings:
         http: the same through the API with plain HTTP on one kept-alive connection, as
             ``latency.AppApi`` calls it: upload the image, POST ``/gradio_api/call/predict``, read
             the result from its event stream.
+        http_inline: the same with the image inline in the call as a data URL (no upload request).
         client: the same through ``gradio_client`` (``client.predict(handle, [handle_file(...)])``),
             sessions made with ``connect`` (one TLS context for all calls, see ``shared_tls``).
         client_defaults: the same through a gradio_client session with its defaults.
@@ -319,6 +322,7 @@ class IdleTimings:
     client_defaults: float = float("nan")
     http_empty: float = float("nan")
     client_empty: float = float("nan")
+    http_inline: float = float("nan")
 
 
 def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
@@ -356,7 +360,12 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
         if "predictions" not in api.call("predict", [handle, [uploaded]])[0]:
             raise RuntimeError("/predict answered without predictions")
 
-    through_http = through(over_http)
+    def inline(query: Path) -> None:
+        data_url = "data:image/png;base64," + base64.b64encode(query.read_bytes()).decode()
+        if "predictions" not in api.call("predict", [handle, [data_url]])[0]:
+            raise RuntimeError("/predict answered without predictions")
+
+    through_http, through_inline = through(over_http), through(inline)
     http_empty = [timed(lambda: api.call("warmup", [])) for _ in range(repeats)]
     client.predict(handle, api_name="/forget")
 
@@ -369,7 +378,7 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     core = through(lambda query: classify_images(classifier, backbone, [load_image(query)]))
     median_ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
     return IdleTimings(median_ms(core), median_ms(through_http), median_ms(through_client), median_ms(through_defaults),
-                       median_ms(http_empty), median_ms(client_empty))
+                       median_ms(http_empty), median_ms(client_empty), median_ms(through_inline))
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -387,7 +396,8 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
                      f"{percentile(ms, 95):>9.0f}{max(ms, default=float('nan')):>9.0f}")
     if idle is not None:
         lines += ["", f"one new query on the idle server (medians): core {idle.core:.1f} ms (embed + classify, in this "
-                      f"process); /predict with a handle {idle.http:.1f} ms over plain HTTP ({idle.http / idle.core:.1f}x), "
+                      f"process); /predict with a handle {idle.http:.1f} ms over plain HTTP ({idle.http / idle.core:.1f}x; "
+                      f"{idle.http_inline:.1f} ms with the image inline as a data URL, {idle.http_inline / idle.core:.1f}x), "
                       f"{idle.client:.1f} ms through gradio_client ({idle.client / idle.core:.1f}x; "
                       f"{idle.client_defaults:.1f} ms with its default TLS setting, "
                       f"{idle.client_defaults / idle.core:.1f}x); "

@@ -16,6 +16,9 @@ every problem is a ``UserInputError`` with the fix in its message. The web endpo
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import secrets
 import threading
 import time
@@ -36,6 +39,9 @@ from fewshot_demo.priority import PRIORITY
 QUOTE_CHARS = 200
 #: Nearest support items reported per query.
 N_NEAREST = 3
+#: The start of an image sent inline in /predict, as browsers write data URLs: it spares the caller
+#: the upload request (one HTTP round trip and a temporary file on the server).
+DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------------ handles
@@ -193,6 +199,26 @@ class Upload:
     name: str
 
 
+def inline_image(query: str, number: int, max_mb: float) -> bytes:
+    """The bytes of query image ``number`` (1-based) sent inline as a data URL ("data:image/png;base64,...").
+
+    Raises:
+        UserInputError: when it is not such a data URL, is larger than ``max_mb``, or is not base64.
+    """
+    start = DATA_URL.match(query)
+    if start is None:
+        raise UserInputError("this is an image classifier: send the queries as image files (gradio_client: "
+                             "handle_file(path)) or as data URLs (data:image/png;base64,...), not as text")
+    payload = query[start.end():]
+    if len(payload) * 3 / 4 > max_mb * 2**20:
+        raise UserInputError(f"query {number} is larger than the {max_mb:g} MB this server accepts; "
+                             "resize the image and send it again")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserInputError(f"query {number} is not valid base64 after its data: prefix; encode the file again") from None
+
+
 def _group(items: Sequence[Any], labels: Sequence[str] | None, what: str) -> dict[str, list[Any]]:
     """{class: items} from items and one label per item, with the class and per-class limits."""
     if labels is None or len(labels) != len(items):
@@ -323,11 +349,10 @@ class Service:
         if not queries:
             raise UserInputError("send at least one query image")
         check_count(len(queries), current.max_query_images, "query images", "split them into batches")
-        for query in queries:
+        for number, query in enumerate(queries, 1):
             if not isinstance(query, Upload):
-                raise UserInputError("this is an image classifier: send the queries as image files "
-                                     "(gradio_client: handle_file(path)), not as text")
-        check_file_sizes([query.path for query in queries], current.max_upload_mb)
+                inline_image(str(query), number, current.max_upload_mb)  # refused here, before any is read
+        check_file_sizes([query.path for query in queries if isinstance(query, Upload)], current.max_upload_mb)
 
     def _check_text_queries(self, queries: Sequence[Any]) -> None:
         if not queries:
@@ -353,19 +378,24 @@ class Service:
         return {"method": fitted.method, "encoder": fitted.encoder_id, "classes": list(fitted.class_names),
                 "predictions": answers, "notes": notes}
 
-    def _predict_images(self, classifier: Classifier, queries: Sequence[Upload]) -> tuple[list[dict], list[str]]:
-        """Read every query (one that cannot be read gets an "error" entry), classify the rest in one batch."""
+    def _predict_images(self, classifier: Classifier, queries: Sequence[Upload | str]) -> tuple[list[dict], list[str]]:
+        """Read every query (a file, or a data URL checked by ``_check_image_queries``; one that cannot
+        be read gets an "error" entry), classify the rest in one batch."""
         from fewshot_demo.images import load_image
 
         fitted = classifier.fitted
+        max_mb = limits().max_upload_mb
+        names = [query.name if isinstance(query, Upload) else f"query {number}" for number, query in enumerate(queries, 1)]
         images, positions, answers, notes = [], [], [], []
         for position, query in enumerate(queries):
             try:
-                images.append(load_image(query.path))
+                images.append(load_image(query.path if isinstance(query, Upload)
+                                         else inline_image(query, position + 1, max_mb)))
                 positions.append(position)
             except ValueError as error:
-                answers.append((position, {"query": query.name, "error": str(error)}))
-                notes.append(f"skipped {error}")
+                message = str(error) if isinstance(query, Upload) else f"{names[position]}: {error}"
+                answers.append((position, {"query": names[position], "error": message}))
+                notes.append(f"skipped {message}")
         if not images:
             raise UserInputError("none of the query files is a usable image; " + "; ".join(notes))
         from fewshot_demo.api import _backbone
@@ -374,7 +404,7 @@ class Service:
         predictions = classify_images(fitted, _backbone(fitted.encoder_id), images)
         labels = fitted.support_labels.tolist()
         for position, prediction in zip(positions, predictions):
-            answers.append((position, prediction_json(prediction, queries[position].name, classifier.support_items,
+            answers.append((position, prediction_json(prediction, names[position], classifier.support_items,
                                                       fitted.class_names, labels)))
         return [answer for _, answer in sorted(answers, key=lambda pair: pair[0])], notes
 

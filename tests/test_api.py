@@ -59,6 +59,29 @@ def test_fit_once_then_classify_by_handle(client):
         client.predict(fitted["handle"], queries[:1], api_name="/predict")
 
 
+def test_query_images_inline_as_data_urls_classify_as_files_do(client):
+    """/predict takes an image as a data URL too (no upload request); damaged ones get messages."""
+    import base64
+
+    support, labels = _support()
+    fitted = client.predict(support, labels, "protonet", api_name="/fit_images")
+    paths = sorted(ANIMALS.glob("query/*/*"))[:3]
+    inline = [f"data:image/{p.suffix.lstrip('.').replace('jpg', 'jpeg')};base64,{base64.b64encode(p.read_bytes()).decode()}"
+              for p in paths]
+    by_file = client.predict(fitted["handle"], [handle_file(str(p)) for p in paths], api_name="/predict")["predictions"]
+    by_url = client.predict(fitted["handle"], inline, api_name="/predict")["predictions"]
+    assert [p["query"] for p in by_url] == ["query 1", "query 2", "query 3"]
+    assert [(p["label"], p["probabilities"]) for p in by_url] == [(p["label"], p["probabilities"]) for p in by_file]
+    not_an_image = "data:image/png;base64," + base64.b64encode(b"plain text, not a picture").decode()
+    mixed = client.predict(fitted["handle"], [inline[0], not_an_image], api_name="/predict")
+    assert mixed["predictions"][0]["label"] == by_file[0]["label"]
+    assert mixed["predictions"][1]["query"] == "query 2" and "query 2:" in mixed["predictions"][1]["error"]
+    for queries, message in (([inline[0], "a cat"], "or as data URLs"),
+                             (["data:image/png;base64,@@@"], "query 1 is not valid base64")):
+        with pytest.raises(AppError, match=message):
+            client.predict(fitted["handle"], queries, api_name="/predict")
+
+
 def test_images_in_one_call_from_a_zip_of_class_folders(client, tmp_path):
     archive = tmp_path / "animals.zip"
     with zipfile.ZipFile(archive, "w") as zipped:

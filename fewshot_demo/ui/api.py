@@ -131,7 +131,7 @@ def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:
 
     Args:
         handle: what /fit_images or /fit_texts returned.
-        queries: image files for an image classifier, strings for a text one.
+        queries: image files for an image classifier (or images inline as data URLs, "data:image/png;base64,...", which spares the upload), strings for a text one.
     Returns:
         {"method", "encoder", "classes", "predictions", "notes"}; one prediction per query: {"query", "label", "probabilities": {class: p}, "nearest": [{"item", "class", "similarity"}]}, or {"query", "error"} for an image that cannot be read.
     """
