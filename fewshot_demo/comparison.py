@@ -32,7 +32,7 @@ import torch
 
 from fewshot_demo import __version__
 from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
-from fewshot_demo.data.pools import Cancelled, EmbeddedPool, LoadedData, embed_pool
+from fewshot_demo.data.pools import CachedInputs, Cancelled, EmbeddedPool, LoadedData, embed_pool
 from fewshot_demo.device import pick_device
 from fewshot_demo.episodes import Episode, EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.evaluation import EvaluationSummary, paired_difference
@@ -171,6 +171,14 @@ class ComparisonData:
                                                                            cancel=cancel)
             )
         return self._pools[encoder_id]
+
+    def release_inputs(self) -> None:
+        """Keep only the features of this data's own pools, so that what a browser session keeps
+        between runs stays small (the built-in data sets' pools are shared, see ``builtin_pool``)."""
+        if self.pool_for is None:
+            for pool in self._pools.values():
+                if isinstance(pool.prepare, CachedInputs):
+                    pool.prepare.release()
 
 
 # ---------------------------------------------------------------------------------------- results

@@ -24,7 +24,7 @@ from fewshot_demo.comparison import (
     run_comparison,
 )
 from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_upload, load_dataset
-from fewshot_demo.data.pools import EmbeddedPool, cache_inputs
+from fewshot_demo.data.pools import EmbeddedPool, CachedInputs
 from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
 from fewshot_demo.methods import LearnerContext, make_learner
 from fewshot_demo.settings import settings
@@ -65,7 +65,7 @@ def _synthetic(n_classes: int = 6, per_class: int = 20, dim: int = 16, seed: int
     names = [f"class{c}" for c in range(n_classes) for _ in range(per_class)]
     data = LoadedData("text", [f"item {i}" for i in range(len(names))], names)
     labels = torch.arange(n_classes).repeat_interleave(per_class)
-    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, cache_inputs(lambda kind: features, features), 0.0, [])
+    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, CachedInputs(lambda kind: features, features), 0.0, [])
     return ComparisonData("synthetic", data, "synthetic", None, torch.device("cpu"), lambda encoder: pool)
 
 

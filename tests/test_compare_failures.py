@@ -7,7 +7,7 @@ import torch
 
 from fewshot_demo.compare_report import skipped_notes
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, NotRun, results_json, run_comparison
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, cache_inputs
+from fewshot_demo.data.pools import EmbeddedPool, LoadedData, CachedInputs
 from fewshot_demo.errors import CheckpointMissingError, MethodNotApplicableError
 from fewshot_demo.methods import MethodSpec, PrototypicalNetwork, register, registry
 
@@ -63,7 +63,7 @@ def _synthetic() -> ComparisonData:
     features = centres[labels] + torch.randn(len(labels), 8, generator=generator)
     names = [f"class{c}" for c in labels.tolist()]
     data = LoadedData("text", [f"item {i}" for i in range(len(names))], names)
-    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, cache_inputs(lambda kind: features, features), 0.0, [])
+    pool = EmbeddedPool("text", "synthetic", data.class_names, labels, CachedInputs(lambda kind: features, features), 0.0, [])
     return ComparisonData("synthetic", data, "synthetic", None, torch.device("cpu"), lambda encoder: pool)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from fewshot_demo.bench import run_benchmark
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, cache_inputs
+from fewshot_demo.data.pools import EmbeddedPool, LoadedData, CachedInputs
 from fewshot_demo.episodes import EpisodeConfig, sample_episodes
 from fewshot_demo.methods import LearnerContext
 from fewshot_demo.methods.base import FewShotLearner
@@ -30,7 +30,7 @@ def _features(seed: int = 0) -> tuple[torch.Tensor, list[int]]:
 def _pool() -> EmbeddedPool:
     features, labels = _features()
     names = [f"class{c}" for c in range(N_CLASSES)]
-    return EmbeddedPool("text", "synthetic", names, torch.tensor(labels), cache_inputs(lambda kind: features, features), 0.0, [])
+    return EmbeddedPool("text", "synthetic", names, torch.tensor(labels), CachedInputs(lambda kind: features, features), 0.0, [])
 
 
 class Scripted(FewShotLearner):

@@ -187,6 +187,17 @@ def test_baseline_methods_are_compared_and_plotted(single_thread):
     assert all(figure is not None for figure in (accuracy, curve, times))
 
 
+def test_a_session_keeps_its_comparison_datas_features_not_its_preprocessed_pixels(single_thread):
+    """A browser session keeps its last data set for the next run; AdaBN's preprocessed pixels
+    (600 MB for 1000 images) would stay with it for the session's life."""
+    (image_session, *_), _, _ = _image_classify("mixed_5way")
+    outputs = list(compare_tab.run(compare_tab.TAB_DATA, None, 3, [1], 5, ["adabn"], None, image_session))
+    assert "Done" in outputs[-1][0]
+    session = outputs[-1][6]
+    (pool,) = session.data._pools.values()
+    assert list(pool.prepare._inputs) == ["features"]
+
+
 # ---- class rows, save and load -----------------------------------------------------------------
 def test_class_rows_add_remove_fill_and_clear():
     modality = text_tab.TEXT

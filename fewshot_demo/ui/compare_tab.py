@@ -284,6 +284,7 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
                 last_draw, drawn = time.perf_counter(), len(update.results)
             yield _results_outputs(CompareSession(data, config, update, upload_key), draw, started)
     finally:
+        data.release_inputs()  # the session keeps the data for another run, not its preprocessed pixels
         if _CANCEL.get(key) is cancel:
             del _CANCEL[key]
 
