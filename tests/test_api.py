@@ -168,6 +168,21 @@ def test_a_session_id_alone_does_not_reach_someone_elses_session(app_url, client
     assert client.predict(api_name="/warmup") == "ready"  # the owner still gets in
 
 
+def test_a_client_that_opens_its_session_without_a_cookie_keeps_it_with_the_cookie_it_is_given(app_url):
+    """A script whose first call names its session has no cookie yet; the answer hands it one, and
+    its next calls, now with that cookie, are still its own (they got 403 before)."""
+    from fewshot_demo.latency import AppApi
+
+    api = AppApi(app_url, session_hash="opened-without-a-cookie")
+    assert api.call("warmup", []) == ["ready"]
+    assert api.http.cookies.get("fewshot_owner")
+    assert api.call("warmup", []) == ["ready"]
+    stranger = httpx.Client(base_url=app_url)
+    stranger.get("/config")  # its own cookie
+    refused = stranger.post("gradio_api/call/warmup", json={"data": [], "session_hash": "opened-without-a-cookie"})
+    assert refused.status_code == 403
+
+
 def test_an_oversized_json_body_is_refused_before_it_is_read(app_url):
     body = json.dumps({"data": [["x" * 1024] * 11 * 1024], "fn_index": 0, "session_hash": "big"})
     response = httpx.post(app_url + "gradio_api/queue/join", content=body, headers={"content-type": "application/json"})

@@ -259,7 +259,9 @@ class SessionGuard:
 
     Every response to a request without the owner cookie sets a new random one (HttpOnly). The first
     request that names a session hash (in the query, the path, or a JSON body) binds the session to
-    that request's cookie, or to "no cookie"; later requests naming it with another cookie get 403.
+    that request's cookie; without one, to "no cookie" and to the cookie its response sets (so a
+    client that keeps cookies stays in the session it opened). Later requests naming it with another
+    cookie get 403.
     Knowing a session id is then not enough to read its results, fetch its files or stop its run.
     JSON bodies larger than ``max_body_bytes`` get 413 before they are read whole.
 
@@ -275,7 +277,7 @@ class SessionGuard:
         self.app = app
         self.max_sessions = max_sessions
         self.max_body_bytes = int(limits().max_request_mb * 2**20) if max_body_bytes is None else max_body_bytes
-        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owners: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # session -> the owners let in
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -296,12 +298,12 @@ class SessionGuard:
                 await _refuse(send, 413, self._too_large())
                 return
             sessions += _sessions_in_json(body)
+        new_owner = None if owner else secrets.token_urlsafe(24)
         for session in sessions:
-            if not self._claim(session, owner or ""):
+            if not self._claim(session, (owner,) if owner else ("", new_owner)):
                 await _refuse(send, 403, "This session belongs to another browser or client. Reload the page "
                                          "(or create a new client) to start your own session.")
                 return
-        new_owner = None if owner else secrets.token_urlsafe(24)
         secure = headers.get("x-forwarded-proto", scope.get("scheme", "http")) == "https"
 
         async def send_with_cookie(message: dict) -> None:
@@ -318,16 +320,18 @@ class SessionGuard:
         with self._lock:
             self._owners.pop(session or "", None)
 
-    def _claim(self, session: str, owner: str) -> bool:
+    def _claim(self, session: str, owners: tuple[str, ...]) -> bool:
+        """Bind a new session to ``owners``, or say whether ``owners[0]`` (this request's cookie, ""
+        for none) is let into a bound one."""
         with self._lock:
             bound = self._owners.get(session)
             if bound is None:
-                self._owners[session] = owner
+                self._owners[session] = owners
                 while len(self._owners) > self.max_sessions:
                     self._owners.popitem(last=False)
                 return True
             self._owners.move_to_end(session)
-            return secrets.compare_digest(bound, owner)
+            return any(secrets.compare_digest(allowed, owners[0]) for allowed in bound)
 
     def _too_large(self) -> str:
         return (f"The request is larger than {self.max_body_bytes / 2**20:g} MB; send fewer or shorter texts per call, "
