@@ -85,6 +85,7 @@ def test_the_cpu_network_gives_the_modules_features_and_serves_only_its_input_si
     assert calls == []
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the warning is what this test is about
 def test_a_network_that_traces_wrongly_is_not_used():
     from torch import nn
 
