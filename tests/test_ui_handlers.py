@@ -187,6 +187,14 @@ def test_baseline_methods_are_compared_and_plotted(single_thread):
     assert all(figure is not None for figure in (accuracy, curve, times))
 
 
+def test_a_comparison_whose_data_cannot_load_leaves_no_stop_event_behind():
+    runs = compare_tab.run(compare_tab.UPLOAD, None, 3, [1], 5, ["protonet"], None)
+    assert "Loading" in next(runs)[0]
+    with pytest.raises(ValueError, match="upload a zip of class folders"):
+        next(runs)
+    assert "default" not in compare_tab._CANCEL
+
+
 def test_a_session_keeps_its_comparison_datas_features_not_its_preprocessed_pixels(single_thread):
     """A browser session keeps its last data set for the next run; AdaBN's preprocessed pixels
     (600 MB for 1000 images) would stay with it for the session's life."""

@@ -264,14 +264,15 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
     key = getattr(request, "session_hash", None) or "default"
     cancel = threading.Event()
     _CANCEL[key] = cancel
-    yield ["**Loading the data...**", *[gr.skip()] * 9]
-    data, upload_key = comparison_data(source_id, upload_value, session, image_session, text_session)
-    if data.data.modality == "text" and "finetune" in config.methods:
-        gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
-                   "about 30 s for long ones on a CPU. "
-                   "Lower the episodes, or press Stop to keep what has finished.")
-    last_draw, drawn = 0.0, 0  # when the plots were drawn, and how many results they show
+    data = None
     try:
+        yield ["**Loading the data...**", *[gr.skip()] * 9]
+        data, upload_key = comparison_data(source_id, upload_value, session, image_session, text_session)
+        if data.data.modality == "text" and "finetune" in config.methods:
+            gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
+                       "about 30 s for long ones on a CPU. "
+                       "Lower the episodes, or press Stop to keep what has finished.")
+        last_draw, drawn = 0.0, 0  # when the plots were drawn, and how many results they show
         for update in stop_within(run_comparison(data, config, cancel=cancel), cancel):  # Stop within 0.1 s
             if update.kind in ("progress", "status"):
                 yield [status_markdown(update, time.perf_counter() - started), *[gr.skip()] * 9]
@@ -283,8 +284,9 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
             if draw:
                 last_draw, drawn = time.perf_counter(), len(update.results)
             yield _results_outputs(CompareSession(data, config, update, upload_key), draw, started)
-    finally:
-        data.release_inputs()  # the session keeps the data for another run, not its preprocessed pixels
+    finally:  # also when the data cannot be loaded: no Stop event stays behind
+        if data is not None:
+            data.release_inputs()  # the session keeps the data for another run, not its preprocessed pixels
         if _CANCEL.get(key) is cancel:
             del _CANCEL[key]
 
