@@ -267,7 +267,7 @@ class Service:
 
     # ---- classifying ------------------------------------------------------------------------
     def predict(self, handle: str, queries: Sequence[Any]) -> dict[str, Any]:
-        """Classify queries with a kept classifier: image uploads for an image handle, strings for a text one."""
+        """Classify queries with a kept classifier: image uploads or data URLs for an image handle, strings for a text one."""
         entry = self.store.get(handle)
         with entry.lock, PRIORITY.urgent():  # fits and comparisons give way to it between forward passes
             return self._predict(entry.classifier, queries)
@@ -344,15 +344,16 @@ class Service:
                          if labels is not None else None, "texts")
         return fit(classes, method or DEFAULT_METHOD["text"], encoder, modality="text", **_options(options))
 
-    def _check_image_queries(self, queries: Sequence[Any]) -> None:
+    def _check_image_queries(self, queries: Sequence[Any]) -> list[Upload | bytes]:
+        """The queries checked before any is read: files as they are, data URLs as their bytes."""
         current = limits()
         if not queries:
             raise UserInputError("send at least one query image")
         check_count(len(queries), current.max_query_images, "query images", "split them into batches")
-        for number, query in enumerate(queries, 1):
-            if not isinstance(query, Upload):
-                inline_image(str(query), number, current.max_upload_mb)  # refused here, before any is read
+        sources = [query if isinstance(query, Upload) else inline_image(str(query), number, current.max_upload_mb)
+                   for number, query in enumerate(queries, 1)]
         check_file_sizes([query.path for query in queries if isinstance(query, Upload)], current.max_upload_mb)
+        return sources
 
     def _check_text_queries(self, queries: Sequence[Any]) -> None:
         if not queries:
@@ -366,8 +367,7 @@ class Service:
         fitted = classifier.fitted
         notes: list[str] = []
         if classifier.modality == "image":
-            self._check_image_queries(queries)
-            answers, notes = self._predict_images(classifier, queries)
+            answers, notes = self._predict_images(classifier, self._check_image_queries(queries))
         else:
             from fewshot_demo.text.data import clean_text
 
@@ -378,19 +378,17 @@ class Service:
         return {"method": fitted.method, "encoder": fitted.encoder_id, "classes": list(fitted.class_names),
                 "predictions": answers, "notes": notes}
 
-    def _predict_images(self, classifier: Classifier, queries: Sequence[Upload | str]) -> tuple[list[dict], list[str]]:
-        """Read every query (a file, or a data URL checked by ``_check_image_queries``; one that cannot
-        be read gets an "error" entry), classify the rest in one batch."""
+    def _predict_images(self, classifier: Classifier, queries: Sequence[Upload | bytes]) -> tuple[list[dict], list[str]]:
+        """Read every query (a file, or the bytes of a data URL, from ``_check_image_queries``; one
+        that cannot be read gets an "error" entry), classify the rest in one batch."""
         from fewshot_demo.images import load_image
 
         fitted = classifier.fitted
-        max_mb = limits().max_upload_mb
         names = [query.name if isinstance(query, Upload) else f"query {number}" for number, query in enumerate(queries, 1)]
         images, positions, answers, notes = [], [], [], []
         for position, query in enumerate(queries):
             try:
-                images.append(load_image(query.path if isinstance(query, Upload)
-                                         else inline_image(query, position + 1, max_mb)))
+                images.append(load_image(query.path if isinstance(query, Upload) else query))
                 positions.append(position)
             except ValueError as error:
                 message = str(error) if isinstance(query, Upload) else f"{names[position]}: {error}"
