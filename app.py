@@ -11,8 +11,7 @@ import threading
 import gradio as gr
 import torch
 
-from fewshot_demo.limits import limits
-from fewshot_demo.settings import settings
+from fewshot_demo.config.settings import limits, settings
 from fewshot_demo.ui import api, compare_tab, image_tab, text_tab
 from fewshot_demo.ui.compare_tab import build_compare_tab
 from fewshot_demo.ui.guard import GuardedBlocks, TempFiles, guard

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from fewshot_demo.classifier import FewShotClassifier, Prediction, SelfCheck
-from fewshot_demo.errors import UserInputError
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.core.classifier import FewShotClassifier, Prediction, SelfCheck
+from fewshot_demo.encoders.registry import default_encoder, default_method, modality_of
 
 TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
-DEFAULT_TEXT_ENCODER = "minilm:layers"
-DEFAULT_METHOD = {"image": "protonet", "text": "linear"}
 
 
 @dataclass
@@ -69,12 +68,12 @@ class Classifier:
         if not queries:
             raise UserInputError("give at least one query")
         if self.modality == "image":
-            from fewshot_demo.image_task import classify_images
-            from fewshot_demo.images import load_image
+            from fewshot_demo.core.image_task import classify_images
+            from fewshot_demo.data.images import load_image
 
             return classify_images(self.fitted, _backbone(self.fitted.encoder_id), [load_image(q) for q in queries])
-        from fewshot_demo.text.encoders import load_encoder
-        from fewshot_demo.text.task import classify_texts
+        from fewshot_demo.core.text_task import classify_texts
+        from fewshot_demo.encoders.text import load_encoder
 
         predictions, _ = classify_texts(self.fitted, load_encoder(self.fitted.encoder_id), [str(q) for q in queries])
         return predictions
@@ -118,29 +117,26 @@ def fit(
         raise UserInputError(f"modality must be 'image' or 'text', not {modality!r}")
     classes, found = _read_support(support)
     modality = modality or found
-    method = method or DEFAULT_METHOD[modality]
+    method = method or default_method(modality)
     if modality == "image":
-        from fewshot_demo.backbones import DEFAULT_BACKBONE
-        from fewshot_demo.image_task import build_support, fit_image_classifier
+        from fewshot_demo.core.image_task import build_support, fit_image_classifier
 
         image_support = build_support(list(classes.items()))
-        fitted = fit_image_classifier(image_support, _backbone(encoder or DEFAULT_BACKBONE), method, options)
+        fitted = fit_image_classifier(image_support, _backbone(encoder or default_encoder("image")), method, options)
         names = [f"{image_support.class_names[int(label)]}/{source}"
                  for label, source in zip(image_support.labels, image_support.sources)]
         return Classifier(fitted, "image", image_support.warnings, names)
-    from fewshot_demo.text.data import clean_pairs
-    from fewshot_demo.text.encoders import load_encoder
-    from fewshot_demo.text.task import fit_text_classifier
+    from fewshot_demo.core.text_task import fit_text_classifier
+    from fewshot_demo.data.texts import clean_pairs
+    from fewshot_demo.encoders.text import load_encoder
 
     table = clean_pairs(((str(text), name) for name, texts in classes.items() for text in texts), where="example")
-    fitted, notes = fit_text_classifier(table, load_encoder(encoder or DEFAULT_TEXT_ENCODER), method, options)
+    fitted, notes = fit_text_classifier(table, load_encoder(encoder or default_encoder("text")), method, options)
     return Classifier(fitted, "text", list(table.notes) + notes, list(table.texts))
 
 
 def load(path: str | Path) -> Classifier:
     """Read a classifier written by ``Classifier.save`` (or saved from the app), validated."""
-    from fewshot_demo.methods import modality_of
-
     fitted = FewShotClassifier.load(path)
     return Classifier(fitted, modality_of(fitted.encoder_id) or "image", [])
 
@@ -166,17 +162,16 @@ def evaluate(
     Returns:
         One ``EvaluationSummary`` per method and shot: accuracy, ci95, ms_per_episode, peak_mb.
     """
-    from fewshot_demo.backbones import DEFAULT_BACKBONE
     from fewshot_demo.bench import run_benchmark
     from fewshot_demo.data.pools import embed_pool, read_image_folder, read_text_file
-    from fewshot_demo.device import pick_device
+    from fewshot_demo.runtime.device import pick_device
 
     path = Path(data)
     device = pick_device(None)
     if path.is_dir():
-        pool = embed_pool(read_image_folder(path), encoder or DEFAULT_BACKBONE, device)
+        pool = embed_pool(read_image_folder(path), encoder or default_encoder("image"), device)
     elif path.suffix.lower() in TEXT_TABLE_SUFFIXES and path.is_file():
-        pool = embed_pool(read_text_file(path), encoder or "minilm", device)
+        pool = embed_pool(read_text_file(path), encoder or default_encoder("text"), device)
     else:
         raise UserInputError(f"{path} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
     summaries, _ = run_benchmark(pool, list(methods), n_way, list(n_shots), n_query, episodes, seed, device,
@@ -185,7 +180,7 @@ def evaluate(
 
 
 def _backbone(backbone_id: str):
-    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.encoders.image import load_backbone
 
     return load_backbone(backbone_id)
 
@@ -203,7 +198,7 @@ def _read_support(support: str | Path | Mapping[str, Sequence[Any]]) -> tuple[di
                 classes.setdefault(label, []).append(file)
             return classes, "image"
         if path.suffix.lower() in TEXT_TABLE_SUFFIXES and path.is_file():
-            from fewshot_demo.text.data import read_text_table
+            from fewshot_demo.data.texts import read_text_table
 
             table = read_text_table(path)
             classes = {}

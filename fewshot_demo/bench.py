@@ -5,7 +5,7 @@
 
 PATH is a folder with one sub-folder of images per class, or a CSV/TSV/JSONL file with ``text`` and
 ``label`` columns. Every method sees the same episodes, and every item is embedded once and reused
-by all methods and shots. The episodes run in ``fewshot_demo.runner``; ``ms_per_episode`` is its
+by all methods and shots. The episodes run in ``fewshot_demo.core.runner``; ``ms_per_episode`` is its
 ``fit`` + ``predict_proba`` time.
 """
 
@@ -21,15 +21,21 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from fewshot_demo import __version__
-from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE
-from fewshot_demo.data.pools import EmbeddedPool, embed_pool, read_image_folder, read_text_file
-from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import EpisodeConfig, eligible_classes, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary
+from fewshot_demo.config.settings import settings
+from fewshot_demo.config.version import __version__
+from fewshot_demo.core.evaluation import EvaluationSummary
+from fewshot_demo.core.runner import run_episodes
+from fewshot_demo.data.episodes import EpisodeConfig, eligible_classes, sample_episodes
+from fewshot_demo.data.pools import (
+    EmbeddedPool,
+    embed_pool,
+    read_image_folder,
+    read_text_file,
+)
+from fewshot_demo.encoders.backbones import BACKBONES
+from fewshot_demo.encoders.registry import default_encoder
 from fewshot_demo.methods import LearnerContext, available_methods, get_method
-from fewshot_demo.runner import run_episodes
-from fewshot_demo.settings import settings
+from fewshot_demo.runtime.device import pick_device
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl"}
 
@@ -84,7 +90,7 @@ def run_benchmark(
 
 def paired_rows(per_episode: dict[tuple[str, int], list[float]], reference: str) -> list[dict]:
     """Each method's mean difference to ``reference`` on the same episodes, with its 95% CI."""
-    from fewshot_demo.evaluation import paired_difference
+    from fewshot_demo.core.evaluation import paired_difference
 
     rows = []
     for (method, n_shot), accuracies in per_episode.items():
@@ -114,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--methods", nargs="+", default=["protonet", "linear"], help="registered method names")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"image backbone: {', '.join(BACKBONES)}")
-    parser.add_argument("--encoder", default="minilm", help="text encoder id (text data only)")
+    parser.add_argument("--backbone", default=default_encoder("image"), help=f"image backbone: {', '.join(BACKBONES)}")
+    parser.add_argument("--encoder", default=default_encoder("text"), help="text encoder id (text data only)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: FEWSHOT_DEVICE, else auto)")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--paired-with", default=None, metavar="METHOD",

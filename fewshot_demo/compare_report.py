@@ -24,19 +24,19 @@ from typing import Sequence
 import torch
 
 from fewshot_demo.comparison import (
-    compared_methods,
-    method_label,
     ComparisonConfig,
     ComparisonData,
     ComparisonUpdate,
     NotRun,
+    compared_methods,
+    method_label,
     results_json,
     run_comparison,
     versions,
 )
+from fewshot_demo.config.errors import CheckpointMissingError
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
-from fewshot_demo.device import pick_device
-from fewshot_demo.errors import CheckpointMissingError
+from fewshot_demo.runtime.device import pick_device
 
 #: Methods left out of the default run for a modality, with the reason (override with --methods).
 SLOW_BY_MODALITY = {
@@ -62,7 +62,7 @@ def skipped_notes(not_run: Sequence[NotRun], encoder_id: str) -> list[str]:
     others += [f"failed: {text}" for text in dict.fromkeys(
         f"{n.method} ({n.error.__name__}): {n.reason}" for n in not_run if n.failed)]
     if no_checkpoint:
-        from fewshot_demo.train import TRACKS
+        from fewshot_demo.data.splits import TRACKS
 
         remedy = (f"`python -m fewshot_demo.train --method METHOD --backbone {encoder_id}` makes one" if encoder_id in TRACKS
                   else f"meta-training covers the {' and '.join(TRACKS)} backbones")

@@ -8,7 +8,7 @@ comparison tab (no UI here).
 
 Every method sees exactly the same episodes (sampled once per shot from one seed), every item is
 embedded once per encoder and reused by all methods and shots, and the run can be cancelled between
-episodes. The episodes run in ``fewshot_demo.runner`` (its docstring says what is timed). Each result
+episodes. The episodes run in ``fewshot_demo.core.runner`` (its docstring says what is timed). Each result
 keeps its per-episode accuracies (for paired comparisons), a confusion matrix over the pool's classes
 and the query items it got wrong.
 """
@@ -30,15 +30,31 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from fewshot_demo import __version__
+from fewshot_demo.config.errors import MethodNotApplicableError
+from fewshot_demo.config.version import __version__
+from fewshot_demo.core.evaluation import EvaluationSummary, paired_difference
+from fewshot_demo.core.runner import EpisodeRun
 from fewshot_demo.data.builtin import builtin_pool, get_dataset, load_dataset
-from fewshot_demo.data.pools import CachedInputs, Cancelled, EmbeddedPool, LoadedData, embed_pool
-from fewshot_demo.device import pick_device
-from fewshot_demo.episodes import Episode, EpisodeConfig, choose_n_query, sample_episodes
-from fewshot_demo.evaluation import EvaluationSummary, paired_difference
-from fewshot_demo.errors import MethodNotApplicableError
-from fewshot_demo.methods import LearnerContext, available_methods, get_method, methods_for
-from fewshot_demo.runner import EpisodeRun
+from fewshot_demo.data.episodes import (
+    Episode,
+    EpisodeConfig,
+    choose_n_query,
+    sample_episodes,
+)
+from fewshot_demo.data.pools import (
+    CachedInputs,
+    Cancelled,
+    EmbeddedPool,
+    LoadedData,
+    embed_pool,
+)
+from fewshot_demo.methods import (
+    LearnerContext,
+    available_methods,
+    get_method,
+    methods_for,
+)
+from fewshot_demo.runtime.device import pick_device
 
 DEFAULT_METHODS = ("linear", "baselinepp", "protonet", "maml")
 MAX_EPISODES = 2000

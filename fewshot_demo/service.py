@@ -9,7 +9,7 @@ each class and the most similar support items. A fitted classifier is kept under
 unguessable token (knowing it is what lets a caller use the classifier) that expires after a while
 without use, in a store bounded in count and in memory; the least recently used goes first.
 
-Every limit (``fewshot_demo.limits``) is checked on counts and sizes before a file is read, and
+Every limit (``fewshot_demo.config.limits``) is checked on counts and sizes before a file is read, and
 every problem is a ``UserInputError`` with the fix in its message. The web endpoints in
 ``fewshot_demo.ui.api`` are thin over this module.
 """
@@ -29,11 +29,13 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from fewshot_demo.api import DEFAULT_METHOD, Classifier, fit
-from fewshot_demo.classifier import Prediction
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.limits import check_count, check_file_sizes, limits
-from fewshot_demo.priority import PRIORITY
+from fewshot_demo.api import Classifier, fit
+from fewshot_demo.config.checks import check_count, check_file_sizes
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.settings import limits
+from fewshot_demo.core.classifier import Prediction
+from fewshot_demo.encoders.registry import default_method
+from fewshot_demo.runtime.priority import PRIORITY
 
 #: How much of a support text a prediction quotes as a nearest example.
 QUOTE_CHARS = 200
@@ -311,7 +313,7 @@ class Service:
         if not support:
             raise UserInputError("send the support images (one class name per image in labels), or one .zip of class folders")
         current = limits()
-        method = method or DEFAULT_METHOD["image"]
+        method = method or default_method("image")
         if len(support) == 1 and support[0].name.lower().endswith(".zip") and not labels:
             from fewshot_demo.data.builtin import zip_classes
 
@@ -329,7 +331,7 @@ class Service:
 
     def _fit_texts(self, texts: Sequence[str] | None, labels: Sequence[str] | None, table: Upload | None,
                    method: str | None, options: Mapping[str, Any] | None, encoder: str | None) -> Classifier:
-        from fewshot_demo.text.data import clean_text, read_text_table
+        from fewshot_demo.data.texts import clean_text, read_text_table
 
         current = limits()
         if table is not None:
@@ -342,7 +344,7 @@ class Service:
         check_count(len(texts), current.max_support_texts, "support texts", "keep a sample of each class")
         classes = _group([clean_text(t) for t in texts], [clean_text(label) for label in labels or []]
                          if labels is not None else None, "texts")
-        return fit(classes, method or DEFAULT_METHOD["text"], encoder, modality="text", **_options(options))
+        return fit(classes, method or default_method("text"), encoder, modality="text", **_options(options))
 
     def _check_image_queries(self, queries: Sequence[Any]) -> list[Upload | bytes]:
         """The queries checked before any is read: files as they are, data URLs as their bytes."""
@@ -369,7 +371,7 @@ class Service:
         if classifier.modality == "image":
             answers, notes = self._predict_images(classifier, self._check_image_queries(queries))
         else:
-            from fewshot_demo.text.data import clean_text
+            from fewshot_demo.data.texts import clean_text
 
             self._check_text_queries(queries)
             texts = [clean_text(query) for query in queries]
@@ -381,7 +383,7 @@ class Service:
     def _predict_images(self, classifier: Classifier, queries: Sequence[Upload | bytes]) -> tuple[list[dict], list[str]]:
         """Read every query (a file, or the bytes of a data URL, from ``_check_image_queries``; one
         that cannot be read gets an "error" entry), classify the rest in one batch."""
-        from fewshot_demo.images import load_image
+        from fewshot_demo.data.images import load_image
 
         fitted = classifier.fitted
         names = [query.name if isinstance(query, Upload) else f"query {number}" for number, query in enumerate(queries, 1)]
@@ -397,7 +399,7 @@ class Service:
         if not images:
             raise UserInputError("none of the query files is a usable image; " + "; ".join(notes))
         from fewshot_demo.api import _backbone
-        from fewshot_demo.image_task import classify_images
+        from fewshot_demo.core.image_task import classify_images
 
         predictions = classify_images(fitted, _backbone(fitted.encoder_id), images)
         labels = fitted.support_labels.tolist()

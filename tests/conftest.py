@@ -65,7 +65,7 @@ def _free_port() -> int:
 def fresh_settings():
     """Settings are read from the environment once; a test that sets a variable calls
     ``settings.cache_clear()`` after ``monkeypatch.setenv``, and the next test reads the environment again."""
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
 
     yield
     settings.cache_clear()
@@ -74,7 +74,7 @@ def fresh_settings():
 @pytest.fixture
 def single_thread():
     """Tiny tensors: one intra-op thread is faster, and much faster when other processes share the CPU."""
-    from fewshot_demo.device import one_thread
+    from fewshot_demo.runtime.device import one_thread
 
     with one_thread(True):
         yield
@@ -82,7 +82,7 @@ def single_thread():
 
 @pytest.fixture(scope="session")
 def backbone():
-    from fewshot_demo.backbones import load_backbone
+    from fewshot_demo.encoders.image import load_backbone
 
     return load_backbone("efficientnet_lite0", "cpu")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fewshot_demo import allocator
-from fewshot_demo.backbones import load_backbone
-from fewshot_demo.settings import Settings, settings
+from fewshot_demo.config.settings import Settings, settings
+from fewshot_demo.encoders.image import load_backbone
+from fewshot_demo.runtime import allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 

@@ -13,7 +13,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.errors import UserInputError
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.service import HandleStore
 from fewshot_demo.ui.api import PUBLIC_ENDPOINTS
 
@@ -171,7 +171,7 @@ def test_a_session_id_alone_does_not_reach_someone_elses_session(app_url, client
 def test_a_client_that_opens_its_session_without_a_cookie_keeps_it_with_the_cookie_it_is_given(app_url):
     """A script whose first call names its session has no cookie yet; the answer hands it one, and
     its next calls, now with that cookie, are still its own (they got 403 before)."""
-    from fewshot_demo.latency import AppApi
+    from tools.latency import AppApi
 
     api = AppApi(app_url, session_hash="opened-without-a-cookie")
     assert api.call("warmup", []) == ["ready"]

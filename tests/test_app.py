@@ -9,7 +9,7 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.classifier import MAX_CLASSES
+from fewshot_demo.core.classifier import MAX_CLASSES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

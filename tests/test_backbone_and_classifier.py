@@ -12,10 +12,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from fewshot_demo.backbones import BackboneUnavailableError, load_backbone
-from fewshot_demo.classifier import FewShotClassifier
-from fewshot_demo.image_task import build_support, classify_images, fit_image_classifier
-from fewshot_demo.images import load_image
+from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.core.image_task import (
+    build_support,
+    classify_images,
+    fit_image_classifier,
+)
+from fewshot_demo.data.images import load_image
+from fewshot_demo.encoders.image import BackboneUnavailableError, load_backbone
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 EGYPTIAN_CAT, ESPRESSO = 285, 967
@@ -89,7 +93,7 @@ def test_the_cpu_network_gives_the_modules_features_and_serves_only_its_input_si
 def test_a_network_that_traces_wrongly_is_not_used():
     from torch import nn
 
-    from fewshot_demo.backbones import cpu_inference_network
+    from fewshot_demo.encoders.image import cpu_inference_network
 
     class BatchDependent(nn.Module):  # tracing keeps the branch taken for one image only
         def forward(self, x):

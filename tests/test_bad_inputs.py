@@ -12,14 +12,13 @@ import re
 import zipfile
 from pathlib import Path
 
+import hostile
 import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier
-
-import hostile
+from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 ANIMALS = ROOT / "examples" / "images" / "animals"

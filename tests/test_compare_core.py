@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot_demo import comparison, runner
+from fewshot_demo import comparison
 from fewshot_demo.comparison import (
     ComparisonConfig,
     ComparisonData,
@@ -23,11 +23,17 @@ from fewshot_demo.comparison import (
     results_json,
     run_comparison,
 )
-from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_upload, load_dataset
-from fewshot_demo.data.pools import EmbeddedPool, CachedInputs
-from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
+from fewshot_demo.config.settings import settings
+from fewshot_demo.core import runner
+from fewshot_demo.core.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
+from fewshot_demo.data.builtin import (
+    BUILTIN_DATASETS,
+    LoadedData,
+    data_from_upload,
+    load_dataset,
+)
+from fewshot_demo.data.pools import CachedInputs, EmbeddedPool
 from fewshot_demo.methods import LearnerContext, make_learner
-from fewshot_demo.settings import settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -215,7 +221,11 @@ def test_baselinepp_learns_a_scale_and_lowers_the_support_loss():
 def test_finetune_prepare_reproduces_the_backbone_and_training_lowers_the_loss(backbone):
     from PIL import Image
 
-    from fewshot_demo.methods.finetune import ImageFinetune, ImageFinetuneConfig, last_stage
+    from fewshot_demo.methods.finetune import (
+        ImageFinetune,
+        ImageFinetuneConfig,
+        last_stage,
+    )
 
     images = [Image.open(p).convert("RGB") for p in sorted((EXAMPLES / "animals" / "support").glob("*/*"))[:6]]
     inputs = backbone.prepare("last_block_input", images)
@@ -239,7 +249,7 @@ def test_finetune_name_dispatches_on_the_context():
     from fewshot_demo.methods.finetune import ImageFinetune
 
     assert isinstance(make_learner("finetune", LearnerContext("efficientnet_lite0", 1280)), ImageFinetune)
-    from fewshot_demo.errors import InputKindUnsupportedError
+    from fewshot_demo.config.errors import InputKindUnsupportedError
 
     with pytest.raises(InputKindUnsupportedError, match="'pixels28' cannot prepare"):
         make_learner("finetune", LearnerContext("pixels28", 1))

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from fewshot_demo.compare_report import skipped_notes
-from fewshot_demo.comparison import ComparisonConfig, ComparisonData, NotRun, results_json, run_comparison
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, CachedInputs
-from fewshot_demo.errors import CheckpointMissingError, MethodNotApplicableError
+from fewshot_demo.comparison import (
+    ComparisonConfig,
+    ComparisonData,
+    NotRun,
+    results_json,
+    run_comparison,
+)
+from fewshot_demo.config.errors import CheckpointMissingError, MethodNotApplicableError
+from fewshot_demo.data.pools import CachedInputs, EmbeddedPool, LoadedData
 from fewshot_demo.methods import MethodSpec, PrototypicalNetwork, register, registry
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from fewshot_demo import compare_report
+from fewshot_demo.config.settings import settings
 from fewshot_demo.data import builtin
 from fewshot_demo.data.builtin import BuiltinDataset, LoadedData
-from fewshot_demo.settings import settings
 
 TOPICS = {
     "sport": ["The striker scored twice", "A late goal won the cup", "The team lost the final", "Record run in the marathon"],

@@ -8,11 +8,11 @@ import time
 import torch
 
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.core.runner import EpisodeRun
+from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
+from fewshot_demo.data.images import load_image
 from fewshot_demo.data.pools import LoadedData, embed_pool
-from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-from fewshot_demo.images import load_image
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.runner import EpisodeRun
 from fewshot_demo.ui import image_tab
 
 

@@ -7,12 +7,21 @@ import math
 import pytest
 import torch
 
-from fewshot_demo.episodes import EpisodeConfig, remap_labels, sample_episodes
-from fewshot_demo.evaluation import mean_and_ci95
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
-from fewshot_demo.methods import LinearProbe, PrototypicalNetwork, available_methods, make_learner
+from fewshot_demo.core.evaluation import mean_and_ci95
+from fewshot_demo.core.runner import run_episodes
+from fewshot_demo.data.episodes import EpisodeConfig, remap_labels, sample_episodes
+from fewshot_demo.methods import (
+    LinearProbe,
+    PrototypicalNetwork,
+    available_methods,
+    make_learner,
+)
 from fewshot_demo.methods.base import check_support
-from fewshot_demo.runner import run_episodes
+from fewshot_demo.methods.features import (
+    FeatureNormalizer,
+    NormalizationConfig,
+    class_means,
+)
 
 
 def test_prototype_is_the_hand_computed_mean_of_normalised_support():
@@ -140,7 +149,10 @@ def _two_shifted_clusters(seed: int = 0):
 
 
 def test_transductive_prototypes_use_the_query_batch():
-    from fewshot_demo.methods.transductive import TransductivePrototypes, balance_columns
+    from fewshot_demo.methods.transductive import (
+        TransductivePrototypes,
+        balance_columns,
+    )
 
     support, labels, query, query_labels = _two_shifted_clusters()
     plain = PrototypicalNetwork(NormalizationConfig(power=None, center=False, l2=False)).fit(support, labels)

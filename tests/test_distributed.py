@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_demo.distributed import World
-from fewshot_demo.train import TaskPool, TrainConfig
+from fewshot_demo.runtime.distributed import World
+from fewshot_demo.training.config import TrainConfig
+from fewshot_demo.training.task_pools import TaskPool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def _config(method: str, iterations: int = 3) -> TrainConfig:
 def _train(method: str, world: World | None) -> dict[str, torch.Tensor]:
     """Three steps of ``method``; the final weights. Validation is stubbed to improve every time, so
     the state returned is the last one."""
-    import fewshot_demo.train as train
+    from fewshot_demo.training import loop as train
 
     calls = iter(range(1, 1000))
     validate = train.validate
@@ -92,7 +93,7 @@ def two_process_weights(tmp_path_factory) -> list[dict[str, dict[str, torch.Tens
 
 @pytest.mark.parametrize("method", list(CASES))
 def test_two_processes_stay_in_step_and_match_one_process(two_process_weights, method, single_thread):
-    from fewshot_demo.train import init_state
+    from fewshot_demo.training.loop import init_state
 
     first, second = (weights[method] for weights in two_process_weights)
     single = _train(method, None)
@@ -118,7 +119,7 @@ def test_a_process_computes_its_share_of_a_batch_in_rank_order():
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused():
-    import fewshot_demo.train as train
+    from fewshot_demo.training import loop as train
 
     config = TrainConfig(method="simclr", backbone="pixels28", hidden=16, batch_size=15, iterations=1)
     train_pool, val_pool = _pools("pixels28")
@@ -129,7 +130,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
 
 def test_torchrun_runs_the_training_command_on_two_processes(tmp_path):
     """The command users run, under torchrun with two CPU processes: one checkpoint, from process 0."""
-    from fewshot_demo.checkpoints import load_checkpoint
+    from fewshot_demo.methods.checkpoint_store import load_checkpoint
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "fewshot_demo.train", "--method", "simclr", "--backbone", "pixels28", "--batch-size", "32",

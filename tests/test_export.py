@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from fewshot_demo.export import (
+from fewshot_demo.core.export import (
     ExportNotSupportedError,
     export_image_onnx,
     normalised_images,
@@ -15,8 +15,8 @@ from fewshot_demo.export import (
     onnx_unsupported_reason,
     push_to_hub,
 )
-from fewshot_demo.image_task import build_support, fit_image_classifier
-from fewshot_demo.images import load_image
+from fewshot_demo.core.image_task import build_support, fit_image_classifier
+from fewshot_demo.data.images import load_image
 from fewshot_demo.ui import image_tab
 
 
@@ -65,9 +65,9 @@ def test_an_exported_text_classifier_gives_the_apps_probabilities(tmp_path):
     import subprocess
     import sys
 
-    from fewshot_demo.export import export_text_onnx, onnx_text_probabilities
-    from fewshot_demo.text.encoders import load_encoder
-    from fewshot_demo.text.task import build_text_support, fit_text_classifier
+    from fewshot_demo.core.export import export_text_onnx, onnx_text_probabilities
+    from fewshot_demo.core.text_task import build_text_support, fit_text_classifier
+    from fewshot_demo.encoders.text import load_encoder
     from fewshot_demo.ui import text_tab
 
     encoder = load_encoder(text_tab.DEFAULT_TEXT_ENCODER)

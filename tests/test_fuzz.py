@@ -13,15 +13,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hostile import class_zip, gif, jpeg, png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.data import builtin
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.images import load_image
-from fewshot_demo.text.data import read_text_table
-
-from hostile import class_zip, gif, jpeg, png
+from fewshot_demo.data.images import load_image
+from fewshot_demo.data.texts import read_text_table
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

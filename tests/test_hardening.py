@@ -19,10 +19,10 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from fewshot_demo.classifier import FewShotClassifier, _checksum
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.core.classifier import FewShotClassifier, _checksum
 from fewshot_demo.data import builtin
 from fewshot_demo.data.pools import LoadedData
-from fewshot_demo.errors import UserInputError
 from fewshot_demo.ui.api import Warmup
 from fewshot_demo.ui.guard import TempFiles, readable_errors, scrub
 
@@ -85,9 +85,8 @@ def test_a_handler_that_fails_unexpectedly_leaves_the_app_serving(client, monkey
 
 # ------------------------------------------------------------------------------------------ warm-up
 def test_warmup_loads_once_waits_for_a_load_in_progress_and_retries_after_a_failure(monkeypatch):
-    from fewshot_demo import backbones
-    from fewshot_demo.text import encoders
-
+    from fewshot_demo.encoders import image as backbones
+    from fewshot_demo.encoders import text as encoders
     calls, release, fail = [], threading.Event(), [True]
 
     def slow_backbone(*args):

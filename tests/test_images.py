@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fewshot_demo.image_task import build_support
-from fewshot_demo.images import ImageLimits, load_image
+from fewshot_demo.core.image_task import build_support
+from fewshot_demo.data.images import ImageLimits, load_image
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals" / "support"
 

@@ -11,10 +11,11 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from fewshot_demo.comparison import ComparisonUpdate, stop_within
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.image_task import build_support, load_images
-from fewshot_demo.limits import Limits, check_count, check_file_sizes
-from fewshot_demo.settings import settings
+from fewshot_demo.config.checks import check_count, check_file_sizes
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.config.settings import settings
+from fewshot_demo.core.image_task import build_support, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 INTENTS = ROOT / "examples" / "text" / "intents" / "support.csv"

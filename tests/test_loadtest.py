@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fewshot_demo import loadtest
+from tools import loadtest
 
 
 def test_a_short_load_run_has_no_errors(app_url, capsys):

@@ -8,9 +8,8 @@ import time
 import pytest
 import torch
 
-from fewshot_demo.checkpoints import (
-    CONFIG_FILE,
-    MODEL_FILE,
+from fewshot_demo.methods.checkpoint_index import CONFIG_FILE, MODEL_FILE
+from fewshot_demo.methods.checkpoint_store import (
     HubUnavailableError,
     _sha256,
     load_checkpoint,
@@ -18,7 +17,7 @@ from fewshot_demo.checkpoints import (
     save_checkpoint,
 )
 from fewshot_demo.methods.maml import MAML, MAMLConfig, initial_inner_lrs
-from fewshot_demo.networks import Conv4, FeatureProjection
+from fewshot_demo.methods.networks import Conv4, FeatureProjection
 
 
 def saved_maml(tmp_path, feature_dim: int = 16):

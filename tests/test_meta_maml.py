@@ -15,8 +15,8 @@ from fewshot_demo.methods.maml import (
 )
 from fewshot_demo.methods.matchingnet import MatchingNetwork
 from fewshot_demo.methods.meta_protonet import MetaPrototypicalNetwork
+from fewshot_demo.methods.networks import Conv4, FeatureProjection
 from fewshot_demo.methods.reptile import Reptile, reptile_task_delta
-from fewshot_demo.networks import Conv4, FeatureProjection
 
 
 def make_task(n_way: int = 3, n_shot: int = 4, n_query: int = 5, dim: int = 12, seed: int = 0, separation: float = 2.0):
@@ -145,7 +145,7 @@ def test_conv4_maml_adapts_on_images():
 
 
 def test_one_thread_is_restored():
-    from fewshot_demo.networks import one_thread
+    from fewshot_demo.methods.networks import one_thread
 
     before = torch.get_num_threads()
     with one_thread(True):

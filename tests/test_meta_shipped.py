@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_demo.checkpoints import CONFIG_FILE, SHIPPED_DIR, load_checkpoint
+from fewshot_demo.data.splits import (
+    TUXPAINT_EVAL_FOLDERS,
+    is_eval_folder,
+    tuxpaint_stamps_dir,
+)
 from fewshot_demo.methods import LearnerContext, make_learner
-from fewshot_demo.train import TUXPAINT_EVAL_FOLDERS, TaskPool, is_eval_folder, sample_task, tuxpaint_stamps_dir
+from fewshot_demo.methods.checkpoint_index import CONFIG_FILE, SHIPPED_DIR
+from fewshot_demo.methods.checkpoint_store import load_checkpoint
+from fewshot_demo.training.task_pools import TaskPool, sample_task
 
 SHIPPED = sorted(path for path in SHIPPED_DIR.glob("*-*") if (path / CONFIG_FILE).is_file())
 METHODS = ("maml", "fomaml", "reptile", "matchingnet", "protonet")
@@ -60,7 +66,7 @@ def _accuracy(method: str, context: LearnerContext, pool: TaskPool, n_shot: int,
 
 @pytest.fixture(scope="module")
 def fashion_held_out() -> TaskPool:
-    from fewshot_demo.train import grayscale_pool
+    from fewshot_demo.training.task_pools import grayscale_pool
 
     try:
         return grayscale_pool("eval", per_class=60, seed=0)
@@ -84,8 +90,8 @@ def tuxpaint_features() -> TaskPool:
     """EfficientNet-Lite0 features of 4 photos from each of the 9 evaluation folders (a few seconds)."""
     if not tuxpaint_stamps_dir().is_dir():
         pytest.skip("Tux Paint stamps are not installed")
-    from fewshot_demo.backbones import load_backbone
-    from fewshot_demo.images import load_image
+    from fewshot_demo.data.images import load_image
+    from fewshot_demo.encoders.image import load_backbone
 
     backbone = load_backbone("efficientnet_lite0", "cpu")
     items, labels = [], []

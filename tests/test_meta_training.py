@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_demo.train import TaskPool, TrainConfig, learner_for, meta_train, sample_task
+from fewshot_demo.training.config import TrainConfig
+from fewshot_demo.training.loop import learner_for, meta_train
+from fewshot_demo.training.task_pools import TaskPool, sample_task
 
 DIM, INFORMATIVE = 32, 6
 
@@ -70,7 +72,7 @@ def test_meta_training_improves_held_out_accuracy(method, settings):
 
 
 def test_train_command_dry_run_writes_a_loadable_checkpoint(tmp_path, capsys):
-    from fewshot_demo.checkpoints import load_checkpoint
+    from fewshot_demo.methods.checkpoint_store import load_checkpoint
     from fewshot_demo.train import main
 
     try:
@@ -92,7 +94,7 @@ def test_train_command_rejects_bad_settings(capsys):
 
 
 def test_symmetric_classes_are_the_eight_symmetries_of_each_class():
-    from fewshot_demo.train import symmetric_classes
+    from fewshot_demo.training.task_pools import symmetric_classes
 
     image = torch.arange(16.0).reshape(1, 1, 4, 4)
     pool = symmetric_classes(TaskPool(torch.cat([image, -image]), torch.tensor([0, 1]), ["a", "b"]))
@@ -105,7 +107,7 @@ def test_symmetric_classes_are_the_eight_symmetries_of_each_class():
 
 
 def test_random_shift_moves_content_by_at_most_max_shift_and_keeps_the_background():
-    from fewshot_demo.train import random_shift
+    from fewshot_demo.training.task_pools import random_shift
 
     images = torch.full((50, 1, 28, 28), -1.0)
     images[:, :, 12:16, 12:16] = 1.0
@@ -134,7 +136,7 @@ def test_classes_starting_with_keeps_those_classes_relabelled():
 
 
 def test_fashion_tasks_draw_that_share_of_training_tasks_from_the_garment_classes(monkeypatch):
-    import fewshot_demo.train as train
+    from fewshot_demo.training import loop as train
 
     names = [f"fashion-mnist/garment-{i}" for i in range(3)] + [f"mnist/{i}" for i in range(7)]
     labels = torch.arange(10).repeat_interleave(6)
@@ -186,7 +188,7 @@ def test_weight_average_is_what_gets_validated_and_kept():
 
 
 def test_recorded_command_leaves_out_where_the_checkpoint_went():
-    from fewshot_demo.train import _settings_only
+    from fewshot_demo.training.cli import _settings_only
 
     assert _settings_only(["--method", "maml", "--out", "somewhere", "--no-progress", "--out=else", "--seed", "1"]) == [
         "--method", "maml", "--seed", "1"]

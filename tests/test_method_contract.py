@@ -16,8 +16,20 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fewshot_demo.errors import CheckpointMissingError, InputKindUnsupportedError, MethodNotApplicableError, UserInputError
-from fewshot_demo.methods import LearnerContext, all_methods, get_method, make_learner, methods_for, register
+from fewshot_demo.config.errors import (
+    CheckpointMissingError,
+    InputKindUnsupportedError,
+    MethodNotApplicableError,
+    UserInputError,
+)
+from fewshot_demo.methods import (
+    LearnerContext,
+    all_methods,
+    get_method,
+    make_learner,
+    methods_for,
+    register,
+)
 from fewshot_demo.methods.registry import MethodSpec
 
 #: The encoders the contract runs on: the bundled image backbone, the 28x28 pixel track of the
@@ -61,7 +73,11 @@ def _pool(encoder_id: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     if encoder_id == "pixels28":
         import numpy as np
 
-        from fewshot_demo.data.grayscale import load_fashion_mnist, load_mnist_digits, normalize_pixels
+        from fewshot_demo.data.grayscale import (
+            load_fashion_mnist,
+            load_mnist_digits,
+            normalize_pixels,
+        )
 
         try:
             sources = {"fashion": load_fashion_mnist("test"), "mnist": load_mnist_digits()}
@@ -73,13 +89,13 @@ def _pool(encoder_id: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         items = normalize_pixels(torch.from_numpy(np.concatenate(images)))
         return items, torch.arange(len(PIXEL_CLASSES)).repeat_interleave(PIXELS_PER_CLASS)
     if ENCODERS[encoder_id] == "image":
-        from fewshot_demo.backbones import load_backbone
+        from fewshot_demo.encoders.image import load_backbone
 
         backbone = load_backbone(encoder_id, "cpu")
         images = [_shape_image(shape, v) for shape in SHAPES for v in range(6)]
         items = backbone.prepare(kind, images)
         return items, torch.arange(len(SHAPES)).repeat_interleave(6)
-    from fewshot_demo.text.encoders import load_encoder
+    from fewshot_demo.encoders.text import load_encoder
 
     texts = [text for lines in TOPICS.values() for text in lines]
     items = load_encoder(encoder_id, "cpu").prepare(kind, texts)
@@ -110,7 +126,7 @@ def _split(encoder_id: str, kind: str, shots: tuple[int, ...], offset: int = 0):
 
 def _pixel_track_accuracy(key: str, context: LearnerContext) -> float:
     """Mean accuracy over 10 episodes (3-way 5-shot, 3 queries per class) of the pixel track."""
-    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
+    from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
 
     items, labels = _pool("pixels28", "features")
     accuracies = []

@@ -1,11 +1,11 @@
-"""Quick predictions go before long work (fewshot_demo.priority)."""
+"""Quick predictions go before long work (fewshot_demo.runtime.priority)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from fewshot_demo.priority import Priority
+from fewshot_demo.runtime.priority import Priority
 
 
 def test_long_work_waits_for_an_urgent_request_and_only_for_it():
@@ -44,8 +44,8 @@ def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_
 
     from PIL import Image
 
-    from fewshot_demo.backbones import load_backbone
-    from fewshot_demo.priority import PRIORITY
+    from fewshot_demo.encoders.image import load_backbone
+    from fewshot_demo.runtime.priority import PRIORITY
     from fewshot_demo.service import Service, Upload
 
     folder = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals"
@@ -77,9 +77,9 @@ def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_
 def test_comparison_episodes_give_way_one_by_one(monkeypatch):
     import torch
 
-    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.priority import PRIORITY
-    from fewshot_demo.runner import run_episodes
+    from fewshot_demo.core.runner import run_episodes
+    from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
+    from fewshot_demo.runtime.priority import PRIORITY
 
     calls = []
     monkeypatch.setattr(PRIORITY, "give_way", lambda: calls.append(1) or 0.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import fewshot_demo as fsd
-from fewshot_demo.errors import CheckpointMissingError, UserInputError
+from fewshot_demo.config.errors import CheckpointMissingError, UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ANIMALS = ROOT / "examples" / "images" / "animals"

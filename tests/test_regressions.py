@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fewshot_demo import train
 from fewshot_demo.bench import EmbeddedPool
-from fewshot_demo.classifier import FewShotClassifier
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.data import splits
 from fewshot_demo.data.builtin import LoadedData
-from fewshot_demo.images import load_image
+from fewshot_demo.data.images import load_image
 from fewshot_demo.methods import LinearProbe
 from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
-from fewshot_demo.networks import FeatureProjection
+from fewshot_demo.methods.networks import FeatureProjection
+from fewshot_demo.training import task_pools
 
 
 # ------------------------------------------------------------------------------- Matching Networks
@@ -124,7 +125,7 @@ FAKE_STAMP_FOLDERS = (
 
 
 def _is_eval_or_below(folder: str) -> bool:
-    return any(folder == root or folder.startswith(root + "/") for root in train.TUXPAINT_EVAL_FOLDERS)
+    return any(folder == root or folder.startswith(root + "/") for root in splits.TUXPAINT_EVAL_FOLDERS)
 
 
 @pytest.fixture
@@ -132,38 +133,38 @@ def fake_stamps(tmp_path) -> Path:
     """A Tux Paint stamps tree of tiny PNGs: 4 per folder, with sub-folders under evaluation folders."""
     for number, folder in enumerate(FAKE_STAMP_FOLDERS):
         (tmp_path / folder).mkdir(parents=True)
-        for index in range(train.TUXPAINT_MIN_IMAGES):
+        for index in range(splits.TUXPAINT_MIN_IMAGES):
             Image.new("RGB", (4, 4), (number * 20, index * 40, 0)).save(tmp_path / folder / f"stamp{index}.png")
     return tmp_path
 
 
 def test_evaluation_folders_and_their_sub_folders_never_reach_meta_training(fake_stamps, monkeypatch):
-    assert train.is_eval_folder("food/fruit/cartoon") and train.is_eval_folder("animals/mammals/bears/cartoon")
-    assert not train.is_eval_folder("food/fruitcake")
+    assert splits.is_eval_folder("food/fruit/cartoon") and splits.is_eval_folder("animals/mammals/bears/cartoon")
+    assert not splits.is_eval_folder("food/fruitcake")
     # tuxpaint_pool reads the stamps folder from the settings; features are made up, not embedded.
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
 
     monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(fake_stamps))
     settings.cache_clear()
     paths = sorted(p.relative_to(fake_stamps).as_posix() for p in fake_stamps.rglob("*.png"))
     features = {path: torch.full((3,), float(i)) for i, path in enumerate(paths)}
-    monkeypatch.setattr(train, "tuxpaint_features", lambda backbone_id="efficientnet_lite0", root=None: features)
+    monkeypatch.setattr(task_pools, "tuxpaint_features", lambda backbone_id="efficientnet_lite0", root=None: features)
 
-    train_pool = train.tuxpaint_pool("train")
-    val_pool = train.tuxpaint_pool("val")
+    train_pool = task_pools.tuxpaint_pool("train")
+    val_pool = task_pools.tuxpaint_pool("val")
     assert not [f for f in train_pool.class_names + val_pool.class_names if _is_eval_or_below(f)]
     # Validation folders are held out with everything below them too (animals/insects/cartoon).
     assert sorted(train_pool.class_names) == ["clothes/armor/cartoon", "food/fruitcake", "hobbies", "vehicles/cars"]
     assert sorted(val_pool.class_names) == ["animals/insects", "clothes/hats", "plants/trees"]
-    assert len(train_pool.items) == 4 * train.TUXPAINT_MIN_IMAGES
+    assert len(train_pool.items) == 4 * splits.TUXPAINT_MIN_IMAGES
 
 
 def test_stamp_base_folders_leave_out_garments_and_everything_below(fake_stamps):
-    folders = train.stamp_base_folders(root=fake_stamps)
+    folders = splits.stamp_base_folders(root=fake_stamps)
     assert sorted(folders) == sorted(
         f"tuxpaint/{f}" for f in FAKE_STAMP_FOLDERS if f != "clothes" and not f.startswith("clothes/")
     )
-    assert all(len(files) == train.TUXPAINT_MIN_IMAGES for files in folders.values())
+    assert all(len(files) == splits.TUXPAINT_MIN_IMAGES for files in folders.values())
 
 
 # ------------------------------------------------------------------------------------------ images

@@ -10,11 +10,11 @@ import torch
 
 from fewshot_demo.bench import run_benchmark
 from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, CachedInputs
-from fewshot_demo.episodes import EpisodeConfig, sample_episodes
+from fewshot_demo.core.runner import EpisodeRun, run_episodes
+from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
+from fewshot_demo.data.pools import CachedInputs, EmbeddedPool, LoadedData
 from fewshot_demo.methods import LearnerContext
 from fewshot_demo.methods.base import FewShotLearner
-from fewshot_demo.runner import EpisodeRun, run_episodes
 
 N_CLASSES, PER_CLASS, DIM = 6, 12, 16
 
@@ -156,8 +156,10 @@ def test_peak_memory_is_recorded_when_asked():
 
 
 def test_training_validation_runs_the_benchs_episodes_even_on_small_classes():
-    from fewshot_demo.episodes import choose_n_query
-    from fewshot_demo.train import TaskPool, TrainConfig, init_state, learner_for, validate
+    from fewshot_demo.data.episodes import choose_n_query
+    from fewshot_demo.training.config import TrainConfig
+    from fewshot_demo.training.loop import init_state, learner_for, validate
+    from fewshot_demo.training.task_pools import TaskPool
 
     features, labels = _features()
     keep = [i for i, label in enumerate(labels) if i % PER_CLASS < 7 + label]  # classes of 7 to 12 items

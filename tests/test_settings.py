@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo import checkpoints, device
+from fewshot_demo.config.settings import Settings, settings
 from fewshot_demo.data import builtin
-from fewshot_demo.settings import Settings, settings
+from fewshot_demo.methods import checkpoint_index as checkpoints
+from fewshot_demo.runtime import device
 
 
 def test_defaults_when_the_environment_says_nothing(monkeypatch):

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_demo.data.views import ViewConfig, apply_views, draw_views
-from fewshot_demo.distributed import World
 from fewshot_demo.methods.mae import draw_patch_masks, normalise_patches, pixel_mask
 from fewshot_demo.methods.simclr import nt_xent
-from fewshot_demo.train import TaskPool, TrainConfig, meta_train
+from fewshot_demo.runtime.distributed import World
+from fewshot_demo.training.config import TrainConfig
+from fewshot_demo.training.loop import meta_train
+from fewshot_demo.training.task_pools import TaskPool
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -83,7 +85,7 @@ def test_masks_hide_three_quarters_of_the_patches_and_only_hidden_pixels_count()
     assert pixels.shape == (10, 1, 28, 28) and torch.equal(pixels[:, 0, ::4, ::4].bool(), torch.as_tensor(masks))
 
     from fewshot_demo.methods.mae import MAE_RECIPE
-    from fewshot_demo.networks import Conv4
+    from fewshot_demo.methods.networks import Conv4
 
     torch.manual_seed(0)
     network = Conv4(hidden=16)
@@ -112,7 +114,7 @@ def test_the_normalised_pixel_target_gives_each_patch_mean_zero_and_spread_one()
 def test_the_self_supervised_learners_are_a_linear_head_on_the_frozen_encoder():
     from fewshot_demo.methods.encoder_probe import EncoderLinearProbe
     from fewshot_demo.methods.linear import LinearProbe
-    from fewshot_demo.networks import Conv4
+    from fewshot_demo.methods.networks import Conv4
 
     torch.manual_seed(0)
     network = Conv4(hidden=16)
@@ -146,7 +148,7 @@ def test_pretraining_never_reads_a_label_and_improves_its_own_loss(method):
 
 
 def test_dry_run_writes_a_checkpoint_of_the_encoder_alone(tmp_path):
-    from fewshot_demo.checkpoints import load_checkpoint
+    from fewshot_demo.methods.checkpoint_store import load_checkpoint
     from fewshot_demo.train import main
 
     for method in ("simclr", "mae"):
@@ -164,7 +166,7 @@ def test_dry_run_writes_a_checkpoint_of_the_encoder_alone(tmp_path):
 def test_pretraining_on_a_folder_of_ones_own_images(tmp_path):
     from PIL import Image
 
-    from fewshot_demo.checkpoints import load_checkpoint
+    from fewshot_demo.methods.checkpoint_store import load_checkpoint
     from fewshot_demo.train import main
 
     folder = tmp_path / "images" / "any" / "depth"
@@ -198,8 +200,8 @@ def test_self_supervised_settings_are_checked():
 # ------------------------------------------------------------------------------- registry, comparison
 def test_a_third_family_in_the_registry_and_the_comparison():
     from fewshot_demo.comparison import ComparisonData, compared_methods
+    from fewshot_demo.config.errors import CheckpointMissingError
     from fewshot_demo.data.pools import LoadedData
-    from fewshot_demo.errors import CheckpointMissingError
     from fewshot_demo.methods import get_method
     from fewshot_demo.methods.registry import FAMILIES
 
@@ -218,7 +220,7 @@ def test_a_third_family_in_the_registry_and_the_comparison():
 
 def test_reading_explains_what_pretraining_without_labels_bought():
     from fewshot_demo.comparison import reading
-    from fewshot_demo.evaluation import EvaluationSummary
+    from fewshot_demo.core.evaluation import EvaluationSummary
 
     summaries = [EvaluationSummary(m, 5, 100, a, 0.01, 1.0) for m, a in
                  (("protonet", 0.80), ("simclr", 0.75), ("protonet_plain", 0.68), ("linear", 0.87))]
@@ -235,7 +237,7 @@ def test_reading_explains_what_pretraining_without_labels_bought():
 # ------------------------------------------------------------------------------ test-sized evidence
 @pytest.fixture(scope="module")
 def fashion_held_out():
-    from fewshot_demo.train import grayscale_pool
+    from fewshot_demo.training.task_pools import grayscale_pool
 
     try:
         return grayscale_pool("eval", per_class=100, seed=0)
@@ -245,10 +247,10 @@ def fashion_held_out():
 
 @pytest.mark.parametrize("method", ["simclr", "mae"])
 def test_shipped_encoders_beat_the_random_conv4_on_held_out_classes(fashion_held_out, method):
-    from fewshot_demo.episodes import EpisodeConfig, sample_episodes
-    from fewshot_demo.evaluation import paired_difference
+    from fewshot_demo.core.evaluation import paired_difference
+    from fewshot_demo.core.runner import run_episodes
+    from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
     from fewshot_demo.methods import LearnerContext
-    from fewshot_demo.runner import run_episodes
 
     context = LearnerContext(backbone_id="pixels28", feature_dim=784)
     episodes = sample_episodes(fashion_held_out.labels.tolist(), EpisodeConfig(5, 5, 15), 30, seed=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fewshot_demo.bench import main
+from fewshot_demo.encoders.registry import default_encoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "text"
 
@@ -30,7 +31,7 @@ def test_bench_on_a_text_csv_writes_the_documented_json(tiny_csv, tmp_path, caps
     ])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["modality"] == "text" and result["encoder"] == "minilm"
+    assert result["modality"] == "text" and result["encoder"] == default_encoder("text") == "minilm:layers"
     assert result["items"] == 42 and result["classes"] == 6  # blank row skipped, duplicate merged
     assert [(r["method"], r["n_shot"]) for r in result["results"]] == [
         ("linear", 1), ("protonet", 1), ("linear", 3), ("protonet", 3)

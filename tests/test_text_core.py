@@ -7,23 +7,22 @@ import time
 import pytest
 import torch
 
-from fewshot_demo.methods import LearnerContext, make_learner
-from fewshot_demo.text.data import (
+from fewshot_demo.data.texts import (
     clean_pairs,
     read_text_table,
     split_lines,
     table_from_class_boxes,
 )
-from fewshot_demo.text.encoders import (
-    EncoderUnavailableError,
+from fewshot_demo.encoders.text import (
     MAX_WINDOWS,
+    EncoderUnavailableError,
     load_encoder,
-    mean_pool,
     pack_tokens,
     parse_encoder_id,
     pool,
-    unpack_tokens,
 )
+from fewshot_demo.encoders.text_pooling import mean_pool, unpack_tokens
+from fewshot_demo.methods import LearnerContext, make_learner
 
 INTENTS = {
     "greeting": ["hello there", "hi, how are you?", "good morning!", "hey, nice to see you"],
@@ -279,7 +278,7 @@ def test_finetune_learner_consumes_tokens_lowers_its_loss_and_classifies(encoder
 
 
 def test_finetune_top_layers_reproduce_the_encoder_before_training(encoder):
-    from fewshot_demo.text.finetune import TopLayers, frozen_states
+    from fewshot_demo.methods.text_tuning import TopLayers, frozen_states
 
     ids, mask, _ = encoder.tokenize_windows(["a short one", "a much longer sentence that needs padding in the batch"])
     top = TopLayers(encoder.model, 2).eval()
@@ -326,7 +325,7 @@ def test_linear_on_layer_features_classifies_held_out_texts(encoder):
 
 
 def test_finetune_on_layer_features_tunes_the_last_layer_and_keeps_the_middle(encoder):
-    from fewshot_demo.text.finetune import auto_steps
+    from fewshot_demo.methods.text_tuning import auto_steps
 
     assert [auto_steps(n) for n in (2, 5, 12, 25, 40, 200)] == [5, 5, 6, 12, 20, 20]
     layered = load_encoder("minilm:layers", "cpu")
@@ -378,7 +377,7 @@ def test_finetune_reads_long_texts_in_windows_as_the_frozen_encoder_does(encoder
 
 
 def test_random_crops_take_one_real_span_per_text_and_short_texts_whole():
-    from fewshot_demo.text.finetune import random_crops
+    from fewshot_demo.methods.text_tuning import random_crops
 
     # Text 0: windows 0 and 1 (10 and 6 real tokens); text 1: window 2 (3 tokens). States = token positions.
     lengths = torch.tensor([10, 6, 3])

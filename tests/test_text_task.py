@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewshot_demo.classifier import FewShotClassifier
-from fewshot_demo.text.encoders import load_encoder
-from fewshot_demo.text.task import (
+from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.core.text_task import (
     build_text_support,
     classify_texts,
     fit_text_classifier,
     load_text_classifier,
     parse_queries,
 )
+from fewshot_demo.encoders.text import load_encoder
 
 CLASSES = [
     ("greeting", "hello there\nhi, how are you?\ngood morning!\nhey, nice to see you"),

@@ -132,9 +132,9 @@ def test_browser_webcam_records_frames_into_a_class_then_predicts_live(app_url, 
 
 
 def test_browser_exports_onnx_that_gives_the_apps_probabilities(app_url, browser, artifacts, backbone, tmp_path):
-    from fewshot_demo.export import normalised_images, onnx_probabilities
-    from fewshot_demo.image_task import build_support, fit_image_classifier
-    from fewshot_demo.images import load_image
+    from fewshot_demo.core.export import normalised_images, onnx_probabilities
+    from fewshot_demo.core.image_task import build_support, fit_image_classifier
+    from fewshot_demo.data.images import load_image
     from fewshot_demo.ui import image_tab
 
     page = _open(browser, app_url)

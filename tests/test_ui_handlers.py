@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.classifier import MAX_CLASSES
+from fewshot_demo.core.classifier import MAX_CLASSES
 from fewshot_demo.ui import common, compare_tab, image_tab, support_set, text_tab
 from fewshot_demo.ui.support_set import SupportSession
 

@@ -27,11 +27,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from fewshot_demo.config.checks import check_count
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.settings import limits, settings
 from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
-from fewshot_demo.data.pools import EmbeddedPool, LoadedData, embed_pool, read_image_folder, read_text_file
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.limits import check_count, limits
-from fewshot_demo.settings import settings
+from fewshot_demo.data.pools import (
+    EmbeddedPool,
+    LoadedData,
+    embed_pool,
+    read_image_folder,
+    read_text_file,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +101,7 @@ TUXPAINT_FOLDERS = (
 
 
 def _load_tuxpaint() -> LoadedData:
-    from fewshot_demo.images import load_image
+    from fewshot_demo.data.images import load_image
 
     root = _tuxpaint_dir()
     if not (root / TUXPAINT_FOLDERS[0]).is_dir():
@@ -143,7 +149,7 @@ BBC_PER_CLASS = 60
 
 
 def _load_bbc() -> LoadedData:
-    from fewshot_demo.text.data import load_bbc_news
+    from fewshot_demo.data.texts import load_bbc_news
 
     table = load_bbc_news()
     rng = random.Random(0)
@@ -159,7 +165,7 @@ def _load_bbc() -> LoadedData:
 
 
 def _load_chatterbot() -> LoadedData:
-    from fewshot_demo.text.data import load_chatterbot_topics
+    from fewshot_demo.data.texts import load_chatterbot_topics
 
     table = load_chatterbot_topics()
     return LoadedData("text", list(table.texts), list(table.labels), tuple(table.notes))
@@ -259,7 +265,6 @@ def builtin_pool(dataset_id: str, encoder_id: str, device: "torch.device") -> Em
     hash of the items, so a restarted app does not embed them again. Other input kinds (e.g. the
     fine-tuning learner's) are computed on first use and kept in memory only.
     """
-    import torch
 
     key = (dataset_id, encoder_id, str(device))
     if key in _POOLS:
@@ -295,11 +300,11 @@ def cached_features(cache: Path, data: LoadedData, encoder_id: str, device: "tor
         logger.warning("feature cache %s does not load (%s); embedding again", cache.name, type(error).__name__)
         return None
     if data.modality == "image":
-        from fewshot_demo.backbones import load_backbone
+        from fewshot_demo.encoders.image import load_backbone
 
         probe = load_backbone(encoder_id, device).embed(data.items[:1])
     else:
-        from fewshot_demo.text.encoders import load_encoder
+        from fewshot_demo.encoders.text import load_encoder
 
         probe = load_encoder(encoder_id, device).embed(data.items[:1])
     if (not isinstance(features, torch.Tensor) or not features.is_floating_point()
@@ -331,7 +336,7 @@ def data_from_items(modality: str, items: Sequence[Any], labels: Sequence[str]) 
         ValueError: for a bad modality, unreadable images, or fewer than two classes.
     """
     if modality == "image":
-        from fewshot_demo.images import load_image
+        from fewshot_demo.data.images import load_image
 
         images, kept, notes = [], [], []
         for item, label in zip(items, labels):

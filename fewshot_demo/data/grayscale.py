@@ -99,7 +99,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def fashion_mnist_dir() -> Path:
     """Where the Debian package ``dataset-fashion-mnist`` puts the idx files (``FASHION_MNIST_DIR`` overrides it)."""
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
 
     return settings().fashion_mnist_dir
 
@@ -180,7 +180,7 @@ def load_unlabelled_folder(root: Path) -> tuple[Tensor, list[str]]:
         ValueError: when ``root`` is not a folder or holds no readable image.
     """
     from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
-    from fewshot_demo.images import load_image
+    from fewshot_demo.data.images import load_image
 
     root = Path(root)
     if not root.is_dir():

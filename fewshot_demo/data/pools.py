@@ -21,8 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fewshot_demo.episodes import remap_labels
-from fewshot_demo.errors import InputKindUnsupportedError
+from fewshot_demo.config.errors import InputKindUnsupportedError
+from fewshot_demo.data.episodes import remap_labels
 
 MODALITIES = ("image", "text")
 #: Images are embedded, and prepared for other input kinds, in chunks of this many: one progress
@@ -152,11 +152,11 @@ def embed_pool(
     class_names, labels = remap_labels(data.labels)
     notes = list(data.notes)
     if data.modality == "image":
-        from fewshot_demo.backbones import load_backbone
+        from fewshot_demo.encoders.image import load_backbone
 
         encoder = load_backbone(encoder_id, device)
     else:
-        from fewshot_demo.text.encoders import load_encoder
+        from fewshot_demo.encoders.text import load_encoder
 
         encoder = load_encoder(encoder_id, device)
         truncation = encoder.truncation_note(data.items)
@@ -213,7 +213,7 @@ def read_image_folder(root: Path, max_side: int | None = None, progress: bool = 
     from tqdm.auto import tqdm
 
     from fewshot_demo.data.image_folder import list_image_folder
-    from fewshot_demo.images import load_image
+    from fewshot_demo.data.images import load_image
 
     root = Path(root)
     listing = list_image_folder(root)
@@ -235,7 +235,7 @@ def read_image_folder(root: Path, max_side: int | None = None, progress: bool = 
 def read_text_file(path: Path) -> LoadedData:
     """The texts and labels of a CSV/TSV/JSONL file with ``text`` and ``label`` columns, cleaned
     (its notes say what the cleaning skipped or merged; see ``text.data.read_text_table``)."""
-    from fewshot_demo.text.data import read_text_table
+    from fewshot_demo.data.texts import read_text_table
 
     table = read_text_table(Path(path))
     return LoadedData("text", list(table.texts), list(table.labels), tuple(table.notes))

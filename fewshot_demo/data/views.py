@@ -5,7 +5,7 @@
 
 Parameters are drawn for the whole (global) batch from one seeded generator and applied to any part
 of it, so processes that split a batch draw identical parameters and a split run computes exactly
-the views one process would (see ``fewshot_demo.distributed``).
+the views one process would (see ``fewshot_demo.runtime.distributed``).
 
 A view is a random resized crop (a zoom on part of the image, a change of aspect ratio, a shift),
 optionally a horizontal mirror, a random contrast and Gaussian noise. Pixels are in [-1, 1] with the

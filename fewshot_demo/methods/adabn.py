@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.protonet import PrototypicalNetwork
-from fewshot_demo.options import bounded
 
 #: The input kind of this learner: whole preprocessed images, (n, 3, 224, 224) for EfficientNet-Lite0,
 #: made by ``ImageBackbone.prepare("pixels224", images)``: the backbone has to run again on them.
@@ -135,8 +135,8 @@ def make_adabn(backbone_id: str, device: torch.device, config: AdaBNConfig | Non
     Raises:
         InputKindUnsupportedError: for a backbone that cannot prepare whole images or has no batch norm.
     """
-    from fewshot_demo.backbones import BACKBONES, load_backbone
-    from fewshot_demo.errors import InputKindUnsupportedError
+    from fewshot_demo.config.errors import InputKindUnsupportedError
+    from fewshot_demo.encoders.image import BACKBONES, load_backbone
 
     if PIXELS224 not in BACKBONES[backbone_id].input_kinds:
         raise InputKindUnsupportedError(

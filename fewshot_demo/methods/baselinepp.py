@@ -9,10 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
+from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.options import bounded
-from fewshot_demo.networks import one_thread
+from fewshot_demo.methods.features import (
+    FeatureNormalizer,
+    NormalizationConfig,
+    class_means,
+)
+from fewshot_demo.methods.networks import one_thread
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.linear import LinearProbe
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread
+from fewshot_demo.methods.networks import EmbeddingNetwork, check_inputs, one_thread
 
 
 class EncoderLinearProbe(FewShotLearner):

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.features import class_means
+from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.options import bounded
+from fewshot_demo.methods.features import class_means
 
 #: The input kind of this learner: the activations entering the backbone's last stage, computed once
 #: per image by ``ImageBackbone.prepare("last_block_input", images)``.
@@ -174,8 +174,8 @@ def make_image_finetune(backbone_id: str, device: torch.device, config: ImageFin
         InputKindUnsupportedError: for a backbone without an EfficientNet-style last stage (``pixels28``
             has nothing pretrained to fine-tune).
     """
-    from fewshot_demo.backbones import BACKBONES, load_backbone
-    from fewshot_demo.errors import InputKindUnsupportedError
+    from fewshot_demo.config.errors import InputKindUnsupportedError
+    from fewshot_demo.encoders.image import BACKBONES, load_backbone
 
     if LAST_BLOCK_INPUT not in BACKBONES[backbone_id].input_kinds:
         raise InputKindUnsupportedError(

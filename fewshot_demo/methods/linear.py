@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
-from fewshot_demo.networks import one_thread
+from fewshot_demo.methods.features import (
+    FeatureNormalizer,
+    NormalizationConfig,
+    class_means,
+)
+from fewshot_demo.methods.networks import one_thread
 
 
 class LinearProbe(FewShotLearner):

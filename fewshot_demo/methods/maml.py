@@ -23,10 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.meta_recipe import MetaRecipe, TrainSettings
-from fewshot_demo.options import bounded
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
+from fewshot_demo.methods.networks import (
+    EmbeddingNetwork,
+    check_inputs,
+    one_thread,
+    prepare_episode,
+)
 
 Params = dict[str, Tensor]
 StepCallback = Callable[[dict[str, float]], None]
@@ -302,7 +307,7 @@ class MAML(FewShotLearner):
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        from fewshot_demo.features import FeatureNormalizer
+        from fewshot_demo.methods.features import FeatureNormalizer
 
         self.adapted = {name[len("adapted.") :]: value.float() for name, value in state.items() if name.startswith("adapted.")}
         if any(name.startswith("normalizer.") for name in state):

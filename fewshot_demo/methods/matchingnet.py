@@ -8,10 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_demo.features import FeatureNormalizer
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.features import FeatureNormalizer
 from fewshot_demo.methods.meta_recipe import MetaRecipe
-from fewshot_demo.networks import EmbeddingNetwork, check_inputs, one_thread, prepare_episode
+from fewshot_demo.methods.networks import (
+    EmbeddingNetwork,
+    check_inputs,
+    one_thread,
+    prepare_episode,
+)
 
 
 def matching_log_probs(

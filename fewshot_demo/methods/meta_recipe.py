@@ -1,6 +1,6 @@
 """The training side of a trained method, kept next to its algorithm.
 
-``fewshot_demo.train`` runs one generic loop and ``fewshot_demo.checkpoints`` one generic
+``fewshot_demo.train`` runs one generic loop and ``fewshot_demo.methods.checkpoint_store`` one generic
 save/load; what differs between MAML, Reptile, Matching Networks, ProtoNet and the self-supervised
 methods (SimCLR, masked autoencoder) is asked of the method's ``MetaRecipe`` (found through its
 ``MethodSpec.recipe``): which extra tensors it learns, its loss on one task (or on one batch of
@@ -15,11 +15,11 @@ import numpy as np
 from torch import Tensor, nn
 
 from fewshot_demo.methods.base import FewShotLearner
-from fewshot_demo.networks import EmbeddingNetwork
+from fewshot_demo.methods.networks import EmbeddingNetwork
 
 if TYPE_CHECKING:
     from fewshot_demo.data.views import ViewConfig
-    from fewshot_demo.distributed import World
+    from fewshot_demo.runtime.distributed import World
 
 
 class TrainSettings(Protocol):

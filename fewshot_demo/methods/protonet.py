@@ -7,8 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.features import (
+    FeatureNormalizer,
+    NormalizationConfig,
+    class_means,
+)
 
 
 class PrototypicalNetwork(FewShotLearner):

@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-from fewshot_demo.errors import (
+from fewshot_demo.config.errors import (
     CheckpointMissingError,
     InputKindUnsupportedError,
     MethodNotApplicableError,
     UserInputError,
 )
+from fewshot_demo.config.options import bounded  # noqa: F401  (re-exported: options classes use it)
+from fewshot_demo.data.splits import TRACKS
+from fewshot_demo.encoders.registry import gives_vectors, input_kinds, modality_of
 from fewshot_demo.methods.base import FewShotLearner
-from fewshot_demo.options import bounded  # noqa: F401  (re-exported: options classes use it)
-
-if TYPE_CHECKING:
-    from fewshot_demo.methods.meta_recipe import MetaRecipe
+from fewshot_demo.methods.checkpoint_index import find_checkpoint
+from fewshot_demo.methods.meta_recipe import MetaRecipe
 
 MODALITIES = ("image", "text")
 FAMILIES = ("transfer", "meta", "self-supervised", "baseline")
@@ -49,34 +50,6 @@ class LearnerContext:
     backbone_id: str = ""
     feature_dim: int = 0
     device: torch.device = torch.device("cpu")
-
-
-def modality_of(encoder_id: str) -> str | None:
-    """"image" for an image backbone id, "text" for a text encoder id (with or without ``:pooling``),
-    None for any other id (features the caller made itself: only "features" methods apply)."""
-    from fewshot_demo.backbones import BACKBONES
-
-    if encoder_id in BACKBONES:
-        return "image"
-    from fewshot_demo.text.encoders import ENCODERS
-
-    if encoder_id.partition(":")[0] in ENCODERS:
-        return "text"
-    return None
-
-
-def encoder_input_kinds(encoder_id: str) -> tuple[str, ...]:
-    """The input kinds a backbone or encoder can prepare for learners, without loading it."""
-    modality = modality_of(encoder_id)
-    if modality == "image":
-        from fewshot_demo.backbones import BACKBONES
-
-        return BACKBONES[encoder_id].input_kinds
-    if modality == "text":
-        from fewshot_demo.text.encoders import TOKENS
-
-        return ("features", TOKENS)
-    return ("features",)
 
 
 @dataclass(frozen=True)
@@ -148,7 +121,7 @@ class MethodSpec:
 
     def family_for(self, encoder_id: str) -> str:
         """The family on this encoder: an "optional" checkpoint method is transfer where it has none."""
-        if self.checkpoint == "optional" and _find_checkpoint(self.key, encoder_id) is None:
+        if self.checkpoint == "optional" and find_checkpoint(self.key, encoder_id) is None:
             return "transfer"
         return self.family
 
@@ -169,17 +142,17 @@ class MethodSpec:
         if encoder_id is None:
             return
         kind = self.input_kind(modality)
-        if kind not in encoder_input_kinds(encoder_id):
+        if kind not in input_kinds(encoder_id):
             raise InputKindUnsupportedError(
                 f"{self.key} consumes {kind!r} inputs, which {encoder_id!r} cannot prepare; "
                 f"use the bundled efficientnet_lite0 backbone, or a method on frozen features such as linear"
             )
-        if kind == "features" and self.family_for(encoder_id) == "transfer" and not _gives_vectors(encoder_id):
+        if kind == "features" and self.family_for(encoder_id) == "transfer" and not gives_vectors(encoder_id):
             raise InputKindUnsupportedError(
                 f"{self.key} reads feature vectors; {encoder_id!r} gives raw 28x28 pixels, which only the "
                 "meta-learned Conv-4 networks read. Use a pretrained backbone such as efficientnet_lite0"
             )
-        if self.checkpoint == "required" and _find_checkpoint(self.key, encoder_id) is None:
+        if self.checkpoint == "required" and find_checkpoint(self.key, encoder_id) is None:
             if self.family == "self-supervised":
                 raise CheckpointMissingError(
                     f"no pretrained {self.key!r} checkpoint for {encoder_id!r}: {self.key} pretrains the Conv-4 of "
@@ -189,9 +162,9 @@ class MethodSpec:
             raise CheckpointMissingError(
                 f"no meta-trained {self.key!r} checkpoint for {encoder_id!r}; train one with "
                 f"`python -m fewshot_demo.train --method {self.key} --backbone {encoder_id}` "
-                f"(checkpoints ship for {', '.join(_shipped_tracks())}), or use protonet or linear"
+                f"(checkpoints ship for {', '.join(TRACKS)}), or use protonet or linear"
             )
-        if self.baseline_of is not None and _find_checkpoint(self.baseline_of, encoder_id) is None:
+        if self.baseline_of is not None and find_checkpoint(self.baseline_of, encoder_id) is None:
             raise CheckpointMissingError(
                 f"{self.key} is the no-meta-training control of {self.baseline_of}, which has no checkpoint "
                 f"for {encoder_id!r}; there it would be the same as {self.baseline_of} itself"
@@ -243,24 +216,6 @@ def _check_bounds(method: str, name: str, value: Any, metadata: Mapping[str, Any
         raise UserInputError(f"{method} option {name}={value} is outside [{low}, {high}]; choose a value in that range")
 
 
-def _gives_vectors(encoder_id: str) -> bool:
-    from fewshot_demo.backbones import BACKBONES
-
-    return encoder_id not in BACKBONES or BACKBONES[encoder_id].feature_vectors
-
-
-def _find_checkpoint(method: str, encoder_id: str):
-    from fewshot_demo.checkpoints import find_checkpoint
-
-    return find_checkpoint(method, encoder_id)
-
-
-def _shipped_tracks() -> list[str]:
-    from fewshot_demo.train import TRACKS
-
-    return list(TRACKS)
-
-
 # ------------------------------------------------------------------------------------ the registry
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -287,6 +242,24 @@ def get_method(key: str) -> MethodSpec:
     if key not in _REGISTRY:
         raise UserInputError(f"unknown method {key!r}; choose from {', '.join(_REGISTRY)}")
     return _REGISTRY[key]
+
+
+def meta_trained_methods() -> list[str]:
+    """The methods that have a training recipe (and so checkpoints), in registry order: the
+    meta-learners and the self-supervised methods."""
+    return [spec.key for spec in _REGISTRY.values() if spec.recipe is not None]
+
+
+def recipe_of(method: str) -> "MetaRecipe":
+    """The ``MetaRecipe`` of a meta-trained method.
+
+    Raises:
+        UserInputError: for a method without one, listing those that have one.
+    """
+    spec = _REGISTRY.get(method)
+    if spec is None or spec.recipe is None:
+        raise UserInputError(f"{method!r} is not meta-trained; choose from {', '.join(meta_trained_methods())}")
+    return spec.recipe
 
 
 def available_methods() -> dict[str, str]:

@@ -15,7 +15,7 @@ from fewshot_demo.methods.maml import (
     network_params,
     zero_head,
 )
-from fewshot_demo.networks import EmbeddingNetwork
+from fewshot_demo.methods.networks import EmbeddingNetwork
 
 
 def reptile_task_delta(

@@ -10,10 +10,16 @@ from torch import Tensor
 
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.linear import LinearProbe
-from fewshot_demo.text.finetune import FinetuneConfig, ProgressCallback, TopLayers, finetune_top_layers, frozen_states
+from fewshot_demo.methods.text_tuning import (
+    FinetuneConfig,
+    ProgressCallback,
+    TopLayers,
+    finetune_top_layers,
+    frozen_states,
+)
 
 if TYPE_CHECKING:
-    from fewshot_demo.text.encoders import TextEncoder
+    from fewshot_demo.encoders.text import TextEncoder
 
 #: Windows x padded length of the support texts a fine-tune may hold: their cached states at three
 #: layers take about 0.5 GB with MiniLM (the BBC 5 x 8 support set takes about 23,000).
@@ -26,7 +32,7 @@ class TextFinetune(FewShotLearner):
     Consumes token tensors, not frozen features: ``input_kind = "tokens"``, so callers get its inputs
     from ``encoder.prepare("tokens", texts)`` -> (n, windows, 2, seq_len) ids and attention masks. ``fit``
     adapts a copy of the encoder's top ``config.trainable_layers`` layers with the contrastive
-    (or cross-entropy) loss of ``fewshot_demo.text.finetune``, then fits ``LinearProbe`` on the tuned,
+    (or cross-entropy) loss of ``fewshot_demo.methods.text_tuning``, then fits ``LinearProbe`` on the tuned,
     pooled embeddings of the support texts. With an encoder id of pooling "layers" (``minilm:layers``)
     the head reads the tuned last layer next to the frozen middle layer, as the frozen features do.
     The shared encoder itself is never modified.
@@ -54,7 +60,7 @@ class TextFinetune(FewShotLearner):
 
     def _pool(self, hidden: Tensor, attention_mask: Tensor, owner: Tensor) -> Tensor:
         """The (n, d) embedding the fine-tune trains: the last layer's, mean-pooled for "layers" pooling."""
-        from fewshot_demo.text.encoders import pool
+        from fewshot_demo.encoders.text import pool
 
         pooling = "mean" if self.encoder.pooling == "layers" else self.encoder.pooling
         return pool(hidden, attention_mask, pooling, owner=owner)
@@ -76,7 +82,7 @@ class TextFinetune(FewShotLearner):
         """What the head reads: the tuned embedding, or for "layers" pooling the tuned last layer and the
         frozen middle layer, pooled over each text's windows as the frozen encoder's features are
         (``encoders.pool``)."""
-        from fewshot_demo.text.encoders import pool
+        from fewshot_demo.encoders.text import pool
 
         middle = frozen[2] if self.encoder.pooling == "layers" else None  # see _frozen_layers
         return pool(tuned, attention_mask, self.encoder.pooling, middle, owner)  # (n, feature_dim)
@@ -88,7 +94,7 @@ class TextFinetune(FewShotLearner):
             raise ValueError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder: {error}") from None
 
     def fit(self, support: Tensor, support_labels: Tensor) -> "TextFinetune":
-        from fewshot_demo.text.encoders import unpack_tokens
+        from fewshot_demo.encoders.text_pooling import unpack_tokens
 
         self.n_way = check_support(support, support_labels)
         input_ids, attention_mask, owner = unpack_tokens(support)
@@ -127,7 +133,7 @@ class TextFinetune(FewShotLearner):
     @torch.no_grad()
     def embed(self, tokens: Tensor, batch_size: int = 32) -> Tensor:
         """Return (n, feature_dim) embeddings of (n, windows, 2, seq_len) token tensors from the tuned encoder."""
-        from fewshot_demo.text.encoders import unpack_tokens
+        from fewshot_demo.encoders.text_pooling import unpack_tokens
 
         self._require_fitted()
         assert self.top is not None
@@ -168,10 +174,10 @@ def make_text_finetune(encoder_id: str, device: torch.device, config: FinetuneCo
     Raises:
         InputKindUnsupportedError: when ``encoder_id`` is not a text encoder (fine-tuning needs one).
     """
-    from fewshot_demo.errors import InputKindUnsupportedError
-    from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
+    from fewshot_demo.config.errors import InputKindUnsupportedError
+    from fewshot_demo.encoders.text import BUNDLED_ENCODER, ENCODERS, load_encoder
 
-    encoder_id = encoder_id or DEFAULT_ENCODER
+    encoder_id = encoder_id or BUNDLED_ENCODER
     if encoder_id.partition(":")[0] not in ENCODERS:
         raise InputKindUnsupportedError(
             f"the text finetune method fine-tunes a text encoder; {encoder_id!r} is not one "

@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig, class_means
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.features import (
+    FeatureNormalizer,
+    NormalizationConfig,
+    class_means,
+)
 
 
 def balance_columns(probabilities: Tensor, n_iter: int = 30) -> Tensor:

@@ -11,7 +11,7 @@ The peers, on the same encoder and the same episodes:
   loaded from the same encoder folder, then its logistic-regression head.
 
 Our methods are named ``method@encoder_id`` (``linear@minilm:layers``: the linear probe on the
-last-and-middle-layer features); each runs in ``fewshot_demo.runner`` and is fed what its
+last-and-middle-layer features); each runs in ``fewshot_demo.core.runner`` and is fed what its
 ``input_kind`` asks for, as in the bench. Frozen-feature methods and ``sklearn_lr`` run on
 ``--episodes`` episodes; methods that fine-tune the encoder and SetFit, slower, on the first
 ``--setfit-episodes`` episodes (or those from ``--slow-from``).
@@ -20,7 +20,7 @@ the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and
 one of our methods gets its paired difference to each peer, over the episodes both ran. Episodes are
 drawn as by ``fewshot_demo.bench`` (same seed, same sampler, classes in order of first appearance),
 so ``--data bbc`` gives the episodes of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV
-written by ``python -m fewshot_demo.text.data bbc bbc.csv``. One torch thread unless
+written by ``python -m fewshot_demo.data.texts bbc bbc.csv``. One torch thread unless
 FEWSHOT_TORCH_THREADS says otherwise.
 
 SetFit on long texts takes minutes per episode, so its episodes can be split: ``--episodes 0
@@ -47,12 +47,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from fewshot_demo.episodes import Episode, EpisodeConfig, remap_labels, sample_episodes
-from fewshot_demo import evaluation
-from fewshot_demo.evaluation import mean_and_ci95
+from fewshot_demo.config.settings import settings
+from fewshot_demo.core import evaluation
+from fewshot_demo.core.evaluation import mean_and_ci95
+from fewshot_demo.core.runner import run_episodes
+from fewshot_demo.data.episodes import (
+    Episode,
+    EpisodeConfig,
+    remap_labels,
+    sample_episodes,
+)
 from fewshot_demo.methods import LearnerContext, available_methods, get_method
-from fewshot_demo.runner import run_episodes
-from fewshot_demo.settings import settings
 
 DEFAULT_METHODS = ("linear@minilm", "linear@minilm:layers", "finetune@minilm:layers")
 PEERS = ("sklearn_lr", "setfit")
@@ -143,7 +148,7 @@ def merge_rows(rows: Sequence[PeerRow]) -> list[PeerRow]:
 
 def load_corpus(data: str) -> tuple[list[str], list[str], list[str]]:
     """Texts, labels and notes of an installed corpus ("bbc", "chatterbot") or a CSV/TSV/JSONL file."""
-    from fewshot_demo.text.data import BENCHMARK_CORPORA, read_text_table
+    from fewshot_demo.data.texts import BENCHMARK_CORPORA, read_text_table
 
     table = BENCHMARK_CORPORA[data]() if data in BENCHMARK_CORPORA else read_text_table(Path(data))
     return table.texts, table.labels, list(table.notes)
@@ -218,7 +223,7 @@ def run_peers(
     Raises:
         ValueError: for an unknown method, or too few classes with enough texts.
     """
-    from fewshot_demo.text.encoders import load_encoder, parse_encoder_id
+    from fewshot_demo.encoders.text import load_encoder, parse_encoder_id
 
     device = torch.device(device)
     parsed = [split_method(spec) for spec in methods]

@@ -23,8 +23,8 @@ import gradio as gr
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.limits import limits
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.settings import limits
 from fewshot_demo.service import Service, Upload
 
 logger = logging.getLogger("fewshot_demo.app")
@@ -316,8 +316,8 @@ class Warmup:
         with self._lock:
             if self._ready.is_set():
                 return True
-            from fewshot_demo.backbones import load_backbone
-            from fewshot_demo.text.encoders import load_encoder
+            from fewshot_demo.encoders.image import load_backbone
+            from fewshot_demo.encoders.text import load_encoder
 
             try:
                 load_backbone()

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fewshot_demo.classifier import Prediction, SelfCheck  # noqa: E402
+from fewshot_demo.core.classifier import Prediction, SelfCheck  # noqa: E402
 from fewshot_demo.methods import get_method, methods_for  # noqa: E402
 
 

@@ -37,8 +37,13 @@ from fewshot_demo.comparison import (  # noqa: E402
     stop_within,
     write_exports,
 )
-from fewshot_demo.data.builtin import BUILTIN_DATASETS, LoadedData, data_from_items, data_from_upload  # noqa: E402
-from fewshot_demo.limits import check_episodes  # noqa: E402
+from fewshot_demo.config.checks import check_episodes  # noqa: E402
+from fewshot_demo.data.builtin import (  # noqa: E402
+    BUILTIN_DATASETS,
+    LoadedData,
+    data_from_items,
+    data_from_upload,
+)
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
 from fewshot_demo.ui.common import errors_in_status, subplots, user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402

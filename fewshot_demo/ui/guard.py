@@ -38,8 +38,8 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
-from fewshot_demo.allocator import keep_memory_flat
-from fewshot_demo.limits import limits
+from fewshot_demo.config.settings import limits
+from fewshot_demo.runtime.allocator import keep_memory_flat
 
 logger = logging.getLogger("fewshot_demo.app")
 
@@ -131,7 +131,7 @@ def guard_image_input(component: gr.Image) -> None:
     def preprocess(payload: Any) -> Any:
         path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
         if path:
-            from fewshot_demo.images import check_image_header
+            from fewshot_demo.data.images import check_image_header
 
             try:
                 check_image_header(path)

@@ -22,18 +22,20 @@ import gradio as gr
 from PIL import Image
 from torch import Tensor
 
-from fewshot_demo.backbones import BACKBONES, DEFAULT_BACKBONE, ImageBackbone, load_backbone
-from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction
-from fewshot_demo.data.builtin import data_from_items
-from fewshot_demo.data.image_folder import list_image_folder
-from fewshot_demo.limits import limits
-from fewshot_demo.image_task import (
+from fewshot_demo.config.settings import limits
+from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier, Prediction
+from fewshot_demo.core.image_task import (
     build_support,
     classify_images,
     fit_image_classifier,
     load_images,
 )
-from fewshot_demo.images import to_rgb
+from fewshot_demo.data.builtin import data_from_items
+from fewshot_demo.data.image_folder import list_image_folder
+from fewshot_demo.data.images import to_rgb
+from fewshot_demo.encoders.backbones import BACKBONES
+from fewshot_demo.encoders.image import ImageBackbone, load_backbone
+from fewshot_demo.encoders.registry import default_encoder
 from fewshot_demo.ui import support_set
 from fewshot_demo.ui.common import (
     adaptation_figure,
@@ -42,7 +44,6 @@ from fewshot_demo.ui.common import (
     has_adaptation_options,
     has_domain_options,
     has_finetune_options,
-    method_choices as registry_choices,
     offer_methods,
     option_slider,
     page_style,
@@ -50,7 +51,16 @@ from fewshot_demo.ui.common import (
     thumbnail_data_uri,
     user_errors,
 )
-from fewshot_demo.ui.support_set import INITIAL_CLASSES, Queries, ResultsUI, SupportSession, SupportSetUI
+from fewshot_demo.ui.common import (
+    method_choices as registry_choices,
+)
+from fewshot_demo.ui.support_set import (
+    INITIAL_CLASSES,
+    Queries,
+    ResultsUI,
+    SupportSession,
+    SupportSetUI,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "images"
 #: Offered first, in this order; every other method that runs on the backbone follows.
@@ -137,7 +147,7 @@ def query_class_hint(path: str) -> str:
     return example_query_classes().get(digest, Path(path).parent.name)
 
 
-def method_choices(backbone_id: str = DEFAULT_BACKBONE) -> list[tuple[str, str]]:
+def method_choices(backbone_id: str = default_encoder("image")) -> list[tuple[str, str]]:
     """(label, key) of every method that runs on the backbone, the main ones first."""
     return registry_choices("image", backbone_id, MAIN_METHODS)
 
@@ -496,7 +506,7 @@ def build_image_tab() -> SupportSetUI:
         with gr.Column(scale=2, min_width=260):
             backbone = gr.Dropdown(
                 choices=[(spec.label, spec.id) for spec in BACKBONES.values() if spec.id != "pixels28"],
-                value=DEFAULT_BACKBONE, label="Backbone",
+                value=default_encoder("image"), label="Backbone",
             )
             method = gr.Dropdown(choices=method_choices(), value="protonet", label="Method", elem_id="image-method")
             with gr.Group(visible=False, elem_id="image-adaptation") as adaptation_settings:

@@ -31,7 +31,7 @@ import gradio as gr
 import torch
 from torch import Tensor
 
-from fewshot_demo.classifier import MAX_CLASSES, FewShotClassifier, Prediction
+from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier, Prediction
 from fewshot_demo.data.builtin import LoadedData
 from fewshot_demo.ui.common import (
     confusion_table,
@@ -412,7 +412,7 @@ def save_snippet(session: SupportSession | None, saved: Any) -> list[Any]:
     path = next(iter(file_paths(saved)), None)
     if session is None or path is None:
         return [gr.skip(), gr.skip()]
-    from fewshot_demo.export import text_snippet
+    from fewshot_demo.core.export import text_snippet
 
     name = Path(path).name
     if session.modality == "text":
@@ -436,8 +436,7 @@ def export_onnx(modality: SupportModality, session: SupportSession | None) -> li
         ValueError: nothing fitted, or a learner that cannot be exported (transductive; a fine-tuned
             text encoder), saying why.
     """
-    from fewshot_demo import export
-
+    from fewshot_demo.core import export
     if session is None:
         raise ValueError("fit a classifier first (press Classify), then export it")
     classifier = session.classifier
@@ -478,7 +477,7 @@ def push_classifier(session: SupportSession | None, repo_id: str, token: str | N
     Raises:
         ValueError: nothing fitted, a malformed repository id, offline (at once), or the Hub refusing.
     """
-    from fewshot_demo.export import push_to_hub
+    from fewshot_demo.core.export import push_to_hub
 
     if session is None:
         raise ValueError("fit a classifier first (press Classify), then push it")

@@ -16,17 +16,23 @@ from typing import Any
 import gradio as gr
 from torch import Tensor
 
-from fewshot_demo.classifier import FewShotClassifier, Prediction
-from fewshot_demo.data.builtin import data_from_items
-from fewshot_demo.text.data import read_text_table, split_lines
-from fewshot_demo.text.encoders import DEFAULT_ENCODER, ENCODERS, TextEncoder, load_encoder
-from fewshot_demo.limits import limits
-from fewshot_demo.text.task import (
+from fewshot_demo.config.settings import limits
+from fewshot_demo.core.classifier import FewShotClassifier, Prediction
+from fewshot_demo.core.text_task import (
     build_text_support,
     classify_texts,
     fit_text_classifier,
     parse_queries,
     support_fingerprint,
+)
+from fewshot_demo.data.builtin import data_from_items
+from fewshot_demo.data.texts import read_text_table, split_lines
+from fewshot_demo.encoders.registry import default_encoder
+from fewshot_demo.encoders.text import (
+    BUNDLED_ENCODER,
+    ENCODERS,
+    TextEncoder,
+    load_encoder,
 )
 from fewshot_demo.ui import support_set
 from fewshot_demo.ui.common import (
@@ -34,13 +40,15 @@ from fewshot_demo.ui.common import (
     file_paths,
     has_finetune_options,
     known_truths,
-    method_choices as registry_choices,
     notes_markdown,
     offer_methods,
     option_field,
     option_slider,
     page_style,
     user_errors,
+)
+from fewshot_demo.ui.common import (
+    method_choices as registry_choices,
 )
 from fewshot_demo.ui.support_set import Queries, ResultsUI, SupportSession, SupportSetUI
 
@@ -54,7 +62,7 @@ LOSS_LABELS = {"contrastive": "Contrastive pairs (SetFit-style)", "cross_entropy
 
 #: The tab's default: the bundled encoder's last and middle layers (a few points more accurate than the
 #: last layer alone on the README's text benchmarks, at the same cost).
-DEFAULT_TEXT_ENCODER = f"{DEFAULT_ENCODER}:layers"
+DEFAULT_TEXT_ENCODER = default_encoder("text")
 
 
 def method_choices(encoder_id: str = DEFAULT_TEXT_ENCODER) -> list[tuple[str, str]]:
@@ -74,7 +82,7 @@ def encoder_choices() -> list[tuple[str, str]]:
     choices = [(spec.label, spec.id) for spec in ENCODERS.values()]
     choices[1:1] = [
         ("all-MiniLM-L6-v2, last + middle layer (bundled, offline; most accurate)", DEFAULT_TEXT_ENCODER),
-        ("all-MiniLM-L6-v2 with [CLS] pooling instead of the mean (bundled, offline)", f"{DEFAULT_ENCODER}:cls"),
+        ("all-MiniLM-L6-v2 with [CLS] pooling instead of the mean (bundled, offline)", f"{BUNDLED_ENCODER}:cls"),
     ]
     return choices
 

@@ -1,6 +1,6 @@
 """Measure the app's speed against the model's own: each figure next to its floor, timed in the same run.
 
-    python -m fewshot_demo.latency [--repeats 10]
+    python -m tools.latency [--repeats 10]
 
 1. App start to ready: launches ``python app.py`` in a subprocess and times until the page answers
    and the models are warm (the app warms them up in the background at start).
@@ -126,15 +126,14 @@ def _load() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="new queries timed (at most 9 through the app)")
     args = parser.parse_args(argv)
 
-    from fewshot_demo.classifier import MAX_CLASSES
-
     import torch
 
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
+    from fewshot_demo.core.classifier import MAX_CLASSES
 
     load_before = _load()
     names, files, queries = _classes()
@@ -155,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         # The floor, in this process, with the app's thread setting, while the app waits: timed
         # just before and just after the app's clicks, so both see the same machine.
         torch.set_num_threads(settings().torch_threads)
-        from fewshot_demo.backbones import load_backbone
-        from fewshot_demo.images import load_image
+        from fewshot_demo.data.images import load_image
+        from fewshot_demo.encoders.image import load_backbone
 
         backbone = load_backbone()
         support_tensors = [backbone.preprocess(load_image(f))[None] for f in support_paths]
@@ -193,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # The in-process paths of a new query, the app gone: each timed next to its own floor (one
     # forward pass of the same image), so that both see the same load on a shared machine.
-    from fewshot_demo.image_task import build_support, classify_images, fit_image_classifier
+    from fewshot_demo.core.image_task import (
+        build_support,
+        classify_images,
+        fit_image_classifier,
+    )
     from fewshot_demo.ui import image_tab
 
     first_floor = _median(first_floors)

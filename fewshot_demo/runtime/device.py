@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from fewshot_demo.settings import DEVICE_ENV_VAR, settings  # noqa: F401  (DEVICE_ENV_VAR re-exported)
+from fewshot_demo.config.settings import DEVICE_ENV_VAR, settings  # noqa: F401  (DEVICE_ENV_VAR re-exported)
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -1,6 +1,6 @@
 """Take a fitted classifier elsewhere: one ONNX file, a few lines of code, or the Hugging Face Hub.
 
-    from fewshot_demo.export import export_image_onnx
+    from fewshot_demo.core.export import export_image_onnx
     exported = export_image_onnx(classifier, load_backbone(), "animals.onnx")   # backbone + head, one file
     print(exported.snippet())                                                  # how to run it with onnxruntime
 
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fewshot_demo.classifier import FewShotClassifier
+from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.methods import get_method
 
 #: ONNX opset of the exported graphs (onnxruntime 1.16 and later run it).
@@ -66,7 +66,7 @@ def onnx_unsupported_reason(classifier: FewShotClassifier) -> str | None:
                 "classified with it (it refines the prototypes on the whole batch of queries), so there is no "
                 "fixed function from one image to its probabilities to export. Export ProtoNet or the linear probe "
                 "instead, or save the classifier (.safetensors) and use it from Python")
-    from fewshot_demo.backbones import BACKBONES
+    from fewshot_demo.encoders.image import BACKBONES
 
     if classifier.encoder_id not in BACKBONES:
         if not classifier.consumes_features:
@@ -364,7 +364,7 @@ def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str
     Raises:
         ValueError: for a malformed repository id, when the Hub cannot be reached, or when it refuses.
     """
-    from fewshot_demo.backbones import hub_unreachable_reason
+    from fewshot_demo.runtime.hub import hub_unreachable_reason
 
     repo_id = (repo_id or "").strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.device import one_thread  # noqa: F401  (re-exported for the learners)
-from fewshot_demo.features import FeatureNormalizer, NormalizationConfig
+from fewshot_demo.methods.features import FeatureNormalizer, NormalizationConfig
+from fewshot_demo.runtime.device import one_thread  # noqa: F401  (re-exported for the learners)
 
 
 class FeatureProjection(nn.Module):

@@ -1,7 +1,7 @@
 """Drive a running app with simulated users and report latency, errors and the server's memory.
 
     python app.py &                                   # or any running copy of the app on this machine
-    python -m fewshot_demo.loadtest --users 20 --minutes 5 --url http://127.0.0.1:7860/
+    python -m tools.loadtest --users 20 --minutes 5 --url http://127.0.0.1:7860/
 
 Each user is its own gradio_client session that repeats a cycle: fit a 5-way 5-shot support set of
 the bundled example photos (``/fit_images``), classify ten new query images one at a time with
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from fewshot_demo.latency import AppApi, timed
+from tools.latency import AppApi, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "mixed_5way"
@@ -330,10 +330,14 @@ def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     import torch
     from gradio_client import handle_file
 
-    from fewshot_demo.backbones import load_backbone
-    from fewshot_demo.image_task import build_support, classify_images, fit_image_classifier
-    from fewshot_demo.images import load_image
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
+    from fewshot_demo.core.image_task import (
+        build_support,
+        classify_images,
+        fit_image_classifier,
+    )
+    from fewshot_demo.data.images import load_image
+    from fewshot_demo.encoders.image import load_backbone
 
     rng = random.Random(12345)
     client = connect(url)
@@ -438,7 +442,7 @@ def report(recorder: Recorder, sampler: Sampler, warm_s: float, users: int, seco
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:7860/", help="the running app (this machine only)")
     parser.add_argument("--users", type=int, default=20, help=f"simulated users, 1 to {MAX_USERS}")
     parser.add_argument("--minutes", type=float, default=5.0, help=f"how long the users run, at most {MAX_MINUTES:g}")

@@ -19,17 +19,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fewshot_demo import __version__
-from fewshot_demo.features import class_means
+from fewshot_demo.config.version import __version__
+from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
     LearnerContext,
     PrototypicalNetwork,
     available_methods,
     get_method,
     make_learner,
-    modality_of,
 )
 from fewshot_demo.methods.base import FewShotLearner
+from fewshot_demo.methods.features import class_means
 
 #: The method the self-check refits when the real one trains the backbone or encoder.
 SELF_CHECK_STAND_IN = "linear"
@@ -46,10 +46,10 @@ def check_class_names(names: Sequence[str], max_classes: int | None = None) -> l
     Raises:
         ValueError: naming the offending class and what to do.
     """
-    from fewshot_demo.text.data import clean_text
+    from fewshot_demo.data.texts import clean_text
 
     if max_classes is None:
-        from fewshot_demo.limits import limits
+        from fewshot_demo.config.settings import limits
 
         max_classes = limits().max_classes
     cleaned = [clean_text(name).strip() for name in names]

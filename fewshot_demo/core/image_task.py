@@ -13,10 +13,15 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from fewshot_demo.backbones import ImageBackbone
-from fewshot_demo.classifier import FewShotClassifier, Prediction, check_class_names
-from fewshot_demo.images import ImageSource, load_image
-from fewshot_demo.limits import Limits, limits
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.config.settings import limits
+from fewshot_demo.core.classifier import (
+    FewShotClassifier,
+    Prediction,
+    check_class_names,
+)
+from fewshot_demo.data.images import ImageSource, load_image
+from fewshot_demo.encoders.image import ImageBackbone
 from fewshot_demo.methods import get_method
 
 #: The defaults; the limits in force are ``limits().max_images_per_class`` and ``.max_query_images``.

@@ -1,6 +1,6 @@
 """glibc's malloc, tuned for forward passes (fast) and for a long-running server (flat memory).
 
-    from fewshot_demo.allocator import keep_freed_memory, keep_memory_flat
+    from fewshot_demo.runtime.allocator import keep_freed_memory, keep_memory_flat
     keep_freed_memory()          # once per process; the model loaders call it
     keep_memory_flat()           # a server: two arenas, freed memory handed back every 2 s
 
@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from fewshot_demo.settings import settings
+from fewshot_demo.config.settings import settings
 
 logger = logging.getLogger(__name__)
 

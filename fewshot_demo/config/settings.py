@@ -1,6 +1,6 @@
 """Settings read from the environment once: the device, torch threads and the folders the core uses.
 
-    from fewshot_demo.settings import settings
+    from fewshot_demo.config.settings import settings
     settings().feature_cache_dir     # Path: FEWSHOT_FEATURE_CACHE, else ~/.cache/fewshot_demo/features
 
 ``settings()`` reads the environment on its first call and returns the same frozen ``Settings``
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from fewshot_demo.limits import Limits
+from fewshot_demo.config.limits import Limits
 
 DEVICE_ENV_VAR = "FEWSHOT_DEVICE"
 THREADS_ENV_VAR = "FEWSHOT_TORCH_THREADS"
@@ -27,7 +27,7 @@ FEATURE_CACHE_ENV_VAR = "FEWSHOT_FEATURE_CACHE"
 TUXPAINT_ENV_VAR = "TUXPAINT_STAMPS_DIR"
 FASHION_MNIST_ENV_VAR = "FASHION_MNIST_DIR"
 TUNE_MALLOC_ENV_VAR = "FEWSHOT_TUNE_MALLOC"
-#: glibc's own variables for what ``fewshot_demo.allocator`` sets: when one is present, it all stays as glibc has it.
+#: glibc's own variables for what ``fewshot_demo.runtime.allocator`` sets: when one is present, it all stays as glibc has it.
 GLIBC_MALLOC_ENV_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
 
@@ -54,10 +54,10 @@ class Settings:
         fashion_mnist_dir: ``FASHION_MNIST_DIR``: the Fashion-MNIST idx files (default
             ``/usr/share/datasets/fashion-mnist``, from ``apt-get install dataset-fashion-mnist``).
         tune_malloc: ``FEWSHOT_TUNE_MALLOC``: "0" leaves glibc's allocator as it is (default: tuned
-            for forward passes and a flat server, see ``fewshot_demo.allocator``); also off when
+            for forward passes and a flat server, see ``fewshot_demo.runtime.allocator``); also off when
             ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` is set.
         limits: what one request may ask and the server's fairness settings, each from its own
-            ``FEWSHOT_MAX_...`` variable (see ``fewshot_demo.limits.Limits``).
+            ``FEWSHOT_MAX_...`` variable (see ``fewshot_demo.config.limits.Limits``).
     """
 
     device: str | None = None
@@ -104,3 +104,8 @@ class Settings:
 def settings() -> Settings:
     """The settings, read from the environment on the first call (``settings.cache_clear()`` re-reads)."""
     return Settings.from_environment()
+
+
+def limits() -> Limits:
+    """The limits in force (``settings().limits``)."""
+    return settings().limits

@@ -35,12 +35,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from fewshot_demo.device import one_thread
-from fewshot_demo.episodes import Episode
-from fewshot_demo.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
+from fewshot_demo.core.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
+from fewshot_demo.data.episodes import Episode
 from fewshot_demo.methods import LearnerContext, make_learner
 from fewshot_demo.methods.base import FewShotLearner
-from fewshot_demo.priority import PRIORITY
+from fewshot_demo.runtime.device import one_thread
+from fewshot_demo.runtime.priority import PRIORITY
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the episodes' numbers are summarised with: accuracy with a 95% confidence interval, paired
 differences, peak memory, and the summary of one method at one K-shot.
 
-The episodes themselves run in ``fewshot_demo.runner``.
+The episodes themselves run in ``fewshot_demo.core.runner``.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fewshot_demo.errors import UserInputError
-from fewshot_demo.limits import Limits, limits
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.config.settings import limits
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -36,7 +37,7 @@ class ImageLimits:
 
     @classmethod
     def in_force(cls) -> "ImageLimits":
-        """The limits of ``fewshot_demo.limits`` (``FEWSHOT_MAX_UPLOAD_MB``, ``FEWSHOT_MAX_IMAGE_PIXELS``)."""
+        """The limits of ``fewshot_demo.config.limits`` (``FEWSHOT_MAX_UPLOAD_MB``, ``FEWSHOT_MAX_IMAGE_PIXELS``)."""
         current = limits()
         return cls(current.max_upload_mb, current.max_image_pixels)
 

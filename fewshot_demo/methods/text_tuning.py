@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.options import bounded
+from fewshot_demo.config.options import bounded
 
 ProgressCallback = Callable[[float, str], None]
 

@@ -3,7 +3,7 @@
 An episode holds indices into the pool, never the items themselves, so the same episodes can be
 run on cached features, raw images or texts, and every method sees exactly the same tasks.
 ``sample_episodes`` is the sampler of every evaluation (the bench, the comparison, the text peers,
-training's validation and ``train evaluate``); ``fewshot_demo.runner`` runs the episodes.
+training's validation and ``train evaluate``); ``fewshot_demo.core.runner`` runs the episodes.
 """
 
 from __future__ import annotations

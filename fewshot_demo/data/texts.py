@@ -334,12 +334,12 @@ def write_text_table(table: TextTable, path: str | Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Export an installed benchmark corpus as a text,label CSV for the bench command.
 
-        python -m fewshot_demo.text.data chatterbot chatterbot.csv
+        python -m fewshot_demo.data.texts chatterbot chatterbot.csv
         python -m fewshot_demo.bench --data chatterbot.csv --n-shot 1 5 8 --methods linear protonet finetune
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.text.data", description=main.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.data.texts", description=main.__doc__.split("\n\n")[0])
     parser.add_argument("corpus", choices=sorted(BENCHMARK_CORPORA))
     parser.add_argument("out", type=Path, help="where to write the .csv or .tsv")
     args = parser.parse_args(argv)

@@ -33,39 +33,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fewshot_demo import __version__
-from fewshot_demo.networks import EmbeddingNetwork, build_network
-from fewshot_demo.settings import settings
+from fewshot_demo.config.version import __version__
+from fewshot_demo.methods.checkpoint_index import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    checkpoint_name,
+    user_dir,
+)
+from fewshot_demo.methods.networks import EmbeddingNetwork, build_network
+from fewshot_demo.methods.registry import recipe_of
 
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-#: Checkpoints shipped inside the package.
-SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 REQUIRED_FIELDS = ("format_version", "method", "architecture", "backbone_id", "feature_dim", "model_sha256")
 
 
 class HubUnavailableError(ValueError):
     """The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set)."""
-
-
-def user_dir() -> Path:
-    """Folder for checkpoints the user trained or pulled (``settings().checkpoints_dir``: ``FEWSHOT_CHECKPOINTS``)."""
-    return settings().checkpoints_dir
-
-
-def checkpoint_name(method: str, backbone_id: str) -> str:
-    """The folder name of a checkpoint, e.g. ``maml-efficientnet_lite0``."""
-    return f"{method}-{backbone_id}"
-
-
-def find_checkpoint(method: str, backbone_id: str) -> Path | None:
-    """Return the folder of the checkpoint for a method and backbone, or None when there is none."""
-    for root in (user_dir(), SHIPPED_DIR):
-        folder = root / checkpoint_name(method, backbone_id)
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    return None
 
 
 def _sha256(path: Path) -> str:
@@ -140,28 +123,6 @@ class Checkpoint:
     config: dict[str, Any]
     network: EmbeddingNetwork
     extras: dict[str, Tensor]
-
-
-def meta_trained_methods() -> list[str]:
-    """The methods that have a training recipe (and so checkpoints), in registry order: the
-    meta-learners and the self-supervised methods."""
-    from fewshot_demo.methods import all_methods
-
-    return [spec.key for spec in all_methods() if spec.recipe is not None]
-
-
-def recipe_of(method: str):
-    """The ``MetaRecipe`` of a meta-trained method.
-
-    Raises:
-        ValueError: for a method without one, listing those that have one.
-    """
-    from fewshot_demo.methods import all_methods
-
-    for spec in all_methods():
-        if spec.key == method and spec.recipe is not None:
-            return spec.recipe
-    raise ValueError(f"{method!r} is not meta-trained; choose from {', '.join(meta_trained_methods())}")
 
 
 def load_checkpoint(
@@ -284,7 +245,7 @@ def push_to_hub(directory: str | os.PathLike, repo_id: str, token: str | None = 
         HubUnavailableError: when offline, saying so in a few seconds rather than after retries.
         ValueError: when the folder is not a valid checkpoint.
     """
-    from fewshot_demo.backbones import hub_unreachable_reason
+    from fewshot_demo.runtime.hub import hub_unreachable_reason
 
     load_checkpoint(directory)  # never publish a broken checkpoint
     reason = hub_unreachable_reason()
@@ -308,7 +269,7 @@ def pull_from_hub(repo_id: str, revision: str | None = None, token: str | None =
         HubUnavailableError: when offline.
         ValueError: when the download is not a valid checkpoint.
     """
-    from fewshot_demo.backbones import hub_unreachable_reason
+    from fewshot_demo.runtime.hub import hub_unreachable_reason
 
     reason = hub_unreachable_reason()
     if reason is not None:
@@ -329,79 +290,3 @@ def pull_from_hub(repo_id: str, revision: str | None = None, token: str | None =
     return target
 
 
-def _architecture_for(backbone_id: str, feature_dim: int, reference: dict[str, Any] | None) -> dict[str, Any]:
-    if reference is not None:
-        return dict(reference["architecture"])
-    if backbone_id == "pixels28":
-        return {"kind": "conv4", "in_channels": 1, "hidden": 32, "image_size": 28}
-    if feature_dim < 1:
-        raise ValueError("the learner context has no feature_dim; pass the backbone's feature size")
-    return {"kind": "projection", "feature_dim": int(feature_dim), "rank": 32, "init_scale": 10.0}
-
-
-@functools.lru_cache(maxsize=16)
-def _untrained_network(architecture_json: str, device: str, seed: int) -> EmbeddingNetwork:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = build_network(json.loads(architecture_json))
-    network = network.to(torch.device(device)).eval()
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    return network
-
-
-def untrained_network(backbone_id: str, feature_dim: int, device: torch.device | str = "cpu", seed: int = 0) -> EmbeddingNetwork:
-    """The network a meta-learner would start from, freshly initialised with a fixed seed.
-
-    Same architecture as the shipped MAML checkpoint for the backbone when there is one.
-    """
-    folder = find_checkpoint("maml", backbone_id)
-    reference = json.loads((folder / CONFIG_FILE).read_text()) if folder is not None else None
-    architecture = _architecture_for(backbone_id, feature_dim, reference)
-    return _untrained_network(json.dumps(architecture, sort_keys=True), str(torch.device(device)), seed)
-
-
-def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu",
-                      options: Any = None):
-    """Build the meta-trained learner ``method`` from its checkpoint for ``backbone_id``.
-
-    Args:
-        method: a method with a meta-training recipe (``meta_trained_methods()``).
-        options: the method's options instance (for MAML-style learners ``AdaptationOptions``), or None.
-
-    Raises:
-        CheckpointMissingError: when there is no checkpoint for this backbone, saying how to make one.
-        ValueError: when the checkpoint is invalid.
-    """
-    from fewshot_demo.errors import CheckpointMissingError
-
-    folder = find_checkpoint(method, backbone_id)
-    if folder is None:
-        raise CheckpointMissingError(
-            f"no meta-trained {method!r} checkpoint for backbone {backbone_id!r}; train one with "
-            f"`python -m fewshot_demo.train --method {method} --backbone {backbone_id}` "
-            f"(checkpoints ship for efficientnet_lite0 and pixels28), or use 'protonet' or 'linear'"
-        )
-    # pixels28 inputs are (n, 1, 28, 28); callers may pass their second axis as feature_dim, so the
-    # input shape is checked at fit time instead.
-    expected_dim = None if backbone_id == "pixels28" else feature_dim or None
-    checkpoint = load_checkpoint(folder, method=method, backbone_id=backbone_id, feature_dim=expected_dim, device=device)
-    recipe = recipe_of(method)
-    return recipe.learner(checkpoint.network, checkpoint.extras, recipe.settings_from(checkpoint.config), options)
-
-
-def make_scratch_maml(backbone_id: str, feature_dim: int = 0, device: torch.device | str = "cpu", options: Any = None):
-    """MAML's adaptation (same steps and base step size as the shipped checkpoint) from a random network.
-
-    The baseline that shows what meta-training adds: without it, MAML is fine-tuning from zero.
-    """
-    from fewshot_demo.methods.maml import MAML, AdaptationOptions, MAMLConfig
-
-    folder = find_checkpoint("maml", backbone_id)
-    settings = json.loads((folder / CONFIG_FILE).read_text())["maml"] if folder is not None else {}
-    config = MAMLConfig(**{**settings, "learn_inner_lr": False})
-    options = options or AdaptationOptions()
-    learner = MAML(untrained_network(backbone_id, feature_dim, device), config, None,
-                   inner_steps=options.inner_steps, inner_lr=options.inner_lr)
-    learner.name = "maml_scratch"  # type: ignore[misc]
-    return learner

