@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import settings
 from fewshot_demo.config.version import __version__
 from fewshot_demo.core.evaluation import EvaluationSummary
@@ -135,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         unknown = [m for m in args.methods if m not in available_methods()]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+            raise UserInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
         if args.paired_with is not None and args.paired_with not in args.methods:
-            raise ValueError(f"--paired-with {args.paired_with} must be one of --methods")
+            raise UserInputError(f"--paired-with {args.paired_with} must be one of --methods")
         device = pick_device(args.device)
         # Episodes are many small problems: one intra-op thread is faster than two on a small or
         # shared CPU, as in the app (see device.one_thread). FEWSHOT_TORCH_THREADS overrides it.
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.data.suffix.lower() in TEXT_SUFFIXES and args.data.is_file():
             pool = embed_pool(read_text_file(args.data), args.encoder, device)
         else:
-            raise ValueError(f"{args.data} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
+            raise UserInputError(f"{args.data} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
         per_episode: dict[tuple[str, int], list[float]] = {}
         summaries, notes = run_benchmark(
             pool, args.methods, args.n_way, args.n_shot, args.n_query, args.episodes, args.seed, device,

@@ -34,7 +34,7 @@ from fewshot_demo.comparison import (
     run_comparison,
     versions,
 )
-from fewshot_demo.config.errors import CheckpointMissingError
+from fewshot_demo.config.errors import CheckpointMissingError, UserInputError
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
 from fewshot_demo.runtime.device import pick_device
 
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         unknown = [d for d in args.datasets if d not in BUILTIN_DATASETS]
         if unknown:
-            raise ValueError(f"unknown data set(s) {', '.join(unknown)}; choose from {', '.join(BUILTIN_DATASETS)}")
+            raise UserInputError(f"unknown data set(s) {', '.join(unknown)}; choose from {', '.join(BUILTIN_DATASETS)}")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from fewshot_demo.config.errors import MethodNotApplicableError
+from fewshot_demo.config.errors import MethodNotApplicableError, UserInputError
 from fewshot_demo.config.version import __version__
 from fewshot_demo.core.evaluation import EvaluationSummary, paired_difference
 from fewshot_demo.core.runner import EpisodeRun
@@ -108,18 +108,18 @@ class ComparisonConfig:
 
     def __post_init__(self) -> None:
         if self.n_way < 2:
-            raise ValueError(f"n_way must be at least 2, got {self.n_way}")
+            raise UserInputError(f"n_way must be at least 2, got {self.n_way}")
         if not self.n_shots or min(self.n_shots) < 1:
-            raise ValueError("choose at least one K-shot value, each at least 1")
+            raise UserInputError("choose at least one K-shot value, each at least 1")
         if not 1 <= self.n_episodes <= MAX_EPISODES:
-            raise ValueError(f"the number of episodes must be between 1 and {MAX_EPISODES}, got {self.n_episodes}")
+            raise UserInputError(f"the number of episodes must be between 1 and {MAX_EPISODES}, got {self.n_episodes}")
         if self.n_query is not None and self.n_query < 1:
-            raise ValueError(f"n_query must be at least 1, got {self.n_query}")
+            raise UserInputError(f"n_query must be at least 1, got {self.n_query}")
         if not self.methods:
-            raise ValueError("choose at least one method to compare")
+            raise UserInputError("choose at least one method to compare")
         unknown = [m for m in self.methods if m not in available_methods()]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+            raise UserInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -353,7 +353,7 @@ def run_comparison(
         ``ComparisonUpdate``s; the last has kind "done" or "cancelled".
 
     Raises:
-        ValueError: when the data cannot make the requested episodes (before anything runs).
+        UserInputError: when the data cannot make the requested episodes (before anything runs).
     """
     labels = data.labels
     n_query = config.n_query or choose_n_query(labels, config.n_way, max(config.n_shots))

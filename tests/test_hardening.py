@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import threading
 import time
 import zipfile
@@ -49,18 +50,28 @@ def test_a_users_mistake_keeps_its_message_without_server_paths():
     upload = f"{get_upload_folder()}/9f2c1e/holiday photo.jpg"
 
     def refuse():
-        raise ValueError(f"cannot read {upload}: <b>broken</b>")
+        raise UserInputError(f"cannot read {upload}: <b>broken</b>")
 
     with pytest.raises(gr.Error) as raised:
         readable_errors(refuse)()
     assert raised.value.message == "cannot read holiday photo.jpg: &lt;b&gt;broken&lt;/b&gt;"
+
+
+def test_only_a_users_mistake_is_shown_verbatim_any_other_value_error_is_an_incident():
+    def fail():
+        raise ValueError("math domain error")  # e.g. from a library: not a message for the user
+
+    with pytest.raises(gr.Error) as raised:
+        readable_errors(fail)()
+    assert "math domain error" not in raised.value.message
+    assert re.search(r"Something went wrong on the server.*incident [0-9a-f]{8}", raised.value.message)
     assert scrub(f"see {Path.home()}/.cache/fewshot_demo/features/x.pt") == "see x.pt"
 
 
 def test_streaming_handlers_still_stream_and_fail_readably():
     def steps():
         yield 1
-        raise ValueError("choose at least one method")
+        raise UserInputError("choose at least one method")
 
     wrapped = readable_errors(steps)
     results = wrapped()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping
 
+from fewshot_demo.config.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -75,7 +77,7 @@ class Limits:
         """Read ``FEWSHOT_<FIELD NAME>`` for every field; unset or empty keeps the default.
 
         Raises:
-            ValueError: for a value that is not a positive number, naming the variable.
+            UserInputError: for a value that is not a positive number, naming the variable.
         """
         values: dict[str, Any] = {}
         for item in fields(cls):
@@ -89,11 +91,11 @@ class Limits:
             except ValueError:
                 value = None
             if value is None or value <= 0:
-                raise ValueError(f"{name} must be a positive {'whole ' if kind is int else ''}number; got {raw!r}")
+                raise UserInputError(f"{name} must be a positive {'whole ' if kind is int else ''}number; got {raw!r}")
             values[item.name] = value
         found = cls(**values)
         if found.max_classes > cls.ROWS:
-            raise ValueError(f"{env_var('max_classes')} can be at most {cls.ROWS}, the class rows the app has")
+            raise UserInputError(f"{env_var('max_classes')} can be at most {cls.ROWS}, the class rows the app has")
         return found
 
 

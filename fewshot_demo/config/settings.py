@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.limits import Limits
 
 DEVICE_ENV_VAR = "FEWSHOT_DEVICE"
@@ -74,7 +75,7 @@ class Settings:
         """Read the variables (from ``os.environ`` unless given); unset or empty ones keep the default.
 
         Raises:
-            ValueError: when ``FEWSHOT_TORCH_THREADS`` is not a whole number of at least 1, or a
+            UserInputError: when ``FEWSHOT_TORCH_THREADS`` is not a whole number of at least 1, or a
                 limit is not a positive number.
         """
         environ = os.environ if environ is None else environ
@@ -88,7 +89,7 @@ class Settings:
         if found[THREADS_ENV_VAR]:
             threads = found[THREADS_ENV_VAR]
             if not threads.isdigit() or int(threads) < 1:
-                raise ValueError(f"{THREADS_ENV_VAR} must be a whole number of threads, at least 1; got {threads!r}")
+                raise UserInputError(f"{THREADS_ENV_VAR} must be a whole number of threads, at least 1; got {threads!r}")
             values["torch_threads"] = int(threads)
         for name, attribute in ((CHECKPOINTS_ENV_VAR, "checkpoints_dir"), (FEATURE_CACHE_ENV_VAR, "feature_cache_dir"),
                                 (TUXPAINT_ENV_VAR, "tuxpaint_stamps_dir"), (FASHION_MNIST_ENV_VAR, "fashion_mnist_dir")):

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.version import __version__
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
@@ -44,7 +45,7 @@ def check_class_names(names: Sequence[str], max_classes: int | None = None) -> l
     ``max_classes`` defaults to the limit in force (``limits().max_classes``, at most ``MAX_CLASSES``).
 
     Raises:
-        ValueError: naming the offending class and what to do.
+        UserInputError: naming the offending class and what to do.
     """
     from fewshot_demo.data.texts import clean_text
 
@@ -55,19 +56,19 @@ def check_class_names(names: Sequence[str], max_classes: int | None = None) -> l
     cleaned = [clean_text(name).strip() for name in names]
     for position, name in enumerate(cleaned, start=1):
         if not name:
-            raise ValueError(f"class {position} has no name; give every class a name")
+            raise UserInputError(f"class {position} has no name; give every class a name")
         if len(name) > 60:
-            raise ValueError(f"class name {name[:20]!r}... is {len(name)} characters; keep names under 60")
+            raise UserInputError(f"class name {name[:20]!r}... is {len(name)} characters; keep names under 60")
     seen: dict[str, str] = {}
     for name in cleaned:
         key = name.casefold()
         if key in seen:
-            raise ValueError(f"two classes are named {name!r}; give each class a different name")
+            raise UserInputError(f"two classes are named {name!r}; give each class a different name")
         seen[key] = name
     if len(cleaned) < 2:
-        raise ValueError("few-shot classification needs at least 2 classes; add another class")
+        raise UserInputError("few-shot classification needs at least 2 classes; add another class")
     if len(cleaned) > max_classes:
-        raise ValueError(f"{len(cleaned)} classes is more than the {max_classes} allowed; remove some")
+        raise UserInputError(f"{len(cleaned)} classes is more than the {max_classes} allowed; remove some")
     return cleaned
 
 
@@ -155,7 +156,7 @@ class FewShotClassifier:
         present = torch.bincount(self.support_labels, minlength=n_way)
         for name, count in zip(self.class_names, present.tolist()):
             if count == 0:
-                raise ValueError(f"class {name!r} has no examples; add at least one or remove the class")
+                raise UserInputError(f"class {name!r} has no examples; add at least one or remove the class")
         self.context = LearnerContext(
             backbone_id=encoder_id, feature_dim=int(support_features.shape[1]), device=support_features.device
         )
@@ -211,7 +212,7 @@ class FewShotClassifier:
             query_inputs: (n_query, ...) the learner's inputs when it does not consume features.
         """
         if query_features.ndim != 2 or query_features.shape[1] != self.support_features.shape[1]:
-            raise ValueError(
+            raise UserInputError(
                 f"query features have shape {tuple(query_features.shape)}, expected (n, "
                 f"{self.support_features.shape[1]}); were they made by {self.encoder_id!r}?"
             )
@@ -333,7 +334,7 @@ class FewShotClassifier:
             expected_encoder_id: refuse files made with another backbone or encoder.
 
         Raises:
-            ValueError: when the file is not ours, was modified, or does not fit; the message says
+            UserInputError: when the file is not ours, was modified, or does not fit; the message says
                 what to do.
         """
         name = Path(path).name
@@ -345,36 +346,36 @@ class FewShotClassifier:
                 metadata = handle.metadata() or {}
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise ValueError(f"{name} is not a saved classifier file ({error}); {hint}") from None
+            raise UserInputError(f"{name} is not a saved classifier file ({error}); {hint}") from None
         try:
             header = json.loads(metadata["fewshot_demo"])
             fmt = header["format"]
         except (KeyError, TypeError, json.JSONDecodeError):
-            raise ValueError(f"{name} is a safetensors file but not a saved few-shot classifier; {hint}") from None
+            raise UserInputError(f"{name} is a safetensors file but not a saved few-shot classifier; {hint}") from None
         if fmt != FILE_FORMAT or header.get("format_version") != FILE_FORMAT_VERSION:
-            raise ValueError(f"{name} has format {fmt!r} v{header.get('format_version')}, not ours; {hint}")
+            raise UserInputError(f"{name} has format {fmt!r} v{header.get('format_version')}, not ours; {hint}")
         if header.get("checksum") != _checksum(tensors, {k: v for k, v in header.items() if k != "checksum"}):
-            raise ValueError(f"{name} was modified after it was saved (checksum mismatch); {hint}")
+            raise UserInputError(f"{name} was modified after it was saved (checksum mismatch); {hint}")
         encoder_id = header.get("encoder_id")
         if expected_encoder_id is not None and encoder_id != expected_encoder_id:
-            raise ValueError(
+            raise UserInputError(
                 f"{name} was made with backbone {encoder_id!r}, but {expected_encoder_id!r} is selected; "
                 f"select {encoder_id!r} and load it again, or refit with the current backbone"
             )
         method = header.get("method")
         if method not in available_methods():
-            raise ValueError(f"{name} uses method {method!r}, which this version does not have; {hint}")
+            raise UserInputError(f"{name} uses method {method!r}, which this version does not have; {hint}")
         try:
             features, labels = tensors["support_features"], tensors["support_labels"]
             class_names = list(header["class_names"])
         except KeyError as missing:
-            raise ValueError(f"{name} lacks {missing}; {hint}") from None
+            raise UserInputError(f"{name} lacks {missing}; {hint}") from None
         if features.ndim != 2 or features.shape[1] != header.get("feature_dim") or labels.shape != (features.shape[0],):
-            raise ValueError(f"{name} has inconsistent tensor shapes; {hint}")
+            raise UserInputError(f"{name} has inconsistent tensor shapes; {hint}")
         if not torch.isfinite(features).all():
-            raise ValueError(f"{name} contains non-finite features; {hint}")
+            raise UserInputError(f"{name} contains non-finite features; {hint}")
         if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise ValueError(f"{name} has labels outside its {len(class_names)} classes; {hint}")
+            raise UserInputError(f"{name} has labels outside its {len(class_names)} classes; {hint}")
         learner = None
         if any(k.startswith("learner.") for k in tensors):
             context = LearnerContext(backbone_id=encoder_id, feature_dim=int(features.shape[1]))
@@ -382,16 +383,16 @@ class FewShotClassifier:
                 learner = make_learner(method, context, **dict(header.get("learner_options") or {}))
                 learner.load_state_dict({k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")})
             except (KeyError, RuntimeError, NotImplementedError, TypeError, ValueError) as error:
-                raise ValueError(f"{name}: the {method} state does not load ({error}); {hint}") from None
+                raise UserInputError(f"{name}: the {method} state does not load ({error}); {hint}") from None
             if learner.n_way != len(class_names):
-                raise ValueError(f"{name}: the {method} state has {learner.n_way} classes, not {len(class_names)}; {hint}")
+                raise UserInputError(f"{name}: the {method} state has {learner.n_way} classes, not {len(class_names)}; {hint}")
         try:
             return cls(
                 method, class_names, features, labels, encoder_id, learner=learner,
                 learner_options=dict(header.get("learner_options") or {}),
             )
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} has settings this version cannot use ({error}); {hint}") from None
+            raise UserInputError(f"{name} has settings this version cannot use ({error}); {hint}") from None
 
 
 def _checksum(tensors: dict[str, Tensor], header: dict) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.methods import get_method
 
@@ -42,7 +43,7 @@ OPSET = 18
 MAX_BATCH = 256
 
 
-class ExportNotSupportedError(ValueError):
+class ExportNotSupportedError(UserInputError):
     """A classifier that cannot be exported the way asked; the message says why and what works."""
 
 
@@ -362,16 +363,16 @@ def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str
         The file's URL on the Hub.
 
     Raises:
-        ValueError: for a malformed repository id, when the Hub cannot be reached, or when it refuses.
+        UserInputError: for a malformed repository id, when the Hub cannot be reached, or when it refuses.
     """
     from fewshot_demo.runtime.hub import hub_unreachable_reason
 
     repo_id = (repo_id or "").strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"name the repository as user/name (got {repo_id!r})")
+        raise UserInputError(f"name the repository as user/name (got {repo_id!r})")
     reason = hub_unreachable_reason()
     if reason is not None:
-        raise ValueError(f"the Hugging Face Hub cannot be reached ({reason}); download the file instead and "
+        raise UserInputError(f"the Hugging Face Hub cannot be reached ({reason}); download the file instead and "
                          "upload it when you are online")
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -383,5 +384,5 @@ def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str
         api.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo_id, repo_type="model",
                         commit_message=f"Add {path.name} from fewshot-demo")
     except HfHubHTTPError as error:
-        raise ValueError(f"the Hub refused the upload ({error}); check the token has write access") from None
+        raise UserInputError(f"the Hub refused the upload ({error}); check the token has write access") from None
     return f"https://huggingface.co/{repo_id}/blob/main/{path.name}"

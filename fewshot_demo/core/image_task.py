@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.limits import Limits
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import (
@@ -59,7 +60,7 @@ def load_images(sources: Sequence[ImageSource], limit: int | None, what: str) ->
     """
     limit = limits().max_query_images if limit is None else limit
     if len(sources) > limit:
-        raise ValueError(f"{what} has {len(sources)} images; at most {limit} are accepted, remove some")
+        raise UserInputError(f"{what} has {len(sources)} images; at most {limit} are accepted, remove some")
     images, names, warnings = [], [], []
     for source in sources:
         try:
@@ -74,14 +75,14 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
     """Check and load a support set given as (class name, image files) pairs.
 
     Raises:
-        ValueError: fewer than 2 classes, more than the limit, empty or duplicate names, or a class
+        UserInputError: fewer than 2 classes, more than the limit, empty or duplicate names, or a class
             with no usable image.
     """
     current = limits()
     class_names = check_class_names([name for name, _ in classes], current.max_classes)
     for name, (_, files) in zip(class_names, classes):  # every count before any image is read
         if len(files or []) > current.max_images_per_class:
-            raise ValueError(f"class {name!r} has {len(files)} images; at most "
+            raise UserInputError(f"class {name!r} has {len(files)} images; at most "
                              f"{current.max_images_per_class} are accepted, remove some")
     images: list[Image.Image] = []
     labels: list[int] = []
@@ -95,7 +96,7 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
             # The reasons go in the error itself: it replaces whatever was shown before.
             reasons = "; ".join(warning.removeprefix(f"class {name!r}: skipped ") for warning in skipped)
             reason = f" (skipped {reasons})" if skipped else ""
-            raise ValueError(f"class {name!r} has no usable images{reason}; add at least one image to it")
+            raise UserInputError(f"class {name!r} has no usable images{reason}; add at least one image to it")
         images.extend(loaded)
         labels.extend([label] * len(loaded))
         sources.extend(names)
@@ -132,7 +133,7 @@ def classify_images(
 ) -> list[Prediction]:
     """Embed query images (one forward pass each, batched) and classify them."""
     if classifier.encoder_id != backbone.id:
-        raise ValueError(
+        raise UserInputError(
             f"this classifier was fitted on {classifier.encoder_id!r} features but {backbone.id!r} is selected; "
             "fit again or select the matching backbone"
         )

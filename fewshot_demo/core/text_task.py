@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.limits import Limits
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import (
@@ -44,7 +45,7 @@ def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> Text
     """Check a support set typed as (class name, examples one per line) pairs.
 
     Raises:
-        ValueError: examples without a class name, a named class without examples, fewer than two
+        UserInputError: examples without a class name, a named class without examples, fewer than two
             classes, or more than ``limits().max_classes``.
     """
     table = table_from_class_boxes(classes)
@@ -56,13 +57,13 @@ def _checked(table: TextTable) -> TextTable:
     names = table.class_names
     current = limits()
     if len(names) > current.max_classes:
-        raise ValueError(
+        raise UserInputError(
             f"{len(names)} classes is more than the {current.max_classes} this app fits at once; keep the "
             f"{current.max_classes} you need most (the bench command handles any number of classes)"
         )
     check_class_names(names)
     if len(table.texts) > current.max_support_texts:
-        raise ValueError(
+        raise UserInputError(
             f"{len(table.texts)} example texts; the app fits at most {current.max_support_texts} at once (few-shot needs "
             "5-20 per class). Keep a sample per class, or run the bench command on the whole file"
         )
@@ -128,14 +129,14 @@ def parse_queries(block: str | None) -> list[str]:
     """One query per non-blank line.
 
     Raises:
-        ValueError: when there is none, or more than ``limits().max_query_texts``.
+        UserInputError: when there is none, or more than ``limits().max_query_texts``.
     """
     queries = split_lines(block)
     if not queries:
-        raise ValueError("type at least one query text (one per line), then press Classify")
+        raise UserInputError("type at least one query text (one per line), then press Classify")
     limit = limits().max_query_texts
     if len(queries) > limit:
-        raise ValueError(f"{len(queries)} queries; at most {limit} at once, split them into batches")
+        raise UserInputError(f"{len(queries)} queries; at most {limit} at once, split them into batches")
     return queries
 
 
@@ -144,7 +145,7 @@ def classify_texts(
 ) -> tuple[list[Prediction], list[str]]:
     """Embed (and, for a token learner, tokenise) the queries and classify them; return (predictions, notes)."""
     if classifier.encoder_id != encoder.id:
-        raise ValueError(
+        raise UserInputError(
             f"this classifier was fitted on {classifier.encoder_id!r} embeddings but {encoder.id!r} is selected; "
             "fit again or select the matching encoder"
         )

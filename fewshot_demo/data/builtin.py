@@ -105,7 +105,7 @@ def _load_tuxpaint() -> LoadedData:
 
     root = _tuxpaint_dir()
     if not (root / TUXPAINT_FOLDERS[0]).is_dir():
-        raise ValueError(f"Tux Paint photos not found in {root}; install them with `apt-get install tuxpaint-stamps-default`")
+        raise UserInputError(f"Tux Paint photos not found in {root}; install them with `apt-get install tuxpaint-stamps-default`")
     items, labels, skipped = [], [], 0
     for folder in TUXPAINT_FOLDERS:
         for path in sorted((root / folder).glob("*.png")):  # only the files directly in the folder
@@ -214,7 +214,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 def get_dataset(dataset_id: str) -> BuiltinDataset:
     """Return the catalog entry, or raise ValueError naming the known ids (or the install command)."""
     if dataset_id not in BUILTIN_DATASETS:
-        raise ValueError(f"unknown data set {dataset_id!r}; choose from {', '.join(BUILTIN_DATASETS)}")
+        raise UserInputError(f"unknown data set {dataset_id!r}; choose from {', '.join(BUILTIN_DATASETS)}")
     return BUILTIN_DATASETS[dataset_id]
 
 
@@ -227,11 +227,11 @@ def load_dataset(dataset_id: str) -> LoadedData:
     """Load a built-in data set (cached in memory).
 
     Raises:
-        ValueError: for an unknown id, or a data set that is not installed (with its install command).
+        UserInputError: for an unknown id, or a data set that is not installed (with its install command).
     """
     spec = get_dataset(dataset_id)
     if not spec.is_installed():
-        raise ValueError(f"{spec.label} is not installed; install it with `{spec.install}`")
+        raise UserInputError(f"{spec.label} is not installed; install it with `{spec.install}`")
     with _LOCK:
         if dataset_id not in _LOADED:
             _LOADED[dataset_id] = spec.load()
@@ -333,7 +333,7 @@ def data_from_items(modality: str, items: Sequence[Any], labels: Sequence[str]) 
     """Wrap what the user entered in the image or text tab (images as paths or PIL images, or texts).
 
     Raises:
-        ValueError: for a bad modality, unreadable images, or fewer than two classes.
+        UserInputError: for a bad modality, unreadable images, or fewer than two classes.
     """
     if modality == "image":
         from fewshot_demo.data.images import load_image
@@ -473,7 +473,7 @@ def data_from_upload(path: str | Path, name: str | None = None) -> LoadedData:
     temporary folder that is removed once its images are read.
 
     Raises:
-        ValueError: for another file type, an unsafe, damaged or oversized zip, or unusable contents.
+        UserInputError: for another file type, an unsafe, damaged or oversized zip, or unusable contents.
     """
     path = Path(path)
     name = name or path.name

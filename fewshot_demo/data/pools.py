@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fewshot_demo.config.errors import InputKindUnsupportedError
+from fewshot_demo.config.errors import InputKindUnsupportedError, UserInputError
 from fewshot_demo.data.episodes import remap_labels
 
 MODALITIES = ("image", "text")
@@ -52,11 +52,11 @@ class LoadedData:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be 'image' or 'text', got {self.modality!r}")
+            raise UserInputError(f"modality must be 'image' or 'text', got {self.modality!r}")
         if len(self.items) != len(self.labels):
-            raise ValueError(f"got {len(self.items)} items but {len(self.labels)} labels; give one label per item")
+            raise UserInputError(f"got {len(self.items)} items but {len(self.labels)} labels; give one label per item")
         if len(set(self.labels)) < 2:
-            raise ValueError("a comparison needs at least 2 classes with examples; add another class")
+            raise UserInputError("a comparison needs at least 2 classes with examples; add another class")
 
     @property
     def class_names(self) -> list[str]:
@@ -208,7 +208,7 @@ def read_image_folder(root: Path, max_side: int | None = None, progress: bool = 
         progress: show a progress bar while images load.
 
     Raises:
-        ValueError: when ``root`` is not such a folder, or fewer than 2 classes have readable images.
+        UserInputError: when ``root`` is not such a folder, or fewer than 2 classes have readable images.
     """
     from tqdm.auto import tqdm
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from fewshot_demo.config.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 TEXT_FILE_EXTENSIONS = (".csv", ".tsv", ".jsonl")
@@ -114,17 +116,17 @@ def decode_text_file(data: bytes, name: str = "the file") -> str:
     """Decode UTF-8 bytes (a byte-order mark is allowed).
 
     Raises:
-        ValueError: when the bytes are not UTF-8 text, saying where and how to fix it.
+        UserInputError: when the bytes are not UTF-8 text, saying where and how to fix it.
     """
     if b"\x00" in data[:4096]:
-        raise ValueError(
+        raise UserInputError(
             f"{name} looks like a binary file (or UTF-16 text); save it as UTF-8 CSV, TSV or JSONL"
         )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise ValueError(
+        raise UserInputError(
             f"{name} is not UTF-8 text (undecodable byte 0x{data[error.start]:02x} on line {line}); "
             "save it as UTF-8 (in a spreadsheet: 'CSV UTF-8') and upload it again"
         ) from None
@@ -135,7 +137,7 @@ def _find_columns(header: Sequence[str], name: str) -> tuple[int, int]:
     if "text" in lowered and "label" in lowered:
         return lowered.index("text"), lowered.index("label")
     found = ", ".join(repr(str(column).strip()) for column in header[:10]) or "none"
-    raise ValueError(
+    raise UserInputError(
         f"{name} needs a header row with columns 'text' and 'label'; found {found}. "
         "Rename the columns (one text and its class name per row) and upload it again."
     )
@@ -146,7 +148,7 @@ def _read_delimited(content: str, delimiter: str, name: str) -> list[tuple[str, 
     try:
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{name} is empty; it needs a header row 'text{delimiter}label' and one row per example")
+            raise UserInputError(f"{name} is empty; it needs a header row 'text{delimiter}label' and one row per example")
         text_column, label_column = _find_columns(header, name)
         pairs = []
         for row in reader:
@@ -155,7 +157,7 @@ def _read_delimited(content: str, delimiter: str, name: str) -> list[tuple[str, 
             cell = lambda i: row[i] if i < len(row) else ""  # noqa: E731 - short rows have blanks
             pairs.append((cell(text_column), cell(label_column)))
     except csv.Error as error:
-        raise ValueError(f"{name} could not be read as {'TSV' if delimiter == chr(9) else 'CSV'} "
+        raise UserInputError(f"{name} could not be read as {'TSV' if delimiter == chr(9) else 'CSV'} "
                          f"near line {reader.line_num}: {error}") from None
     return pairs
 
@@ -168,13 +170,13 @@ def _read_jsonl(content: str, name: str) -> list[tuple[str, str]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"line {number} of {name} is not valid JSON ({error.msg}); "
+            raise UserInputError(f"line {number} of {name} is not valid JSON ({error.msg}); "
                              "JSONL needs one object per line, like {\"text\": \"...\", \"label\": \"...\"}") from None
         if not isinstance(record, dict):
-            raise ValueError(f"line {number} of {name} is not a JSON object; expected {{\"text\": ..., \"label\": ...}}")
+            raise UserInputError(f"line {number} of {name} is not a JSON object; expected {{\"text\": ..., \"label\": ...}}")
         keys = {str(key).strip().lower(): key for key in record}
         if "text" not in keys or "label" not in keys:
-            raise ValueError(
+            raise UserInputError(
                 f"line {number} of {name} has keys {sorted(record)[:10]}; each line needs 'text' and 'label'"
             )
         text, label = record[keys["text"]], record[keys["label"]]
@@ -193,7 +195,7 @@ def read_text_table(source: str | Path | bytes, name: str | None = None) -> Text
         The cleaned table; its notes say what was skipped or merged.
 
     Raises:
-        ValueError: for an unknown extension, non-UTF-8 bytes, missing columns, or no usable rows.
+        UserInputError: for an unknown extension, non-UTF-8 bytes, missing columns, or no usable rows.
     """
     if isinstance(source, bytes):
         data, name = source, name or "the file"
@@ -203,10 +205,10 @@ def read_text_table(source: str | Path | bytes, name: str | None = None) -> Text
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+            raise UserInputError(f"cannot read {path}: {error.strerror or error}") from None
     suffix = Path(name).suffix.lower()
     if suffix not in TEXT_FILE_EXTENSIONS:
-        raise ValueError(f"{name}: use a .csv, .tsv or .jsonl file with 'text' and 'label' columns")
+        raise UserInputError(f"{name}: use a .csv, .tsv or .jsonl file with 'text' and 'label' columns")
     content = decode_text_file(data, name)
     if suffix == ".jsonl":
         pairs = _read_jsonl(content, name)
@@ -214,7 +216,7 @@ def read_text_table(source: str | Path | bytes, name: str | None = None) -> Text
         pairs = _read_delimited(content, "\t" if suffix == ".tsv" else ",", name)
     table = clean_pairs(pairs, where="row")
     if not table.texts:
-        raise ValueError(f"{name} has no row with both a text and a label")
+        raise UserInputError(f"{name} has no row with both a text and a label")
     return table
 
 
@@ -240,7 +242,7 @@ def table_from_class_boxes(classes: Sequence[tuple[str | None, str | None]]) -> 
     Rows with neither a name nor examples are ignored.
 
     Raises:
-        ValueError: for examples without a class name, or a named class with no example text.
+        UserInputError: for examples without a class name, or a named class with no example text.
     """
     pairs = []
     for position, (name, block) in enumerate(classes, start=1):
@@ -249,9 +251,9 @@ def table_from_class_boxes(classes: Sequence[tuple[str | None, str | None]]) -> 
         if not name and not lines:
             continue
         if not name:
-            raise ValueError(f"class {position} has examples but no name; give it a name")
+            raise UserInputError(f"class {position} has examples but no name; give it a name")
         if not lines:
-            raise ValueError(f"class {name!r} has no example text; add at least one example, one per line")
+            raise UserInputError(f"class {name!r} has no example text; add at least one example, one per line")
         pairs.extend((line, name) for line in lines)
     return clean_pairs(pairs, where="line")
 
@@ -260,9 +262,9 @@ def check_classes(table: TextTable) -> None:
     """Raise ``ValueError`` unless the table has at least two classes with texts."""
     names = table.class_names
     if not names:
-        raise ValueError("there are no example texts yet; add at least two classes with one example each")
+        raise UserInputError("there are no example texts yet; add at least two classes with one example each")
     if len(names) < 2:
-        raise ValueError(
+        raise UserInputError(
             f"only one class ({names[0]!r}) has examples; a classifier needs at least two classes"
         )
 
@@ -273,7 +275,7 @@ def check_classes(table: TextTable) -> None:
 def _package_dir(package: str, hint: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"the {package} package is not installed; `pip install {hint}`")
+        raise UserInputError(f"the {package} package is not installed; `pip install {hint}`")
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class ViewConfig:
@@ -45,11 +47,11 @@ class ViewConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.min_area <= 1:
-            raise ValueError(f"the smallest crop area is a fraction in (0, 1], got {self.min_area}")
+            raise UserInputError(f"the smallest crop area is a fraction in (0, 1], got {self.min_area}")
         if self.max_aspect < 1:
-            raise ValueError(f"max_aspect must be at least 1, got {self.max_aspect}")
+            raise UserInputError(f"max_aspect must be at least 1, got {self.max_aspect}")
         if not 0 <= self.contrast < 1 or self.noise < 0:
-            raise ValueError(f"contrast must be in [0, 1) and noise at least 0, got {self.contrast}, {self.noise}")
+            raise UserInputError(f"contrast must be in [0, 1) and noise at least 0, got {self.contrast}, {self.noise}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
 from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, BackboneSpec
 from fewshot_demo.encoders.pixels import PixelBackbone
 from fewshot_demo.encoders.traced import cpu_inference_network
@@ -26,7 +27,7 @@ from fewshot_demo.runtime.device import one_thread, pick_device
 from fewshot_demo.runtime.priority import PRIORITY
 
 
-class BackboneUnavailableError(ValueError):
+class BackboneUnavailableError(ModelUnavailableError):
     """A backbone could not be loaded (typically: a hub backbone while offline)."""
 
 
@@ -165,7 +166,7 @@ class ImageBackbone:
             images: RGB images.
 
         Raises:
-            ValueError: for an unknown kind, or a network without EfficientNet-style stages.
+            UserInputError: for an unknown kind, or a network without EfficientNet-style stages.
         """
         if kind == "features":
             return self.embed(images, batch_size)
@@ -177,7 +178,7 @@ class ImageBackbone:
         if kind != "last_block_input":
             raise ValueError(f"image backbones prepare 'features', 'last_block_input' or 'pixels224', not {kind!r}")
         if not all(hasattr(self.model, name) for name in ("conv_stem", "bn1", "blocks")):
-            raise ValueError(f"backbone {self.id!r} has no EfficientNet-style stages to fine-tune; use efficientnet_lite0")
+            raise UserInputError(f"backbone {self.id!r} has no EfficientNet-style stages to fine-tune; use efficientnet_lite0")
         batch_size = batch_size or self.batch_size
         outputs = []
         with torch.no_grad():  # no_grad, not inference mode: learners train on these
@@ -213,11 +214,11 @@ def load_backbone(backbone_id: str = BUNDLED_BACKBONE, device: torch.device | st
     """Return the (shared, cached) backbone for an id.
 
     Raises:
-        ValueError: for an unknown id.
+        UserInputError: for an unknown id.
         BackboneUnavailableError: when a hub backbone cannot be downloaded, naming the offline default.
     """
     if backbone_id not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone_id!r}; choose from {', '.join(BACKBONES)}")
+        raise UserInputError(f"unknown backbone {backbone_id!r}; choose from {', '.join(BACKBONES)}")
     resolved = device if isinstance(device, torch.device) else pick_device(device)
     try:
         return _load_backbone(backbone_id, resolved)

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
 from fewshot_demo.encoders.text_pooling import pack_tokens, pool, window_numbers
 from fewshot_demo.runtime.allocator import keep_freed_memory
 from fewshot_demo.runtime.device import pick_device
@@ -106,7 +107,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-class EncoderUnavailableError(ValueError):
+class EncoderUnavailableError(ModelUnavailableError):
     """An encoder could not be loaded (typically: a hub encoder while offline)."""
 
 
@@ -114,15 +115,15 @@ def parse_encoder_id(encoder_id: str) -> tuple[EncoderSpec, str]:
     """Split ``"name"`` or ``"name:pooling"`` into its registry entry and pooling.
 
     Raises:
-        ValueError: for an unknown name or pooling, listing the known ones.
+        UserInputError: for an unknown name or pooling, listing the known ones.
     """
     name, _, pooling = encoder_id.strip().partition(":")
     if name not in ENCODERS:
-        raise ValueError(f"unknown text encoder {name!r}; choose from {', '.join(ENCODERS)}")
+        raise UserInputError(f"unknown text encoder {name!r}; choose from {', '.join(ENCODERS)}")
     spec = ENCODERS[name]
     pooling = pooling or spec.pooling
     if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r} in {encoder_id!r}; choose from {', '.join(POOLINGS)}")
+        raise UserInputError(f"unknown pooling {pooling!r} in {encoder_id!r}; choose from {', '.join(POOLINGS)}")
     return spec, pooling
 
 
@@ -283,7 +284,7 @@ class TextEncoder:
             texts: the raw texts.
 
         Raises:
-            ValueError: for a kind this encoder cannot prepare.
+            UserInputError: for a kind this encoder cannot prepare.
         """
         if kind == "features":
             return self.embed(texts)
@@ -320,7 +321,7 @@ def load_encoder(encoder_id: str = BUNDLED_ENCODER, device: torch.device | str |
     """Return the (shared, cached) text encoder for an id such as "minilm" or "minilm:cls".
 
     Raises:
-        ValueError: for an unknown id or pooling.
+        UserInputError: for an unknown id or pooling.
         EncoderUnavailableError: when a hub encoder cannot be downloaded, naming the offline default.
     """
     spec, pooling = parse_encoder_id(encoder_id)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.protonet import PrototypicalNetwork
@@ -35,7 +36,7 @@ class AdaBNConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.target_weight <= 1.0:
-            raise ValueError(f"target_weight is a share in [0, 1], got {self.target_weight}")
+            raise UserInputError(f"target_weight is a share in [0, 1], got {self.target_weight}")
 
 
 def _adapted_forward(self: nn.BatchNorm2d, inputs: Tensor) -> Tensor:
@@ -107,7 +108,7 @@ class AdaBN(FewShotLearner):
     def fit(self, support: Tensor, support_labels: Tensor) -> "AdaBN":
         """Keep the (n_support, 3, h, w) support images; the work happens with the queries."""
         if support.ndim != 4:
-            raise ValueError(
+            raise UserInputError(
                 f"AdaBN consumes (n, 3, h, w) images from the backbone's prepare('{PIXELS224}', images), "
                 f"got shape {tuple(support.shape)}"
             )

@@ -20,26 +20,28 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
+
 
 def check_support(support: Tensor, support_labels: Tensor) -> int:
     """Validate a support set and return its number of classes.
 
     Raises:
-        ValueError: if shapes disagree or the labels are not exactly 0..n_way-1.
+        UserInputError: if shapes disagree or the labels are not exactly 0..n_way-1.
     """
     if support.shape[0] == 0:
-        raise ValueError("the support set is empty; add at least one example per class")
+        raise UserInputError("the support set is empty; add at least one example per class")
     if support_labels.ndim != 1 or support_labels.shape[0] != support.shape[0]:
-        raise ValueError(
+        raise UserInputError(
             f"expected one label per support item, got {tuple(support_labels.shape)} labels "
             f"for {support.shape[0]} items"
         )
     present = torch.unique(support_labels).tolist()
     n_way = len(present)
     if present != list(range(n_way)):
-        raise ValueError(f"support labels must be 0..n_way-1 with every class present, got {present}")
+        raise UserInputError(f"support labels must be 0..n_way-1 with every class present, got {present}")
     if n_way < 2:
-        raise ValueError("few-shot classification needs at least 2 classes; add another class")
+        raise UserInputError("few-shot classification needs at least 2 classes; add another class")
     return n_way
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.features import (
@@ -38,9 +39,9 @@ class BaselinePPConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"Baseline++ needs at least one training step, got steps={self.steps}")
+            raise UserInputError(f"Baseline++ needs at least one training step, got steps={self.steps}")
         if self.learning_rate <= 0 or self.initial_scale <= 0:
-            raise ValueError("learning_rate and initial_scale must be positive")
+            raise UserInputError("learning_rate and initial_scale must be positive")
 
 
 class BaselinePlusPlus(FewShotLearner):
@@ -72,7 +73,7 @@ class BaselinePlusPlus(FewShotLearner):
     def fit(self, support: Tensor, support_labels: Tensor) -> "BaselinePlusPlus":
         """Train the cosine head on (n_support, d) features with (n_support,) labels in 0..n_way-1."""
         if support.ndim != 2:
-            raise ValueError(
+            raise UserInputError(
                 f"Baseline++ works on (n, d) feature vectors, got shape {tuple(support.shape)}; "
                 "use a pretrained backbone or encoder, not raw pixels"
             )

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fewshot_demo.config.errors import CheckpointMissingError
+from fewshot_demo.config.errors import CheckpointMissingError, UserInputError
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods.adabn import PIXELS224, AdaBNConfig, make_adabn
 from fewshot_demo.methods.base import FewShotLearner
@@ -65,7 +65,7 @@ def _architecture_for(backbone_id: str, feature_dim: int, reference: dict[str, A
     if backbone_id == "pixels28":
         return {"kind": "conv4", "in_channels": 1, "hidden": 32, "image_size": 28}
     if feature_dim < 1:
-        raise ValueError("the learner context has no feature_dim; pass the backbone's feature size")
+        raise UserInputError("the learner context has no feature_dim; pass the backbone's feature size")
     return {"kind": "projection", "feature_dim": int(feature_dim), "rank": 32, "init_scale": 10.0}
 
 
@@ -101,7 +101,7 @@ def make_meta_learner(method: str, backbone_id: str, feature_dim: int = 0, devic
 
     Raises:
         CheckpointMissingError: when there is no checkpoint for this backbone, saying how to make one.
-        ValueError: when the checkpoint is invalid.
+        UserInputError: when the checkpoint is invalid.
     """
     folder = find_checkpoint(method, backbone_id)
     if folder is None:

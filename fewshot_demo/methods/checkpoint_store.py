@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
 from fewshot_demo.config.version import __version__
 from fewshot_demo.methods.checkpoint_index import (
     CONFIG_FILE,
@@ -47,7 +48,7 @@ FORMAT_VERSION = 1
 REQUIRED_FIELDS = ("format_version", "method", "architecture", "backbone_id", "feature_dim", "model_sha256")
 
 
-class HubUnavailableError(ValueError):
+class HubUnavailableError(ModelUnavailableError):
     """The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set)."""
 
 
@@ -141,13 +142,13 @@ def load_checkpoint(
         device: where the network goes.
 
     Raises:
-        ValueError: with the reason and what to do, for any of the problems listed in the module
+        UserInputError: with the reason and what to do, for any of the problems listed in the module
             docstring.
     """
     directory = Path(directory)
     model_path, config_path = directory / MODEL_FILE, directory / CONFIG_FILE
     if not model_path.is_file() or not config_path.is_file():
-        raise ValueError(
+        raise UserInputError(
             f"{directory} is not a checkpoint: it needs {MODEL_FILE} and {CONFIG_FILE}. "
             "Train one with `python -m fewshot_demo.train` or pull one with `python -m fewshot_demo.train pull`."
         )
@@ -173,63 +174,63 @@ def _load_cached(
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON ({error}). {retrain}") from None
+        raise UserInputError(f"{directory / CONFIG_FILE} is not valid JSON ({error}). {retrain}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{directory / CONFIG_FILE} must hold a JSON object. {retrain}")
+        raise UserInputError(f"{directory / CONFIG_FILE} must hold a JSON object. {retrain}")
     missing_fields = [field for field in REQUIRED_FIELDS if field not in config]
     if missing_fields:
-        raise ValueError(f"{directory / CONFIG_FILE} lacks {', '.join(missing_fields)}. {retrain}")
+        raise UserInputError(f"{directory / CONFIG_FILE} lacks {', '.join(missing_fields)}. {retrain}")
     if config["format_version"] != FORMAT_VERSION:
-        raise ValueError(
+        raise UserInputError(
             f"{directory} has checkpoint format {config['format_version']}, this version reads format "
             f"{FORMAT_VERSION}. {retrain}"
         )
     if method is not None and config["method"] != method:
-        raise ValueError(
+        raise UserInputError(
             f"{directory} is a {config['method']!r} checkpoint, not {method!r}; "
             f"use it with --methods {config['method']} or train a {method!r} one"
         )
     if backbone_id is not None and config["backbone_id"] != backbone_id:
-        raise ValueError(
+        raise UserInputError(
             f"{directory} was meta-trained on {config['backbone_id']!r} features, not {backbone_id!r}; "
             f"use --backbone {config['backbone_id']} or train a checkpoint for {backbone_id!r}"
         )
     if feature_dim and int(config["feature_dim"]) != int(feature_dim):
-        raise ValueError(
+        raise UserInputError(
             f"{directory} reads {config['feature_dim']}-d features but the backbone gives {feature_dim}-d; "
             "use the backbone it was trained on"
         )
     if _sha256(model_path) != config["model_sha256"]:
-        raise ValueError(
+        raise UserInputError(
             f"{model_path} does not match the SHA-256 recorded in {CONFIG_FILE}: the file was modified or "
             f"corrupted. {retrain}"
         )
     try:
         tensors = load_file(str(model_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{model_path} is not a readable safetensors file ({error}). {retrain}") from None
+        raise UserInputError(f"{model_path} is not a readable safetensors file ({error}). {retrain}") from None
     try:
         network = build_network(config["architecture"])
     except ValueError as error:
-        raise ValueError(f"{directory}: {error}. {retrain}") from None
+        raise UserInputError(f"{directory}: {error}. {retrain}") from None
     expected = {f"network.{name}": tuple(value.shape) for name, value in network.state_dict().items()}
     try:
         expected.update(recipe_of(config["method"]).extra_shapes(config, network))
     except ValueError as error:
-        raise ValueError(f"{directory}: {error}. {retrain}") from None
+        raise UserInputError(f"{directory}: {error}. {retrain}") from None
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(
+        raise UserInputError(
             f"{model_path} does not fit the {config['architecture'].get('kind')} architecture in its config "
             f"(missing: {missing[:5] or 'none'}; unexpected: {unexpected[:5] or 'none'}). {retrain}"
         )
     wrong = [f"{name} {tuple(tensors[name].shape)} != {shape}" for name, shape in expected.items() if tuple(tensors[name].shape) != shape]
     if wrong:
-        raise ValueError(f"{model_path} has tensors of the wrong shape: {'; '.join(wrong[:5])}. {retrain}")
+        raise UserInputError(f"{model_path} has tensors of the wrong shape: {'; '.join(wrong[:5])}. {retrain}")
     bad = [name for name, value in tensors.items() if not torch.isfinite(value).all()]
     if bad:
-        raise ValueError(f"{model_path} holds non-finite values in {', '.join(bad[:5])}. {retrain}")
+        raise UserInputError(f"{model_path} holds non-finite values in {', '.join(bad[:5])}. {retrain}")
     network.load_state_dict({name[len("network.") :]: value for name, value in tensors.items() if name.startswith("network.")})
     network = network.to(torch.device(device)).eval()
     for parameter in network.parameters():
@@ -243,7 +244,7 @@ def push_to_hub(directory: str | os.PathLike, repo_id: str, token: str | None = 
 
     Raises:
         HubUnavailableError: when offline, saying so in a few seconds rather than after retries.
-        ValueError: when the folder is not a valid checkpoint.
+        UserInputError: when the folder is not a valid checkpoint.
     """
     from fewshot_demo.runtime.hub import hub_unreachable_reason
 
@@ -267,7 +268,7 @@ def pull_from_hub(repo_id: str, revision: str | None = None, token: str | None =
 
     Raises:
         HubUnavailableError: when offline.
-        ValueError: when the download is not a valid checkpoint.
+        UserInputError: when the download is not a valid checkpoint.
     """
     from fewshot_demo.runtime.hub import hub_unreachable_reason
 

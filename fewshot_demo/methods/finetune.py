@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.features import class_means
@@ -38,9 +39,9 @@ class ImageFinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 0:
-            raise ValueError(f"steps must be 0 or more, got {self.steps}")
+            raise UserInputError(f"steps must be 0 or more, got {self.steps}")
         if self.learning_rate <= 0 or self.head_learning_rate <= 0 or self.initial_scale <= 0:
-            raise ValueError("learning rates and initial_scale must be positive")
+            raise UserInputError("learning rates and initial_scale must be positive")
 
 
 def last_stage(model: nn.Module) -> nn.Sequential:
@@ -51,10 +52,10 @@ def last_stage(model: nn.Module) -> nn.Sequential:
     the same features the frozen backbone outputs (before its flip averaging).
 
     Raises:
-        ValueError: when the network is not EfficientNet-style (no ``blocks``/``conv_head``/``bn2``).
+        UserInputError: when the network is not EfficientNet-style (no ``blocks``/``conv_head``/``bn2``).
     """
     if not all(hasattr(model, name) for name in ("blocks", "conv_head", "bn2")):
-        raise ValueError(
+        raise UserInputError(
             f"fine-tuning the last block is implemented for EfficientNet-style backbones, not {type(model).__name__}; "
             "use the bundled efficientnet_lite0 backbone, or 'linear' / 'baselinepp' on frozen features"
         )
@@ -112,7 +113,7 @@ class ImageFinetune(FewShotLearner):
     def fit(self, support: Tensor, support_labels: Tensor) -> "ImageFinetune":
         """Fine-tune on (n_support, c, h, w) last-block inputs with (n_support,) labels in 0..n_way-1."""
         if support.ndim != 4:
-            raise ValueError(
+            raise UserInputError(
                 f"image fine-tuning consumes (n, c, h, w) activations from the backbone's "
                 f"prepare('{LAST_BLOCK_INPUT}', images), got shape {tuple(support.shape)}"
             )

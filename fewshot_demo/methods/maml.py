@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.meta_recipe import MetaRecipe, TrainSettings
@@ -60,9 +61,9 @@ class MAMLConfig:
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0:
-            raise ValueError(f"inner_steps must be 0 or more, got {self.inner_steps}")
+            raise UserInputError(f"inner_steps must be 0 or more, got {self.inner_steps}")
         if not self.inner_lr > 0:
-            raise ValueError(f"inner_lr must be positive, got {self.inner_lr}")
+            raise UserInputError(f"inner_lr must be positive, got {self.inner_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,9 +240,9 @@ class MAML(FewShotLearner):
         self.maml_config = config or MAMLConfig()
         self.inner_steps = self.maml_config.inner_steps if inner_steps is None else int(inner_steps)
         if self.inner_steps < 0 or self.inner_steps > 1000:
-            raise ValueError(f"inner_steps must be between 0 and 1000, got {self.inner_steps}")
+            raise UserInputError(f"inner_steps must be between 0 and 1000, got {self.inner_steps}")
         if inner_lr is not None and not inner_lr > 0:
-            raise ValueError(f"inner_lr must be positive, got {inner_lr}; or leave it unset for the learned step sizes")
+            raise UserInputError(f"inner_lr must be positive, got {inner_lr}; or leave it unset for the learned step sizes")
         base = initial_inner_lrs(network, self.maml_config.inner_lr)
         if inner_lr is not None:
             self.inner_lrs = initial_inner_lrs(network, inner_lr)

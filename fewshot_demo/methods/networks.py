@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.methods.features import FeatureNormalizer, NormalizationConfig
 from fewshot_demo.runtime.device import one_thread  # noqa: F401  (re-exported for the learners)
 
@@ -45,7 +46,7 @@ class FeatureProjection(nn.Module):
     def __init__(self, feature_dim: int, rank: int = 32, init_scale: float = 10.0) -> None:
         super().__init__()
         if feature_dim < 1 or rank < 1:
-            raise ValueError(f"feature_dim and rank must be positive, got {feature_dim}, {rank}")
+            raise UserInputError(f"feature_dim and rank must be positive, got {feature_dim}, {rank}")
         self.feature_dim = feature_dim
         self.embed_dim = feature_dim
         self.rank = rank
@@ -109,7 +110,7 @@ class Conv4(nn.Module):
         for _ in range(4):
             side //= 2
         if side < 1:
-            raise ValueError(f"Conv4 needs images of at least 16x16 pixels, got {image_size}")
+            raise UserInputError(f"Conv4 needs images of at least 16x16 pixels, got {image_size}")
         self.embed_dim = hidden * side * side
 
     @property
@@ -136,7 +137,7 @@ def build_network(architecture: dict[str, Any]) -> EmbeddingNetwork:
     """Rebuild a network from its ``architecture()`` dict.
 
     Raises:
-        ValueError: for an unknown kind or bad settings.
+        UserInputError: for an unknown kind or bad settings.
     """
     settings = dict(architecture)
     kind = settings.pop("kind", None)
@@ -146,15 +147,15 @@ def build_network(architecture: dict[str, Any]) -> EmbeddingNetwork:
         if kind == Conv4.kind:
             return Conv4(**settings)
     except TypeError as error:
-        raise ValueError(f"bad {kind} architecture {architecture}: {error}") from None
-    raise ValueError(f"unknown network kind {kind!r}; expected 'projection' or 'conv4'")
+        raise UserInputError(f"bad {kind} architecture {architecture}: {error}") from None
+    raise UserInputError(f"unknown network kind {kind!r}; expected 'projection' or 'conv4'")
 
 
 def check_inputs(network: EmbeddingNetwork, inputs: Tensor, what: str = "inputs") -> None:
     """Check that inputs have the shape the network reads.
 
     Raises:
-        ValueError: naming the expected shape and the backbone that produces it.
+        UserInputError: naming the expected shape and the backbone that produces it.
     """
     expected = tuple(network.input_shape)
     if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
@@ -163,7 +164,7 @@ def check_inputs(network: EmbeddingNetwork, inputs: Tensor, what: str = "inputs"
             if isinstance(network, Conv4)
             else f"use the backbone this network was meta-trained on ({expected[0]}-d features)"
         )
-        raise ValueError(f"{what} have shape {tuple(inputs.shape)}, expected (n, {', '.join(map(str, expected))}); {hint}")
+        raise UserInputError(f"{what} have shape {tuple(inputs.shape)}, expected (n, {', '.join(map(str, expected))}); {hint}")
 
 
 def prepare_episode(network: EmbeddingNetwork, support: Tensor, query: Tensor | None = None) -> tuple[Tensor, Tensor | None, FeatureNormalizer | None]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.linear import LinearProbe
 from fewshot_demo.methods.text_tuning import (
@@ -71,7 +72,7 @@ class TextFinetune(FewShotLearner):
         layers = [self.top.first, -1]
         if self.encoder.pooling == "layers":
             if self.encoder.middle_layer > self.top.first:
-                raise ValueError(
+                raise UserInputError(
                     f"'layers' pooling reads the frozen middle layer {self.encoder.middle_layer}; tune at most "
                     f"{self.encoder.model.config.num_hidden_layers - self.encoder.middle_layer} top layers"
                 )
@@ -91,7 +92,7 @@ class TextFinetune(FewShotLearner):
         try:
             return TopLayers(self.encoder.model, self.finetune_config.trainable_layers)
         except ValueError as error:
-            raise ValueError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder: {error}") from None
+            raise UserInputError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder: {error}") from None
 
     def fit(self, support: Tensor, support_labels: Tensor) -> "TextFinetune":
         from fewshot_demo.encoders.text_pooling import unpack_tokens
@@ -99,7 +100,7 @@ class TextFinetune(FewShotLearner):
         self.n_way = check_support(support, support_labels)
         input_ids, attention_mask, owner = unpack_tokens(support)
         if input_ids.numel() > MAX_FINETUNE_TOKENS:  # the frozen states of all of them are kept in memory
-            raise ValueError(
+            raise UserInputError(
                 f"fine-tuning keeps at most {MAX_FINETUNE_TOKENS:,} tokens of example text in memory; these "
                 f"{len(support)} examples take {input_ids.numel():,} (padded to their longest). Use fewer or "
                 "shorter examples, or the 'linear' method, which has no such limit"
@@ -117,7 +118,7 @@ class TextFinetune(FewShotLearner):
             except (TypeError, RuntimeError, IndexError):  # a layer that needs more than (hidden, mask)
                 reproduced = False
             if not reproduced:
-                raise ValueError(
+                raise UserInputError(
                     f"fine-tuning is not supported for the {self.encoder.id!r} encoder's layer layout; "
                     "use a BERT-family encoder such as the bundled 'minilm'"
                 )

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 
 ProgressCallback = Callable[[float, str], None]
@@ -64,9 +65,9 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in ("contrastive", "cross_entropy"):
-            raise ValueError(f"unknown fine-tune loss {self.loss!r}; use 'contrastive' or 'cross_entropy'")
+            raise UserInputError(f"unknown fine-tune loss {self.loss!r}; use 'contrastive' or 'cross_entropy'")
         if self.trainable_layers < 1 or self.crop_tokens < 2 or (self.steps is not None and self.steps < 0):
-            raise ValueError(
+            raise UserInputError(
                 "trainable_layers must be >= 1, crop_tokens >= 2 and steps >= 0 (or None for automatic)"
             )
 
@@ -99,7 +100,7 @@ class TopLayers(nn.Module):
         super().__init__()
         layers = _layers(model)
         if layers is None:
-            raise ValueError(f"{type(model).__name__} has no encoder.layer list to split")
+            raise UserInputError(f"{type(model).__name__} has no encoder.layer list to split")
         self.k = min(k, len(layers))
         self.first = len(layers) - self.k  # index of the hidden state that feeds the copied layers
         self.layers = copy.deepcopy(layers[self.first :])

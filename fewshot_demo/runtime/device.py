@@ -11,6 +11,7 @@ from typing import Iterator
 
 import torch
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import DEVICE_ENV_VAR, settings  # noqa: F401  (DEVICE_ENV_VAR re-exported)
 
 
@@ -22,7 +23,7 @@ def pick_device(requested: str | None = None) -> torch.device:
             ``FEWSHOT_DEVICE`` environment variable, then to CUDA when available, else CPU.
 
     Raises:
-        ValueError: if the requested device does not exist on this machine.
+        UserInputError: if the requested device does not exist on this machine.
     """
     choice = (requested or settings().device or "auto").strip().lower()
     if choice == "auto":
@@ -30,9 +31,9 @@ def pick_device(requested: str | None = None) -> torch.device:
     try:
         device = torch.device(choice)
     except RuntimeError as error:
-        raise ValueError(f"unknown device {choice!r}; use 'cpu', 'cuda' or 'auto'") from error
+        raise UserInputError(f"unknown device {choice!r}; use 'cpu', 'cuda' or 'auto'") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise UserInputError(
             f"device {choice!r} was requested but no CUDA GPU is available; use 'cpu' or 'auto'"
         )
     return device

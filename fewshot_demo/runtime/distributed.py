@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class World:
@@ -133,21 +135,21 @@ def join_from_environment(device: torch.device) -> tuple[World, torch.device]:
     rank.
 
     Raises:
-        ValueError: when the variables are malformed, or there are fewer GPUs than processes here.
+        UserInputError: when the variables are malformed, or there are fewer GPUs than processes here.
     """
     try:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError:
-        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers; start the run with torchrun") from None
+        raise UserInputError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers; start the run with torchrun") from None
     if size <= 1:
         return World(), device
     if not 0 <= rank < size:
-        raise ValueError(f"RANK {rank} is outside 0..{size - 1}; start the run with torchrun")
+        raise UserInputError(f"RANK {rank} is outside 0..{size - 1}; start the run with torchrun")
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(
+            raise UserInputError(
                 f"process {local_rank} on this machine has no GPU ({torch.cuda.device_count()} found); "
                 "start at most one process per GPU with torchrun --nproc_per_node"
             )

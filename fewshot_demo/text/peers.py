@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import settings
 from fewshot_demo.core import evaluation
 from fewshot_demo.core.evaluation import mean_and_ci95
@@ -123,7 +124,7 @@ def merge_rows(rows: Sequence[PeerRow]) -> list[PeerRow]:
     """Join rows of one method and shot count that ran consecutive episode ranges into one row each.
 
     Raises:
-        ValueError: when two ranges of one method overlap or leave a gap (the merged row would not be
+        UserInputError: when two ranges of one method overlap or leave a gap (the merged row would not be
             the episodes it claims to be).
     """
     groups: dict[tuple[str, int], list[PeerRow]] = {}
@@ -135,7 +136,7 @@ def merge_rows(rows: Sequence[PeerRow]) -> list[PeerRow]:
         joined = PeerRow(method, parts[0].encoder, n_shot, first_episode=parts[0].first_episode)
         for part in parts:
             if part.first_episode != joined.end_episode:
-                raise ValueError(
+                raise UserInputError(
                     f"{method} at {n_shot} shots: episodes {part.first_episode}-{part.end_episode - 1} do not follow "
                     f"episodes {joined.first_episode}-{joined.end_episode - 1}; merge runs of consecutive ranges "
                     "(--slow-from)"
@@ -221,7 +222,7 @@ def run_peers(
     episode's index), so a long SetFit run can be split over processes and joined with ``merge``.
 
     Raises:
-        ValueError: for an unknown method, or too few classes with enough texts.
+        UserInputError: for an unknown method, or too few classes with enough texts.
     """
     from fewshot_demo.encoders.text import load_encoder, parse_encoder_id
 
@@ -229,13 +230,13 @@ def run_peers(
     parsed = [split_method(spec) for spec in methods]
     unknown = [method for method, _ in parsed if method not in available_methods()]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+        raise UserInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
     if slow_from < 0:
-        raise ValueError(f"--slow-from must be 0 or more (the index of an episode), not {slow_from}")
+        raise UserInputError(f"--slow-from must be 0 or more (the index of an episode), not {slow_from}")
     notes: list[str] = []
     unknown = [name for name in peer_names if name not in PEERS]
     if unknown:
-        raise ValueError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+        raise UserInputError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     peers: dict[str, Callable] = {}
     if "sklearn_lr" in peer_names:
         try:
@@ -389,7 +390,7 @@ def merge_main(argv: Sequence[str]) -> int:
         runs = [json.loads(path.read_text(encoding="utf-8")) for path in args.runs]
         settings = {(run["data"], run["n_way"], run["n_query"], run["seed"]) for run in runs}
         if len(settings) > 1:
-            raise ValueError(f"the runs differ in data, n_way, n_query or seed: {sorted(settings)}")
+            raise UserInputError(f"the runs differ in data, n_way, n_query or seed: {sorted(settings)}")
         rows = merge_rows([PeerRow.from_summary(summary) for run in runs for summary in run["results"]])
     except (KeyError, TypeError) as error:
         print(f"error: cannot merge: a file is not the JSON that peers --out writes (missing {error})", file=sys.stderr)

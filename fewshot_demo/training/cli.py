@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.evaluation import paired_difference
 from fewshot_demo.core.runner import run_episodes
 from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
@@ -173,7 +174,7 @@ def _evaluate_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     try:
         if args.paired_with is not None and args.paired_with not in args.methods:
-            raise ValueError(f"--paired-with {args.paired_with} must be one of --methods")
+            raise UserInputError(f"--paired-with {args.paired_with} must be one of --methods")
         device = pick_device(args.device)
         pool = load_pool(args.backbone, "eval", args.seed).to(device)
         episodes_by_shot = {

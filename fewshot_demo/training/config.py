@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.data.splits import (
     TRACKS,
 )
@@ -95,32 +96,32 @@ class TrainConfig:
         recipe = recipe_of(self.method)  # a method without a training recipe is refused here
         if recipe.outer_update == "batch":
             if self.backbone != "pixels28":
-                raise ValueError(f"{self.method} pretrains the Conv-4 on unlabelled images: use --backbone pixels28")
+                raise UserInputError(f"{self.method} pretrains the Conv-4 on unlabelled images: use --backbone pixels28")
             if self.batch_size < 2:
-                raise ValueError(f"--batch-size must be at least 2 images, got {self.batch_size}")
+                raise UserInputError(f"--batch-size must be at least 2 images, got {self.batch_size}")
             if self.temperature <= 0:
-                raise ValueError(f"--temperature must be positive, got {self.temperature}")
+                raise UserInputError(f"--temperature must be positive, got {self.temperature}")
             if not 0 < self.mask_ratio < 1:
-                raise ValueError(f"--mask-ratio is a fraction in (0, 1), got {self.mask_ratio}")
+                raise UserInputError(f"--mask-ratio is a fraction in (0, 1), got {self.mask_ratio}")
             if self.patch_size < 1 or 28 % self.patch_size:
-                raise ValueError(f"--patch-size must divide 28 (1, 2, 4, 7, 14), got {self.patch_size}")
+                raise UserInputError(f"--patch-size must divide 28 (1, 2, 4, 7, 14), got {self.patch_size}")
             self.view_config()  # checks the view settings
         elif self.images is not None:
-            raise ValueError(f"--images is for the self-supervised methods; {self.method} learns from labelled tasks")
+            raise UserInputError(f"--images is for the self-supervised methods; {self.method} learns from labelled tasks")
         if self.backbone not in TRACKS:
-            raise ValueError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
+            raise UserInputError(f"meta-training needs --backbone {' or '.join(TRACKS)}, got {self.backbone!r}")
         if self.n_way < 2 or min(self.n_shots) < 1 or self.n_query < 1:
-            raise ValueError("n_way must be at least 2, n_shot and n_query at least 1")
+            raise UserInputError("n_way must be at least 2, n_shot and n_query at least 1")
         if (self.stamp_classes or self.symmetric_classes or self.max_shift or self.fashion_tasks) and self.backbone != "pixels28":
-            raise ValueError(
+            raise UserInputError(
                 "--stamp-classes, --symmetric-classes, --max-shift and --fashion-tasks concern images: use them with --backbone pixels28"
             )
         if not 0.0 <= self.fashion_tasks <= 1.0:
-            raise ValueError(f"--fashion-tasks is a fraction in [0, 1], got {self.fashion_tasks}")
+            raise UserInputError(f"--fashion-tasks is a fraction in [0, 1], got {self.fashion_tasks}")
         if not 0.0 <= self.weight_average < 1.0:
-            raise ValueError(f"--weight-average is a decay in [0, 1), got {self.weight_average}")
+            raise UserInputError(f"--weight-average is a decay in [0, 1), got {self.weight_average}")
         if self.max_shift < 0:
-            raise ValueError(f"--max-shift must be 0 or more pixels, got {self.max_shift}")
+            raise UserInputError(f"--max-shift must be 0 or more pixels, got {self.max_shift}")
 
     def view_config(self) -> ViewConfig:
         """The random views of the self-supervised methods."""

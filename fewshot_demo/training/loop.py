@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.runner import run_episodes
 from fewshot_demo.data.episodes import EpisodeConfig, choose_n_query, sample_episodes
 from fewshot_demo.data.splits import (
@@ -122,10 +123,10 @@ def meta_train(
     train_pool, val_pool = train_pool.to(device), val_pool.to(device)
     fashion_pool = train_pool.classes_starting_with(FASHION_SOURCE + "/") if config.fashion_tasks else None
     if fashion_pool is not None and len(fashion_pool.class_names) < 2:
-        raise ValueError("--fashion-tasks needs Fashion-MNIST base classes in the training pool")
+        raise UserInputError("--fashion-tasks needs Fashion-MNIST base classes in the training pool")
     recipe = recipe_of(config.method)
     if recipe.outer_update == "batch" and config.batch_size % world.size:
-        raise ValueError(
+        raise UserInputError(
             f"--batch-size {config.batch_size} must split evenly over the {world.size} processes; "
             f"use a multiple of {world.size}"
         )

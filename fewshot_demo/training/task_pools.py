@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import settings
 from fewshot_demo.data.grayscale import (
     load_fashion_mnist,
@@ -84,7 +85,7 @@ def sample_task(
     counts = np.bincount(labels, minlength=len(pool.class_names))
     eligible = np.flatnonzero(counts >= n_shot + 1)
     if len(eligible) < n_way:
-        raise ValueError(
+        raise UserInputError(
             f"{n_way}-way {n_shot}-shot tasks need {n_way} classes with at least {n_shot + 1} items; "
             f"only {len(eligible)} have them. Lower --n-way or --n-shot."
         )
@@ -200,7 +201,7 @@ def grayscale_pool(split: str, per_class: int | None = None, seed: int = 0, stam
     elif split in ("val", "eval"):
         parts = [(load_fashion_mnist("train" if split == "val" else "test"), list(FASHION_HELD_OUT_CLASSES), FASHION_SOURCE)]
     else:
-        raise ValueError(f"split must be train, val or eval, got {split!r}")
+        raise UserInputError(f"split must be train, val or eval, got {split!r}")
     images, labels, names = [], [], []
     for dataset, classes, source in parts:
         for class_id in classes:
@@ -229,4 +230,4 @@ def load_pool(backbone_id: str, split: str, seed: int = 0, stamps: bool = False)
         return grayscale_pool(split, per_class={"train": None, "val": 300, "eval": None}[split], seed=seed, stamps=stamps)
     if backbone_id == "efficientnet_lite0":
         return tuxpaint_pool(split, backbone_id)
-    raise ValueError(f"no meta-training data for backbone {backbone_id!r}; use one of {', '.join(TRACKS)}")
+    raise UserInputError(f"no meta-training data for backbone {backbone_id!r}; use one of {', '.join(TRACKS)}")

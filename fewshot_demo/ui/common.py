@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import Prediction, SelfCheck  # noqa: E402
 from fewshot_demo.methods import get_method, methods_for  # noqa: E402
 
@@ -157,7 +158,7 @@ def option_slider(method: str, modality: str, name: str, value: float, step: flo
     more ``gr.Slider`` arguments)."""
     field = option_field(method, modality, name)
     if field is None:
-        raise ValueError(f"{method} has no option {name!r} on {modality}")
+        raise UserInputError(f"{method} has no option {name!r} on {modality}")
     low, high = field.metadata.get("min"), field.metadata.get("max")
     return gr.Slider(low, high, value=value, step=step, label=label or field.metadata.get("label") or name, **settings)
 

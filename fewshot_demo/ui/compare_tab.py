@@ -38,6 +38,7 @@ from fewshot_demo.comparison import (  # noqa: E402
     write_exports,
 )
 from fewshot_demo.config.checks import check_episodes  # noqa: E402
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.data.builtin import (  # noqa: E402
     BUILTIN_DATASETS,
     LoadedData,
@@ -237,15 +238,15 @@ def comparison_data(source_id: str, upload_value: Any, session: CompareSession |
     if source_id == TAB_DATA:
         latest = latest_session(*tab_sessions)
         if latest is None or latest.data is None:
-            raise ValueError("classify classes in the image or text tab first, or pick a built-in data set")
+            raise UserInputError("classify classes in the image or text tab first, or pick a built-in data set")
         note = f"the classes you classified last, in the {latest.modality} tab"
         data = dataclasses.replace(latest.data, notes=(note, *latest.data.notes))
         return ComparisonData.from_data(f"classes from the {latest.modality} tab", data), None
     if source_id != UPLOAD:
-        raise ValueError(f"unknown data set {source_id!r}; pick one from the list")
+        raise UserInputError(f"unknown data set {source_id!r}; pick one from the list")
     path = upload_value if isinstance(upload_value, str) or upload_value is None else getattr(upload_value, "path", None)
     if not path:
-        raise ValueError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
+        raise UserInputError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
     if session is not None and session.upload == path:
         return session.data, path  # same file: reuse its embeddings
     return ComparisonData.from_data(Path(path).name, data_from_upload(path)), path
@@ -257,11 +258,11 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
     """/compare_run: stream [status, table, reading, 3 plots, session, details choice, CSV, JSON].
 
     Raises:
-        ValueError: no method, no K-shot, missing data, or data too small for the episodes.
+        UserInputError: no method, no K-shot, missing data, or data too small for the episodes.
     """
     started = time.perf_counter()
     if not method_names:
-        raise ValueError("choose at least one method")
+        raise UserInputError("choose at least one method")
     check_episodes(int(episode_count), len(method_names))
     config = ComparisonConfig(n_way=int(way), n_shots=tuple(sorted(int(k) for k in shot_values)),
                               n_episodes=int(episode_count),
@@ -323,11 +324,11 @@ def stop(request: gr.Request | None = None) -> Any:
 def details(session: CompareSession | None, choice: Any) -> list[Any]:
     """/compare_details: per-class accuracy, confusion and most-misclassified items of one result."""
     if session is None or session.update is None or not session.update.results:
-        raise ValueError("run a comparison first, then pick a method to inspect")
+        raise UserInputError("run a comparison first, then pick a method to inspect")
     results = session.update.results
     index = int(choice or 0)
     if not 0 <= index < len(results):
-        raise ValueError("pick one of the methods that finished")
+        raise UserInputError("pick one of the methods that finished")
     result, data = results[index], session.data
     names = data.class_names
     totals = result.confusion.sum(axis=1)

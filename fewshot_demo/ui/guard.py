@@ -38,6 +38,7 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.runtime.allocator import keep_memory_flat
 
@@ -71,10 +72,10 @@ def scrub(message: str) -> str:
 
 
 def user_message(error: BaseException) -> str:
-    """What the user reads for an error: its message for a ValueError or gr.Error, scrubbed and
+    """What the user reads for an error: its message for a UserInputError or gr.Error, scrubbed and
     HTML-escaped (Gradio renders messages as HTML); a generic one, logged with an incident number,
     for anything else."""
-    if isinstance(error, (gr.Error, ValueError)) and str(error.message if isinstance(error, gr.Error) else error):
+    if isinstance(error, (gr.Error, UserInputError)) and str(error.message if isinstance(error, gr.Error) else error):
         text = error.message if isinstance(error, gr.Error) else str(error)
         return html.escape(scrub(str(text)), quote=False)
     incident = secrets.token_hex(4)

@@ -22,6 +22,7 @@ import gradio as gr
 from PIL import Image
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier, Prediction
 from fewshot_demo.core.image_task import (
@@ -88,7 +89,7 @@ def list_example_sets() -> list[str]:
 def example_set(name: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """Return ([(class name, support image paths)], query image paths) of a bundled example set."""
     if name not in list_example_sets():
-        raise ValueError(f"unknown example set {name!r}; choose one of {', '.join(list_example_sets())}")
+        raise UserInputError(f"unknown example set {name!r}; choose one of {', '.join(list_example_sets())}")
     support = list_image_folder(EXAMPLES_DIR / name / "support")
     classes: dict[str, list[str]] = {}
     for path, label in zip(support.paths, support.labels):
@@ -256,10 +257,10 @@ class ImageModality(support_set.SupportModality):
     def read_queries(self, value: Sequence[str]) -> Queries:
         paths = list(value)
         if not paths:
-            raise ValueError("add at least one query image (upload, webcam or clipboard), then press Classify")
+            raise UserInputError("add at least one query image (upload, webcam or clipboard), then press Classify")
         images, names, skipped = load_images(paths, None, "queries")  # None: limits().max_query_images
         if not images:
-            raise ValueError("none of the query files is a usable image; " + "; ".join(skipped))
+            raise UserInputError("none of the query files is a usable image; " + "; ".join(skipped))
         # A query file in a folder named like a class (or a bundled example's query) says its true class.
         hints: list[str | None] = []
         for path in paths:  # load_images keeps the order and names each image it loaded by its file name
@@ -308,7 +309,7 @@ def load_example_card(selected: gr.SelectData) -> list[Any]:
     sets = list_example_sets()
     index = selected.index if selected is not None else None
     if not isinstance(index, int) or not 0 <= index < len(sets):
-        raise ValueError("pick one of the example sets")
+        raise UserInputError("pick one of the example sets")
     return load_example(sets[index])
 
 
@@ -322,7 +323,7 @@ def _add_files(files: Sequence[Any], target: int, paths: list[str]) -> list[Any]
     files = list(files)
     total = len(file_paths(files[target])) + len(paths)
     if total > limits().max_images_per_class:
-        raise ValueError(f"a class holds at most {limits().max_images_per_class} images; delete some first")
+        raise UserInputError(f"a class holds at most {limits().max_images_per_class} images; delete some first")
     files[target] = file_paths(files[target]) + paths
     return files
 
@@ -330,10 +331,10 @@ def _add_files(files: Sequence[Any], target: int, paths: list[str]) -> list[Any]
 def add_capture(image_path: str | None, target: int | None, count: int, *files: Any) -> list[Any]:
     """Add a clipboard or uploaded picture to a class: [*files, *galleries, cleared capture, confirmation]."""
     if not image_path:
-        raise ValueError("paste or upload a picture first, then press 'Add to class'")
+        raise UserInputError("paste or upload a picture first, then press 'Add to class'")
     target = int(target or 0)
     if target >= count:
-        raise ValueError("choose one of the visible classes to add the picture to")
+        raise UserInputError("choose one of the visible classes to add the picture to")
     files = _add_files(files, target, [image_path])
     total = len(file_paths(files[target]))
     return [*files, *IMAGE.display_values(files), None,
@@ -379,12 +380,12 @@ def start_burst(target: int | None, frames: float, count: int, *class_values: An
     """
     target = int(target or 0)
     if target >= count:
-        raise ValueError("choose one of the visible classes to record into")
+        raise UserInputError("choose one of the visible classes to record into")
     names, files = class_values[:MAX_CLASSES], class_values[MAX_CLASSES:2 * MAX_CLASSES]
     wanted = max(1, min(int(frames), MAX_BURST))
     base = file_paths(files[target]) if target < len(files) else []
     if len(base) + wanted > limits().max_images_per_class:
-        raise ValueError(f"a class holds at most {limits().max_images_per_class} images; delete some or record fewer frames")
+        raise UserInputError(f"a class holds at most {limits().max_images_per_class} images; delete some or record fewer frames")
     burst = Burst(target, wanted, base, folder=tempfile.mkdtemp(prefix="fewshot-frames-"))
     name = names[target] if target < len(names) and names[target] else f"class {target + 1}"
     return [burst, f"**Recording {wanted} frame{'s' if wanted != 1 else ''} into {name}**: press Record on the camera "

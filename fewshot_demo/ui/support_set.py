@@ -31,6 +31,7 @@ import gradio as gr
 import torch
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier, Prediction
 from fewshot_demo.data.builtin import LoadedData
 from fewshot_demo.ui.common import (
@@ -189,7 +190,7 @@ class SupportModality(ABC):
         """Check the class rows, fit ``method`` on them; return a fresh session (no queries yet).
 
         Raises:
-            ValueError: with what to fix (too few classes, a class without items, ...).
+            UserInputError: with what to fix (too few classes, a class without items, ...).
         """
 
     @abstractmethod
@@ -197,7 +198,7 @@ class SupportModality(ABC):
         """Read the query input.
 
         Raises:
-            ValueError: when there is no usable query.
+            UserInputError: when there is no usable query.
         """
 
     @abstractmethod
@@ -225,7 +226,7 @@ def row_visibility(count: int) -> list[Any]:
 def add_class(count: int) -> list[Any]:
     """Show one more class row: [count, *row visibility]."""
     if count >= MAX_CLASSES:
-        raise ValueError(f"at most {MAX_CLASSES} classes; remove one before adding another")
+        raise UserInputError(f"at most {MAX_CLASSES} classes; remove one before adding another")
     return [count + 1, *row_visibility(count + 1)]
 
 
@@ -244,10 +245,10 @@ def fill_rows(modality: SupportModality, classes: Sequence[tuple[str, Any]]) -> 
     """Class rows holding ``classes`` (name, items): [count, *names, *items, *visibility].
 
     Raises:
-        ValueError: for more classes than the app has rows.
+        UserInputError: for more classes than the app has rows.
     """
     if len(classes) > MAX_CLASSES:
-        raise ValueError(
+        raise UserInputError(
             f"{len(classes)} classes is more than the {MAX_CLASSES} this app fits at once; keep the "
             f"{MAX_CLASSES} you need most (the bench command handles any number of classes)"
         )
@@ -314,7 +315,7 @@ def classify(
         progress: ``(fraction, message)`` callback.
 
     Raises:
-        ValueError: with what to fix.
+        UserInputError: with what to fix.
     """
     rows = class_rows(class_values)
     queries = modality.read_queries(query_value)
@@ -380,7 +381,7 @@ def self_check(session: SupportSession | None, selected_encoder: str | None = No
         (Markdown reading, {"headers", "data"} confusion table, matplotlib figure).
     """
     if session is None:
-        raise ValueError("classify once first (or load an example), then run the self-check")
+        raise UserInputError("classify once first (or load an example), then run the self-check")
     classifier = session.classifier
     check = classifier.self_check()
     text = self_check_markdown(check, classifier.class_names)
@@ -402,7 +403,7 @@ def self_check(session: SupportSession | None, selected_encoder: str | None = No
 def save_classifier(session: SupportSession | None) -> str:
     """Write the fitted classifier to a new temporary .safetensors file; return its path."""
     if session is None:
-        raise ValueError("fit a classifier first (press Classify), then save it")
+        raise UserInputError("fit a classifier first (press Classify), then save it")
     folder = Path(tempfile.mkdtemp(prefix="fewshot-"))
     return str(session.classifier.save(folder / f"fewshot-{session.modality}-classifier.safetensors"))
 
@@ -433,12 +434,12 @@ def export_onnx(modality: SupportModality, session: SupportSession | None) -> li
     compared with the app's.
 
     Raises:
-        ValueError: nothing fitted, or a learner that cannot be exported (transductive; a fine-tuned
+        UserInputError: nothing fitted, or a learner that cannot be exported (transductive; a fine-tuned
             text encoder), saying why.
     """
     from fewshot_demo.core import export
     if session is None:
-        raise ValueError("fit a classifier first (press Classify), then export it")
+        raise UserInputError("fit a classifier first (press Classify), then export it")
     classifier = session.classifier
     encoder = modality.load_encoder(classifier.encoder_id)
     folder = Path(tempfile.mkdtemp(prefix="fewshot-onnx-"))
@@ -475,15 +476,15 @@ def push_classifier(session: SupportSession | None, repo_id: str, token: str | N
     """/{modality}_push: save the classifier and upload it to a Hub model repository; the status line.
 
     Raises:
-        ValueError: nothing fitted, a malformed repository id, offline (at once), or the Hub refusing.
+        UserInputError: nothing fitted, a malformed repository id, offline (at once), or the Hub refusing.
     """
     from fewshot_demo.core.export import push_to_hub
 
     if session is None:
-        raise ValueError("fit a classifier first (press Classify), then push it")
+        raise UserInputError("fit a classifier first (press Classify), then push it")
     repo_id = (repo_id or "").strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"name the repository as user/name (got {repo_id!r})")
+        raise UserInputError(f"name the repository as user/name (got {repo_id!r})")
     url = push_to_hub(save_classifier(session), repo_id, token)
     return f"**Pushed** to [{html.escape(repo_id)}]({url}). Load it with `fsd.load` after downloading it."
 

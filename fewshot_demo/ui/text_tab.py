@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 from torch import Tensor
 
+from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import FewShotClassifier, Prediction
 from fewshot_demo.core.text_task import (
@@ -97,7 +98,7 @@ def list_example_sets() -> list[str]:
 def example_set(name: str) -> tuple[list[tuple[str, str]], str]:
     """Return ([(class name, examples one per line)], queries one per line) of a bundled set."""
     if name not in list_example_sets():
-        raise ValueError(f"unknown example set {name!r}; choose one of {', '.join(list_example_sets())}")
+        raise UserInputError(f"unknown example set {name!r}; choose one of {', '.join(list_example_sets())}")
     table = read_text_table(EXAMPLES_DIR / name / "support.csv")
     queries_file = EXAMPLES_DIR / name / "queries.txt"
     queries = queries_file.read_text(encoding="utf-8") if queries_file.is_file() else ""
@@ -237,7 +238,7 @@ def load_example_card(index: int) -> list[Any]:
     """An example card's click: what ``load_example`` returns for the card's set."""
     sets = list_example_sets()
     if index is None or not 0 <= int(index) < len(sets):
-        raise ValueError("pick one of the example sets")
+        raise UserInputError("pick one of the example sets")
     return load_example(sets[int(index)])
 
 
