@@ -83,6 +83,7 @@ class ImageBackbone:
         self._lock = threading.Lock()
 
     modality = "image"
+    role = "backbone"
 
     @property
     def id(self) -> str:
@@ -92,6 +93,14 @@ class ImageBackbone:
     def input_kinds(self) -> tuple[str, ...]:
         """What ``prepare`` makes (see ``BackboneSpec.input_kinds``)."""
         return self.spec.input_kinds
+
+    def can_split(self, kind: str) -> bool:
+        """True: each image is read on its own, so images may be embedded and prepared in chunks."""
+        return True
+
+    def reading_note(self, images: Sequence[Image.Image]) -> str | None:
+        """None: an image is always read whole."""
+        return None
 
     def preprocess(self, image: Image.Image) -> Tensor:
         """Pad an RGB image to a square with white, resize it, return a (3, size, size) float tensor.

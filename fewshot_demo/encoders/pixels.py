@@ -30,7 +30,16 @@ class PixelBackbone:
         return self.spec.id
 
     modality = "image"
+    role = "backbone"
     input_kinds = ("features",)
+
+    def can_split(self, kind: str) -> bool:
+        """True: each image becomes its pixels on its own, so images may be read in chunks."""
+        return True
+
+    def reading_note(self, images: Sequence[Image.Image]) -> str | None:
+        """None: an image is always read whole."""
+        return None
 
     def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> Tensor:
         """Return (n_images, 1, 28, 28) float32 pixels on the CPU."""

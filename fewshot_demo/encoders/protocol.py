@@ -25,10 +25,13 @@ class Encoder(Protocol):
         modality: "image" or "text".
         feature_dim: size of one feature vector (for ``pixels28``, 28 * 28: its features are pixels).
         input_kinds: the kinds ``prepare`` makes, "features" first.
+        role: what results call it, "backbone" (images) or "encoder" (texts): the bench's JSON
+            names the id under this key.
     """
 
     modality: str
     feature_dim: int
+    role: str
 
     @property
     def id(self) -> str: ...
@@ -41,3 +44,10 @@ class Encoder(Protocol):
 
     def prepare(self, kind: str, items: Sequence[Any]) -> Tensor:
         """What a learner of ``input_kind == kind`` consumes, for these items."""
+
+    def can_split(self, kind: str) -> bool:
+        """True when ``prepare(kind, ...)`` over parts of the items, concatenated, equals it over all
+        of them: a long embedding or preparation may then run in chunks and hear a Stop between them."""
+
+    def reading_note(self, items: Sequence[Any]) -> str | None:
+        """A sentence for the user on how these items are read (long texts in windows), or None."""

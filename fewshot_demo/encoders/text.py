@@ -161,7 +161,17 @@ class TextEncoder:
         self._lock = threading.Lock()  # one forward pass at a time; the cache is shared
 
     modality = "text"
+    role = "encoder"
     input_kinds = ("features", TOKENS)
+
+    def can_split(self, kind: str) -> bool:
+        """False: token ids are padded to the longest text of the call, so parts would not fit
+        together; embeddings are made in batches of similar lengths over all the texts at once."""
+        return False
+
+    def reading_note(self, texts: Sequence[str]) -> str | None:
+        """``truncation_note``: which texts are read in windows, and which are cut."""
+        return self.truncation_note(texts)
 
     @property
     def id(self) -> str:
