@@ -162,8 +162,9 @@ def evaluate(
     Returns:
         One ``EvaluationSummary`` per method and shot: accuracy, ci95, ms_per_episode, peak_mb.
     """
-    from fewshot_demo.bench import run_benchmark
-    from fewshot_demo.data.pools import embed_pool, read_image_folder, read_text_file
+    from fewshot_demo.bench.benchmark import run_benchmark
+    from fewshot_demo.bench.pools import embed_pool
+    from fewshot_demo.data.labelled import read_image_folder, read_text_file
     from fewshot_demo.runtime.device import pick_device
 
     path = Path(data)

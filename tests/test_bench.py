@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.bench import main
+from fewshot_demo.bench.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.bench import main
-from fewshot_demo.comparison import compared_methods
+from fewshot_demo.bench.cli import main
+from fewshot_demo.bench.comparison import compared_methods
 
 COMPARED_METHODS = compared_methods()
 #: The self-supervised methods pretrain the Conv-4 of the pixels28 track only: the bench on photos

@@ -12,27 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot_demo import comparison
-from fewshot_demo.comparison import (
-    ComparisonConfig,
-    ComparisonData,
-    choose_n_query,
-    paired_difference,
-    reading,
-    results_csv,
-    results_json,
-    run_comparison,
-)
+from fewshot_demo.bench import exports
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import ComparisonConfig, ComparisonData
+from fewshot_demo.bench.exports import results_csv, results_json
+from fewshot_demo.bench.pools import CachedInputs, EmbeddedPool
+from fewshot_demo.bench.reading import reading
 from fewshot_demo.config.settings import settings
 from fewshot_demo.core import runner
-from fewshot_demo.core.evaluation import EvaluationSummary, PeakMemory, mean_and_ci95
-from fewshot_demo.data.builtin import (
-    BUILTIN_DATASETS,
-    LoadedData,
-    data_from_upload,
-    load_dataset,
+from fewshot_demo.core.evaluation import (
+    EvaluationSummary,
+    PeakMemory,
+    mean_and_ci95,
+    paired_difference,
 )
-from fewshot_demo.data.pools import CachedInputs, EmbeddedPool
+from fewshot_demo.data.builtin import BUILTIN_DATASETS, load_dataset
+from fewshot_demo.data.episodes import choose_n_query
+from fewshot_demo.data.labelled import LoadedData
+from fewshot_demo.data.zips import data_from_upload
 from fewshot_demo.methods import LearnerContext, make_learner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -180,7 +177,7 @@ def test_csv_and_json_exports_have_the_documented_shape():
     data = _synthetic()
     last = list(run_comparison(data, config))[-1]
     rows = results_csv("synthetic", 5, last.results).splitlines()
-    assert rows[0] == ",".join(comparison.CSV_COLUMNS) and len(rows) == 5
+    assert rows[0] == ",".join(exports.CSV_COLUMNS) and len(rows) == 5
     result = json.loads(json.dumps(results_json(data, config, last)))
     assert {"dataset", "modality", "device", "n_way", "n_shots", "n_query", "episodes", "seed", "versions",
             "results", "per_class_accuracy", "reading", "notes", "skipped", "status"} <= set(result)

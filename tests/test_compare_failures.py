@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewshot_demo.compare_report import skipped_notes
-from fewshot_demo.comparison import (
-    ComparisonConfig,
-    ComparisonData,
-    NotRun,
-    results_json,
-    run_comparison,
-)
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import ComparisonConfig, ComparisonData
+from fewshot_demo.bench.exports import results_json
+from fewshot_demo.bench.pools import CachedInputs, EmbeddedPool
+from fewshot_demo.bench.report import skipped_notes
+from fewshot_demo.bench.results import NotRun
 from fewshot_demo.config.errors import CheckpointMissingError, MethodNotApplicableError
-from fewshot_demo.data.pools import CachedInputs, EmbeddedPool, LoadedData
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.methods import MethodSpec, PrototypicalNetwork, register, registry
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from fewshot_demo import compare_report
+from fewshot_demo.bench import report
 from fewshot_demo.config.settings import settings
 from fewshot_demo.data import builtin
-from fewshot_demo.data.builtin import BuiltinDataset, LoadedData
+from fewshot_demo.data.builtin import BuiltinDataset
+from fewshot_demo.data.labelled import LoadedData
 
 TOPICS = {
     "sport": ["The striker scored twice", "A late goal won the cup", "The team lost the final", "Record run in the marathon"],
@@ -27,18 +28,18 @@ def test_report_writes_a_table_with_date_device_and_versions(tmp_path, monkeypat
                              "Not here.", lambda: False, _tiny)
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, "tiny", tiny)
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, "gone", missing)
-    monkeypatch.setattr(compare_report, "BUILTIN_DATASETS", builtin.BUILTIN_DATASETS)
+    monkeypatch.setattr(report, "BUILTIN_DATASETS", builtin.BUILTIN_DATASETS)
     monkeypatch.setenv("FEWSHOT_FEATURE_CACHE", str(tmp_path / "cache"))
     settings.cache_clear()
     out, dump = tmp_path / "results.md", tmp_path / "results.json"
-    code = compare_report.main([
+    code = report.main([
         "--out", str(out), "--json", str(dump), "--datasets", "tiny", "gone", "--methods", "protonet", "linear", "maml",
         "--shots", "1", "2", "--n-way", "3", "--episodes", "4", "--device", "cpu",
     ])
     assert code == 0
     text = out.read_text()
     assert text.startswith("## Results")
-    assert "python -m fewshot_demo.compare_report" in text and "UTC" in text and "device: cpu" in text
+    assert "python -m fewshot_demo.bench.report" in text and "UTC" in text and "device: cpu" in text
     assert "torch " in text and "fewshot_demo " in text
     assert "| method | family | encoder | 1-shot accuracy | 1-shot ms/episode | 2-shot accuracy | 2-shot ms/episode |" in text
     assert "| Linear probe | transfer | minilm |" in text and "| ProtoNet |" in text
@@ -50,5 +51,5 @@ def test_report_writes_a_table_with_date_device_and_versions(tmp_path, monkeypat
 
 
 def test_report_refuses_an_unknown_data_set(capsys):
-    assert compare_report.main(["--datasets", "imagenet"]) == 2
+    assert report.main(["--datasets", "imagenet"]) == 2
     assert "unknown data set" in capsys.readouterr().err

@@ -7,11 +7,13 @@ import time
 
 import torch
 
-from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import ComparisonConfig, ComparisonData
+from fewshot_demo.bench.pools import embed_pool
 from fewshot_demo.core.runner import EpisodeRun
 from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
 from fewshot_demo.data.images import load_image
-from fewshot_demo.data.pools import LoadedData, embed_pool
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.ui import image_tab
 

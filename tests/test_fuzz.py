@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.data import builtin
+from fewshot_demo.data import zips
 from fewshot_demo.data.images import load_image
 from fewshot_demo.data.texts import read_text_table
 
@@ -110,7 +110,7 @@ def test_the_zip_reader_reads_or_refuses_any_archive(scratch, data):
     archive = scratch / "upload.zip"
     archive.write_bytes(data)
     try:
-        loaded = builtin.data_from_upload(archive)
+        loaded = zips.data_from_upload(archive)
     except UserInputError as error:
         assert str(scratch) not in str(error)  # never the server's folder
         return

@@ -20,10 +20,11 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from fewshot_demo.bench import builtin_pools
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier, _checksum
-from fewshot_demo.data import builtin
-from fewshot_demo.data.pools import LoadedData
+from fewshot_demo.data import builtin, zips
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.ui.api import Warmup
 from fewshot_demo.ui.guard import TempFiles, readable_errors, scrub
 
@@ -201,7 +202,7 @@ def test_damaged_encrypted_or_unreadable_zips_get_messages_and_leave_nothing_beh
 
     before = set(Path(tempfile.gettempdir()).glob("fewshot-unzip-*"))
     good = {"a/one.png": _png(), "b/two.png": _png("blue")}
-    with builtin.unpacked_zip(_zip(tmp_path, **good)) as root:
+    with zips.unpacked_zip(_zip(tmp_path, **good)) as root:
         assert sorted(p.name for p in root.iterdir()) == ["a", "b"]
     cases = {
         "not a zip": (lambda: _write(tmp_path / "x.zip", b"PK\x03\x04 nope"), "not a valid zip"),
@@ -213,7 +214,7 @@ def test_damaged_encrypted_or_unreadable_zips_get_messages_and_leave_nothing_beh
     }
     for case, (make, message) in cases.items():
         with pytest.raises(UserInputError, match=message) as raised:
-            builtin.data_from_upload(make())
+            zips.data_from_upload(make())
         assert "/tmp" not in str(raised.value), case
     assert set(Path(tempfile.gettempdir()).glob("fewshot-unzip-*")) == before
 
@@ -253,7 +254,7 @@ def _set_method(path: Path, method: int) -> Path:
 def test_a_zip_bomb_is_refused_from_its_headers_and_a_lying_header_is_caught(tmp_path):
     archive = _zip(tmp_path, **{"a/big.png": b"\0" * 150_000, "b/big.png": b"\0" * 150_000})
     with pytest.raises(UserInputError, match="unpacks to more than 0.1907 MB"):  # nothing is decompressed
-        with builtin.unpacked_zip(archive, max_bytes=200_000):
+        with zips.unpacked_zip(archive, max_bytes=200_000):
             pass
     data = bytearray(archive.read_bytes())
     start = 0
@@ -262,7 +263,7 @@ def test_a_zip_bomb_is_refused_from_its_headers_and_a_lying_header_is_caught(tmp
         start = found + 4
     (tmp_path / "liar.zip").write_bytes(bytes(data))
     with pytest.raises(UserInputError, match="is damaged"):
-        builtin.data_from_upload(tmp_path / "liar.zip")
+        zips.data_from_upload(tmp_path / "liar.zip")
 
 
 # ------------------------------------------------------------------------------------------ feature cache
@@ -279,21 +280,21 @@ def tiny_builtin(monkeypatch, tmp_path):
     monkeypatch.setitem(builtin.BUILTIN_DATASETS, TINY, spec)
     # Patched here rather than through FEWSHOT_FEATURE_CACHE: the app the other tests launched in
     # this process may read the settings on another thread at any moment.
-    monkeypatch.setattr(builtin, "feature_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(builtin_pools, "feature_cache_dir", lambda: tmp_path)
     yield data, tmp_path
     builtin._LOADED.pop(TINY, None)
-    for key in [k for k in builtin._POOLS if k[0] == TINY]:
-        del builtin._POOLS[key]
+    for key in [k for k in builtin_pools._POOLS if k[0] == TINY]:
+        del builtin_pools._POOLS[key]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong shape", "other encoder", "not a tensor", "nan"])
 def test_a_damaged_feature_cache_is_detected_and_rebuilt(tiny_builtin, damage):
     data, folder = tiny_builtin
     device = torch.device("cpu")
-    good = builtin.builtin_pool(TINY, "minilm", device).prepare("features")
+    good = builtin_pools.builtin_pool(TINY, "minilm", device).prepare("features")
     [cache] = folder.glob(f"builtin-*{TINY}*.pt")
-    for key in [k for k in builtin._POOLS if k[0] == TINY]:
-        del builtin._POOLS[key]  # as after a restart: only the disk cache is left
+    for key in [k for k in builtin_pools._POOLS if k[0] == TINY]:
+        del builtin_pools._POOLS[key]  # as after a restart: only the disk cache is left
     if damage == "garbage":
         cache.write_bytes(b"\x00not a torch file")
     elif damage == "truncated":
@@ -306,7 +307,7 @@ def test_a_damaged_feature_cache_is_detected_and_rebuilt(tiny_builtin, damage):
         torch.save({"features": good}, cache)
     else:
         torch.save(torch.full_like(good, float("nan")), cache)
-    rebuilt = builtin.builtin_pool(TINY, "minilm", device).prepare("features")
+    rebuilt = builtin_pools.builtin_pool(TINY, "minilm", device).prepare("features")
     assert torch.allclose(rebuilt, good, atol=1e-4)
     assert torch.allclose(torch.load(cache, weights_only=True), good, atol=1e-4)  # the file is whole again
 

@@ -10,7 +10,8 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.comparison import ComparisonUpdate, stop_within
+from fewshot_demo.bench.compare_run import stop_within
+from fewshot_demo.bench.results import ComparisonUpdate
 from fewshot_demo.config.checks import check_count, check_file_sizes
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.limits import Limits

@@ -64,7 +64,7 @@ def test_bad_input_says_what_to_do():
 def test_evaluate_gives_the_bench_numbers_on_the_same_episodes(tmp_path):
     import json
 
-    from fewshot_demo.bench import main
+    from fewshot_demo.bench.cli import main
 
     data = ROOT / "examples" / "text" / "topics" / "support.csv"
     summaries = fsd.evaluate(data, methods=["protonet", "linear"], n_way=3, n_shots=[2], n_query=3, episodes=5)

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fewshot_demo.bench import EmbeddedPool
-from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import ComparisonConfig, ComparisonData
+from fewshot_demo.bench.pools import EmbeddedPool
 from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.data import splits
-from fewshot_demo.data.builtin import LoadedData
 from fewshot_demo.data.images import load_image
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.methods import LinearProbe
 from fewshot_demo.methods.matchingnet import MatchingNetwork, matching_log_probs
 from fewshot_demo.methods.networks import FeatureProjection

@@ -8,11 +8,13 @@ import time
 import pytest
 import torch
 
-from fewshot_demo.bench import run_benchmark
-from fewshot_demo.comparison import ComparisonConfig, ComparisonData, run_comparison
+from fewshot_demo.bench.benchmark import run_benchmark
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import ComparisonConfig, ComparisonData
+from fewshot_demo.bench.pools import CachedInputs, EmbeddedPool
 from fewshot_demo.core.runner import EpisodeRun, run_episodes
 from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
-from fewshot_demo.data.pools import CachedInputs, EmbeddedPool, LoadedData
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.methods import LearnerContext
 from fewshot_demo.methods.base import FewShotLearner
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fewshot_demo.bench import builtin_pools
 from fewshot_demo.config.settings import Settings, settings
-from fewshot_demo.data import builtin
 from fewshot_demo.methods import checkpoint_index as checkpoints
 from fewshot_demo.runtime import device
 
@@ -35,11 +35,11 @@ def test_each_variable_sets_its_field():
 def test_the_environment_is_read_once_until_the_cache_is_cleared(monkeypatch, tmp_path):
     monkeypatch.setenv("FEWSHOT_FEATURE_CACHE", str(tmp_path / "first"))
     settings.cache_clear()
-    assert builtin.feature_cache_dir() == tmp_path / "first"
+    assert builtin_pools.feature_cache_dir() == tmp_path / "first"
     monkeypatch.setenv("FEWSHOT_FEATURE_CACHE", str(tmp_path / "second"))
-    assert settings() is settings() and builtin.feature_cache_dir() == tmp_path / "first"  # read once
+    assert settings() is settings() and builtin_pools.feature_cache_dir() == tmp_path / "first"  # read once
     settings.cache_clear()
-    assert builtin.feature_cache_dir() == tmp_path / "second"
+    assert builtin_pools.feature_cache_dir() == tmp_path / "second"
 
 
 def test_readers_take_the_overridden_values(monkeypatch, tmp_path):

@@ -199,9 +199,9 @@ def test_self_supervised_settings_are_checked():
 
 # ------------------------------------------------------------------------------- registry, comparison
 def test_a_third_family_in_the_registry_and_the_comparison():
-    from fewshot_demo.comparison import ComparisonData, compared_methods
+    from fewshot_demo.bench.comparison import ComparisonData, compared_methods
     from fewshot_demo.config.errors import CheckpointMissingError
-    from fewshot_demo.data.pools import LoadedData
+    from fewshot_demo.data.labelled import LoadedData
     from fewshot_demo.methods import get_method
     from fewshot_demo.methods.registry import FAMILIES
 
@@ -219,7 +219,7 @@ def test_a_third_family_in_the_registry_and_the_comparison():
 
 
 def test_reading_explains_what_pretraining_without_labels_bought():
-    from fewshot_demo.comparison import reading
+    from fewshot_demo.bench.reading import reading
     from fewshot_demo.core.evaluation import EvaluationSummary
 
     summaries = [EvaluationSummary(m, 5, 100, a, 0.01, 1.0) for m, a in

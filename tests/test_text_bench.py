@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.bench import main
+from fewshot_demo.bench.cli import main
 from fewshot_demo.encoders.registry import default_encoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "text"

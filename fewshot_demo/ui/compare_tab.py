@@ -1,6 +1,6 @@
 """The "Transfer vs meta" tab: methods side by side on identical episodes, with honest statistics.
 
-Thin over ``fewshot_demo.comparison``: the handlers turn UI values into a ``ComparisonConfig`` and a
+Thin over ``fewshot_demo.bench.comparison``: the handlers turn UI values into a ``ComparisonConfig`` and a
 ``ComparisonData``, stream the core's updates into plots and tables, and raise ValueErrors that the
 wiring turns into ``gr.Error`` messages. They are module-level functions over a ``CompareSession``.
 
@@ -25,26 +25,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fewshot_demo.comparison import (  # noqa: E402
+from fewshot_demo.bench.compare_run import run_comparison, stop_within  # noqa: E402
+from fewshot_demo.bench.comparison import (  # noqa: E402
     DEFAULT_METHODS,
     ComparisonConfig,
     ComparisonData,
-    ComparisonUpdate,
-    MethodResult,
     method_label,
-    reading,
-    run_comparison,
-    stop_within,
-    write_exports,
 )
+from fewshot_demo.bench.exports import write_exports  # noqa: E402
+from fewshot_demo.bench.reading import reading  # noqa: E402
+from fewshot_demo.bench.results import ComparisonUpdate, MethodResult  # noqa: E402
 from fewshot_demo.config.checks import check_episodes  # noqa: E402
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.data.builtin import (  # noqa: E402
-    BUILTIN_DATASETS,
-    LoadedData,
-    data_from_items,
-    data_from_upload,
-)
+from fewshot_demo.data.builtin import BUILTIN_DATASETS  # noqa: E402
+from fewshot_demo.data.labelled import LoadedData, data_from_items  # noqa: E402
+from fewshot_demo.data.zips import data_from_upload  # noqa: E402
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
 from fewshot_demo.ui.common import errors_in_status, subplots, user_errors  # noqa: E402
 from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402

@@ -31,7 +31,7 @@ from fewshot_demo.core.image_task import (
     fit_image_classifier,
     load_images,
 )
-from fewshot_demo.data.builtin import data_from_items
+from fewshot_demo.data.labelled import data_from_items
 from fewshot_demo.data.image_folder import list_image_folder
 from fewshot_demo.data.images import to_rgb
 from fewshot_demo.encoders.backbones import BACKBONES

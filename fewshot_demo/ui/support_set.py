@@ -33,7 +33,7 @@ from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier, Prediction
-from fewshot_demo.data.builtin import LoadedData
+from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.ui.common import (
     confusion_table,
     embedding_map_figure,

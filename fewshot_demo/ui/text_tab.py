@@ -26,7 +26,7 @@ from fewshot_demo.core.text_task import (
     parse_queries,
     support_fingerprint,
 )
-from fewshot_demo.data.builtin import data_from_items
+from fewshot_demo.data.labelled import data_from_items
 from fewshot_demo.data.texts import read_text_table, split_lines
 from fewshot_demo.encoders.registry import default_encoder
 from fewshot_demo.encoders.text import (

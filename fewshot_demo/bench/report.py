@@ -1,8 +1,8 @@
 """The results table of the README, produced by one command that anyone can re-run.
 
-    python -m fewshot_demo.compare_report --out docs/results.md --episodes 100 --shots 1 5
+    python -m fewshot_demo.bench.report --out docs/results.md --episodes 100 --shots 1 5
 
-Runs every comparison method (``comparison.compared_methods()``) on every installed built-in data set,
+Runs every comparison method (``bench.comparison.compared_methods()``) on every installed built-in data set,
 on identical episodes per data set and K-shot, and writes a Markdown table per data set
 (accuracy ± 95% CI and ms per episode, per method and K-shot) with the date, device and versions.
 Data sets that are not installed are listed with their install command; methods that cannot run
@@ -23,19 +23,18 @@ from typing import Sequence
 
 import torch
 
-from fewshot_demo.comparison import (
+from fewshot_demo.bench.compare_run import run_comparison
+from fewshot_demo.bench.comparison import (
     ComparisonConfig,
     ComparisonData,
-    ComparisonUpdate,
-    NotRun,
     compared_methods,
     method_label,
-    results_json,
-    run_comparison,
-    versions,
 )
+from fewshot_demo.bench.exports import results_json, versions
+from fewshot_demo.bench.results import ComparisonUpdate, NotRun
 from fewshot_demo.config.errors import CheckpointMissingError, UserInputError
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
+from fewshot_demo.data.splits import TRACKS
 from fewshot_demo.runtime.device import pick_device
 
 #: Methods left out of the default run for a modality, with the reason (override with --methods).
@@ -62,8 +61,6 @@ def skipped_notes(not_run: Sequence[NotRun], encoder_id: str) -> list[str]:
     others += [f"failed: {text}" for text in dict.fromkeys(
         f"{n.method} ({n.error.__name__}): {n.reason}" for n in not_run if n.failed)]
     if no_checkpoint:
-        from fewshot_demo.data.splits import TRACKS
-
         remedy = (f"`python -m fewshot_demo.train --method METHOD --backbone {encoder_id}` makes one" if encoder_id in TRACKS
                   else f"meta-training covers the {' and '.join(TRACKS)} backbones")
         others.insert(0, f"not run: {', '.join(no_checkpoint)} (no meta-trained checkpoint for {encoder_id}; {remedy})")
@@ -91,7 +88,7 @@ def markdown_table(update: ComparisonUpdate, shots: Sequence[int], methods: Sequ
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.compare_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"), help="Markdown file to write")
     parser.add_argument("--json", type=Path, default=None, help="also write every result as JSON here")
     parser.add_argument("--datasets", nargs="+", default=list(BUILTIN_DATASETS), help=f"built-in ids: {', '.join(BUILTIN_DATASETS)}")
@@ -118,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    command = "python -m fewshot_demo.compare_report " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m fewshot_demo.bench.report " + " ".join(argv if argv is not None else sys.argv[1:])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     threads = torch.get_num_threads()
     device_text = str(device) if device.type != "cpu" else f"cpu ({threads} thread{'s' if threads > 1 else ''}, {platform.machine()})"
