@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.text.peers import PeerRow, main, merge_rows, paired_difference
+from fewshot_demo.bench.peer_rows import PeerRow, merge_rows, paired_difference
+from fewshot_demo.bench.text_peers import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "text"
 

@@ -1,7 +1,7 @@
 """Our text methods next to two outside peers, on exactly the bench's episodes.
 
-    python -m fewshot_demo.text.peers --data bbc --n-shot 1 5 8 --episodes 200 --setfit-episodes 20
-    python -m fewshot_demo.text.peers merge run-a.json run-b.json --out merged.json
+    python -m fewshot_demo.bench.text_peers --data bbc --n-shot 1 5 8 --episodes 200 --setfit-episodes 20
+    python -m fewshot_demo.bench.text_peers merge run-a.json run-b.json --out merged.json
 
 The peers, on the same encoder and the same episodes:
 
@@ -18,7 +18,7 @@ last-and-middle-layer features); each runs in ``fewshot_demo.core.runner`` and i
 Every row reports accuracy +- 95% CI and the mean training seconds (``fit`` only, after embedding:
 the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and head), and every
 one of our methods gets its paired difference to each peer, over the episodes both ran. Episodes are
-drawn as by ``fewshot_demo.bench`` (same seed, same sampler, classes in order of first appearance),
+drawn as by ``fewshot_demo.bench.benchmark`` (same seed, same sampler, classes in order of first appearance),
 so ``--data bbc`` gives the episodes of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV
 written by ``python -m fewshot_demo.data.texts bbc bbc.csv``. One torch thread unless
 FEWSHOT_TORCH_THREADS says otherwise.
@@ -41,16 +41,21 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from fewshot_demo.bench.peer_rows import (
+    PEERS,
+    PeerRow,
+    format_report,
+    merge_rows,
+    report,
+    summary_line,
+)
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import settings
-from fewshot_demo.core import evaluation
-from fewshot_demo.core.evaluation import mean_and_ci95
 from fewshot_demo.core.runner import run_episodes
 from fewshot_demo.data.episodes import (
     Episode,
@@ -58,99 +63,18 @@ from fewshot_demo.data.episodes import (
     remap_labels,
     sample_episodes,
 )
+from fewshot_demo.data.texts import BENCHMARK_CORPORA, read_text_table
+from fewshot_demo.encoders.registry import get_encoder
+from fewshot_demo.encoders.text import parse_encoder_id
 from fewshot_demo.methods import LearnerContext, available_methods, get_method
 
 DEFAULT_METHODS = ("linear@minilm", "linear@minilm:layers", "finetune@minilm:layers")
-PEERS = ("sklearn_lr", "setfit")
 #: Methods whose inputs are tokens (they fine-tune the encoder): run on the SetFit episode budget.
 SLOW_KINDS = ("tokens",)
 
 
-@dataclass
-class PeerRow:
-    """One method at one shot count: per-episode accuracies and training seconds."""
-
-    method: str
-    encoder: str
-    n_shot: int
-    accuracies: list[float] = field(default_factory=list)
-    train_seconds: list[float] = field(default_factory=list)
-    first_episode: int = 0  # accuracies[i] is episode first_episode + i of the seed's sequence
-
-    @property
-    def end_episode(self) -> int:
-        return self.first_episode + len(self.accuracies)
-
-    def summary(self) -> dict:
-        accuracy, ci95 = mean_and_ci95(self.accuracies)
-        return {
-            "method": self.method, "encoder": self.encoder, "n_shot": self.n_shot, "episodes": len(self.accuracies),
-            "accuracy": round(accuracy, 4), "ci95": round(ci95, 4),
-            "train_s": round(sum(self.train_seconds) / len(self.train_seconds), 4),
-            # kept so that runs over different episodes can be merged and paired later (``merge``)
-            "first_episode": self.first_episode,
-            "per_episode": [round(accuracy, 4) for accuracy in self.accuracies],
-            "per_episode_train_s": [round(seconds, 4) for seconds in self.train_seconds],
-        }
-
-    @classmethod
-    def from_summary(cls, summary: dict) -> "PeerRow":
-        """Rebuild a row from its ``summary`` (as written by ``--out``)."""
-        accuracies = list(summary["per_episode"])
-        seconds = summary.get("per_episode_train_s") or [summary["train_s"]] * len(accuracies)
-        return cls(summary["method"], summary["encoder"], summary["n_shot"], accuracies, list(seconds),
-                   summary.get("first_episode", 0))
-
-
-def _overlap(ours: PeerRow, peer: PeerRow) -> tuple[slice, slice, int]:
-    """Slices of each row's lists covering the episodes both ran, and how many there are."""
-    first, end = max(ours.first_episode, peer.first_episode), min(ours.end_episode, peer.end_episode)
-    n = max(0, end - first)
-    return (slice(first - ours.first_episode, first - ours.first_episode + n),
-            slice(first - peer.first_episode, first - peer.first_episode + n), n)
-
-
-def paired_difference(ours: PeerRow, peer: PeerRow) -> dict | None:
-    """Mean and 95% CI of (ours - peer) accuracy over the episodes both ran; None when they share none."""
-    mine, theirs, n = _overlap(ours, peer)
-    if n == 0:
-        return None
-    mean, ci95 = evaluation.paired_difference(ours.accuracies[mine], peer.accuracies[theirs])
-    return {"method": ours.method, "peer": peer.method, "n_shot": ours.n_shot, "episodes": n,
-            "difference": round(mean, 4), "ci95": round(ci95, 4)}
-
-
-def merge_rows(rows: Sequence[PeerRow]) -> list[PeerRow]:
-    """Join rows of one method and shot count that ran consecutive episode ranges into one row each.
-
-    Raises:
-        UserInputError: when two ranges of one method overlap or leave a gap (the merged row would not be
-            the episodes it claims to be).
-    """
-    groups: dict[tuple[str, int], list[PeerRow]] = {}
-    for row in rows:
-        groups.setdefault((row.method, row.n_shot), []).append(row)
-    merged = []
-    for (method, n_shot), parts in groups.items():
-        parts = sorted(parts, key=lambda row: row.first_episode)
-        joined = PeerRow(method, parts[0].encoder, n_shot, first_episode=parts[0].first_episode)
-        for part in parts:
-            if part.first_episode != joined.end_episode:
-                raise UserInputError(
-                    f"{method} at {n_shot} shots: episodes {part.first_episode}-{part.end_episode - 1} do not follow "
-                    f"episodes {joined.first_episode}-{joined.end_episode - 1}; merge runs of consecutive ranges "
-                    "(--slow-from)"
-                )
-            joined.accuracies += part.accuracies
-            joined.train_seconds += part.train_seconds
-        merged.append(joined)
-    return merged
-
-
 def load_corpus(data: str) -> tuple[list[str], list[str], list[str]]:
     """Texts, labels and notes of an installed corpus ("bbc", "chatterbot") or a CSV/TSV/JSONL file."""
-    from fewshot_demo.data.texts import BENCHMARK_CORPORA, read_text_table
-
     table = BENCHMARK_CORPORA[data]() if data in BENCHMARK_CORPORA else read_text_table(Path(data))
     return table.texts, table.labels, list(table.notes)
 
@@ -162,7 +86,9 @@ def split_method(spec: str) -> tuple[str, str]:
 
 
 def _sklearn_lr() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import (
+        LogisticRegression,  # deferred: optional (the peers extra), heavy
+    )
 
     def run(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, float]:
         began = time.perf_counter()
@@ -174,6 +100,7 @@ def _sklearn_lr() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[
 
 
 def _setfit(model_source: str) -> Callable[[list[str], list[int], list[str], int], tuple[torch.Tensor, float]]:
+    # deferred: optional (the peers extra) and heavy; without them the SetFit rows are skipped
     import datasets
     import transformers
     from setfit import SetFitModel, Trainer, TrainingArguments
@@ -224,8 +151,6 @@ def run_peers(
     Raises:
         UserInputError: for an unknown method, or too few classes with enough texts.
     """
-    from fewshot_demo.encoders.text import load_encoder, parse_encoder_id
-
     device = torch.device(device)
     parsed = [split_method(spec) for spec in methods]
     unknown = [method for method, _ in parsed if method not in available_methods()]
@@ -233,27 +158,13 @@ def run_peers(
         raise UserInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
     if slow_from < 0:
         raise UserInputError(f"--slow-from must be 0 or more (the index of an episode), not {slow_from}")
-    notes: list[str] = []
-    unknown = [name for name in peer_names if name not in PEERS]
-    if unknown:
-        raise UserInputError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    peers: dict[str, Callable] = {}
-    if "sklearn_lr" in peer_names:
-        try:
-            peers["sklearn_lr"] = _sklearn_lr()
-        except ImportError:
-            notes.append("sklearn_lr skipped: scikit-learn is not installed (pip install scikit-learn)")
-    if n_slow_episodes > 0 and "setfit" in peer_names:
-        try:
-            peers["setfit"] = _setfit(parse_encoder_id(peer_encoder)[0].locate())
-        except ImportError:
-            notes.append("setfit skipped: the setfit package is not installed (pip install setfit)")
+    peers, notes = _load_peers(peer_names, n_slow_episodes > 0, peer_encoder)
     _, labels = remap_labels(names)
     inputs: dict[tuple[str, str], torch.Tensor] = {}
 
     def items(encoder_id: str, kind: str) -> torch.Tensor:
         if (encoder_id, kind) not in inputs:
-            inputs[encoder_id, kind] = load_encoder(encoder_id, device).prepare(kind, list(texts)).to(device)
+            inputs[encoder_id, kind] = get_encoder(encoder_id, device).prepare(kind, list(texts)).to(device)
         return inputs[encoder_id, kind]
 
     rows: list[PeerRow] = []
@@ -263,10 +174,10 @@ def run_peers(
         drawn = sample_episodes(labels.tolist(), config, max(n_episodes, slow_from + n_slow_episodes), seed=seed)
         episodes, slow = drawn[:n_episodes], drawn[slow_from : slow_from + n_slow_episodes]
         for method, encoder_id in parsed:
-            encoder = load_encoder(encoder_id, device)
+            encoder = get_encoder(encoder_id, device)
             spec = get_method(method)
-            spec.check_applicable("text", encoder.id)
-            kind = spec.input_kind("text")
+            spec.check_applicable(encoder.modality, encoder.id)
+            kind = spec.input_kind(encoder.modality)
             is_slow = kind in SLOW_KINDS
             row = PeerRow(f"{method}@{encoder.id}", encoder.id, n_shot, first_episode=slow_from if is_slow else 0)
             chosen = slow if is_slow else episodes
@@ -277,82 +188,76 @@ def run_peers(
                 row.train_seconds = [outcome.fit_seconds for outcome in run.outcomes]
             if row.accuracies:
                 rows.append(row)
-                log(_line(row.summary()))
+                log(summary_line(row.summary()))
         if "sklearn_lr" in peers and episodes:
-            row = PeerRow("sklearn_lr", peer_encoder, n_shot)
-            for episode in episodes:
-                support, query = episode.split(items(peer_encoder, "features").cpu())
-                predicted, seconds = peers["sklearn_lr"](support, episode.support_labels, query)
-                row.accuracies.append(_accuracy(predicted, episode))
-                row.train_seconds.append(seconds)
-            rows.append(row)
-            log(_line(row.summary()))
+            rows.append(_sklearn_row(peers["sklearn_lr"], items(peer_encoder, "features").cpu(), episodes,
+                                     peer_encoder, n_shot))
+            log(summary_line(rows[-1].summary()))
         if "setfit" in peers and slow:
-            row = PeerRow("setfit", peer_encoder, n_shot, first_episode=slow_from)
-            for index, episode in enumerate(slow, start=slow_from):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    predicted, seconds = peers["setfit"](
-                        [texts[i] for i in episode.support_indices.tolist()], episode.support_labels.tolist(),
-                        [texts[i] for i in episode.query_indices.tolist()], index,
-                    )
-                row.accuracies.append(_accuracy(predicted, episode))
-                row.train_seconds.append(seconds)
-            rows.append(row)
-            log(_line(row.summary()))
+            rows.append(_setfit_row(peers["setfit"], texts, slow, slow_from, peer_encoder, n_shot))
+            log(summary_line(rows[-1].summary()))
     return rows, notes
+
+
+def _load_peers(peer_names: Sequence[str], slow: bool, peer_encoder: str) -> tuple[dict[str, Callable], list[str]]:
+    """The peers that can run ({name: run}; SetFit only when ``slow`` episodes are asked for), and
+    notes naming the ``pip install`` of each one whose package is missing.
+
+    Raises:
+        UserInputError: for an unknown peer name.
+    """
+    unknown = [name for name in peer_names if name not in PEERS]
+    if unknown:
+        raise UserInputError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    peers: dict[str, Callable] = {}
+    notes: list[str] = []
+    if "sklearn_lr" in peer_names:
+        try:
+            peers["sklearn_lr"] = _sklearn_lr()
+        except ImportError:
+            notes.append("sklearn_lr skipped: scikit-learn is not installed (pip install scikit-learn)")
+    if slow and "setfit" in peer_names:
+        try:
+            peers["setfit"] = _setfit(parse_encoder_id(peer_encoder)[0].locate())
+        except ImportError:
+            notes.append("setfit skipped: the setfit package is not installed (pip install setfit)")
+    return peers, notes
+
+
+def _sklearn_row(run: Callable, features: torch.Tensor, episodes: Sequence[Episode], peer_encoder: str,
+                 n_shot: int) -> PeerRow:
+    """scikit-learn's logistic regression on each episode's (n_items, feature_dim) frozen features."""
+    row = PeerRow("sklearn_lr", peer_encoder, n_shot)
+    for episode in episodes:
+        support, query = episode.split(features)
+        predicted, seconds = run(support, episode.support_labels, query)
+        row.accuracies.append(_accuracy(predicted, episode))
+        row.train_seconds.append(seconds)
+    return row
+
+
+def _setfit_row(run: Callable, texts: Sequence[str], episodes: Sequence[Episode], first: int, peer_encoder: str,
+                n_shot: int) -> PeerRow:
+    """SetFit on each episode's raw texts, seeded with the episode's index (``first`` for the first)."""
+    row = PeerRow("setfit", peer_encoder, n_shot, first_episode=first)
+    for index, episode in enumerate(episodes, start=first):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predicted, seconds = run(
+                [texts[i] for i in episode.support_indices.tolist()], episode.support_labels.tolist(),
+                [texts[i] for i in episode.query_indices.tolist()], index,
+            )
+        row.accuracies.append(_accuracy(predicted, episode))
+        row.train_seconds.append(seconds)
+    return row
 
 
 def _accuracy(predicted: torch.Tensor, episode: Episode) -> float:
     return (predicted.cpu() == episode.query_labels).float().mean().item()
 
 
-def _line(summary: dict) -> str:
-    return (f"{summary['method']:<28}{summary['n_shot']:>6}{summary['episodes']:>10}{summary['accuracy']:>10.4f}"
-            f"{summary['ci95']:>9.4f}{summary['train_s']:>11.3f}")
-
-
-def report(rows: Sequence[PeerRow]) -> dict:
-    """Summaries, paired differences of our methods to each peer, and training-time ratios to SetFit."""
-    summaries = [row.summary() for row in rows]
-    differences, ratios = [], []
-    for ours in (row for row in rows if row.method not in PEERS):
-        for peer in (row for row in rows if row.method in PEERS and row.n_shot == ours.n_shot):
-            difference = paired_difference(ours, peer)
-            if difference is None:
-                continue
-            differences.append(difference)
-            if peer.method == "setfit":
-                mine, theirs, n = _overlap(ours, peer)
-                ratio = sum(ours.train_seconds[mine]) / max(sum(peer.train_seconds[theirs]), 1e-9)
-                ratios.append({"method": ours.method, "n_shot": ours.n_shot, "episodes": n,
-                               "train_s": round(sum(ours.train_seconds[mine]) / n, 4),
-                               "setfit_train_s": round(sum(peer.train_seconds[theirs]) / n, 4),
-                               "time_ratio": round(ratio, 4)})
-    return {"results": summaries, "paired_differences": differences, "time_vs_setfit": ratios}
-
-
-def format_report(result: dict) -> str:
-    """Plain-text tables of a ``report``."""
-    lines = [f"{'method':<28}{'shots':>6}{'episodes':>10}{'accuracy':>10}{'ci95':>9}{'train_s':>11}"]
-    lines += [_line(summary) for summary in result["results"]]
-    lines += ["", f"{'ours - peer':<44}{'shots':>6}{'episodes':>10}{'difference':>12}{'ci95':>9}"]
-    lines += [
-        f"{d['method'] + ' - ' + d['peer']:<44}{d['n_shot']:>6}{d['episodes']:>10}{d['difference']:>+12.4f}{d['ci95']:>9.4f}"
-        for d in result["paired_differences"]
-    ]
-    if result["time_vs_setfit"]:
-        lines += ["", f"{'training time vs setfit':<28}{'shots':>6}{'episodes':>10}{'train_s':>10}{'setfit_s':>10}{'ratio':>8}"]
-        lines += [
-            f"{r['method']:<28}{r['n_shot']:>6}{r['episodes']:>10}{r['train_s']:>10.3f}{r['setfit_train_s']:>10.3f}"
-            f"{r['time_ratio']:>8.3f}"
-            for r in result["time_vs_setfit"]
-        ]
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.text.peers", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.bench.text_peers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="bbc, chatterbot, or a text,label CSV/TSV/JSONL file")
     parser.add_argument("--n-way", type=int, default=5)
     parser.add_argument("--n-shot", type=int, nargs="+", default=[1, 5, 8])
@@ -381,7 +286,7 @@ def _emit(result: dict, out: Path | None) -> int:
 
 def merge_main(argv: Sequence[str]) -> int:
     """``merge A.json B.json ... [--out M.json]``: join runs over consecutive episode ranges, re-pair."""
-    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.text.peers merge",
+    parser = argparse.ArgumentParser(prog="python -m fewshot_demo.bench.text_peers merge",
                                      description="Join peers runs (--out files) over consecutive episode ranges.")
     parser.add_argument("runs", nargs="+", type=Path, help="JSON files written by --out")
     parser.add_argument("--out", type=Path, default=None, help="write the merged results as JSON here")
