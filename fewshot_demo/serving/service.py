@@ -315,7 +315,7 @@ class Service:
         current = limits()
         method = method or default_method("image")
         if len(support) == 1 and support[0].name.lower().endswith(".zip") and not labels:
-            from fewshot_demo.data.zips import zip_classes
+            from fewshot_demo.data.builtin import zip_classes
 
             check_file_sizes([support[0].path], current.max_upload_mb)
             with zip_classes(support[0].path, support[0].name) as classes:  # unpacked files go at the end
