@@ -14,6 +14,8 @@
 
 Images are file paths or PIL images, texts are strings; the modality is read from the items. Every
 method of the registry (``fsd.methods_for("image")``) works here with its options as keywords.
+Reading the items is the modality's reader (``core.support``); embedding, fitting and classifying
+are one path for both (``FewShotClassifier.fit`` and ``classify``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fewshot_demo.bench.benchmark import run_benchmark
+from fewshot_demo.bench.pools import embed_pool
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier, Prediction, SelfCheck
-from fewshot_demo.encoders.registry import default_encoder, default_method, modality_of
-
-TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+from fewshot_demo.core.evaluation import EvaluationSummary
+from fewshot_demo.core.readers import reader_for
+from fewshot_demo.data.image_folder import IMAGE_SUFFIXES, list_image_folder
+from fewshot_demo.data.labelled import LoadedData, read_image_folder, read_text_file
+from fewshot_demo.data.texts import TEXT_FILE_EXTENSIONS, read_text_table
+from fewshot_demo.encoders.registry import (
+    default_encoder,
+    default_method,
+    get_encoder,
+    modality_of,
+)
+from fewshot_demo.runtime.device import pick_device
 
 
 @dataclass
@@ -64,19 +77,16 @@ class Classifier:
         Raises:
             UserInputError: no query, or a query that cannot be read.
         """
+        return self.predict_with_notes(queries)[0]
+
+    def predict_with_notes(self, queries: Sequence[Any]) -> tuple[list[Prediction], list[str]]:
+        """As ``predict``, with the notes on what reading the queries skipped or cut."""
         queries = list(queries)
         if not queries:
             raise UserInputError("give at least one query")
-        if self.modality == "image":
-            from fewshot_demo.core.image_task import classify_images
-            from fewshot_demo.data.images import load_image
-
-            return classify_images(self.fitted, _backbone(self.fitted.encoder_id), [load_image(q) for q in queries])
-        from fewshot_demo.core.text_task import classify_texts
-        from fewshot_demo.encoders.text import load_encoder
-
-        predictions, _ = classify_texts(self.fitted, load_encoder(self.fitted.encoder_id), [str(q) for q in queries])
-        return predictions
+        encoder = get_encoder(self.fitted.encoder_id)
+        items, notes = reader_for(self.modality).queries(queries, encoder)
+        return self.fitted.classify(encoder, items), notes
 
     def self_check(self) -> SelfCheck:
         """Leave-one-out accuracy, per-class accuracy and confusions on the support set alone."""
@@ -101,9 +111,10 @@ def fit(
         support: {class name: items}, where items are image paths / PIL images or strings; or a
             folder with one sub-folder of images per class; or a CSV/TSV/JSONL file with ``text``
             and ``label`` columns.
-        method: a registry key (default: ProtoNet for images, the linear probe for text).
-        encoder: image backbone or text encoder id (default: the bundled EfficientNet-Lite0, or
-            the bundled MiniLM with its last + middle layer).
+        method: a registry key (default: ``default_method`` of the modality: ProtoNet for images,
+            the linear probe for text).
+        encoder: image backbone or text encoder id (default: ``default_encoder`` of the modality:
+            the bundled EfficientNet-Lite0, or the bundled MiniLM with its last + middle layer).
         modality: "image" or "text": what the items of a {class name: items} mapping are. By
             default it is read from them (strings are texts unless every one names an image file);
             a server that takes texts from strangers says "text", so no text is read as a path.
@@ -113,26 +124,17 @@ def fit(
         UserInputError: bad input, with what to do; ``MethodNotApplicableError`` when the method
             cannot run on the encoder.
     """
-    if modality not in (None, "image", "text"):
-        raise UserInputError(f"modality must be 'image' or 'text', not {modality!r}")
+    reader = reader_for(modality) if modality is not None else None
     classes, found = _read_support(support)
-    modality = modality or found
-    method = method or default_method(modality)
-    if modality == "image":
-        from fewshot_demo.core.image_task import build_support, fit_image_classifier
-
-        image_support = build_support(list(classes.items()))
-        fitted = fit_image_classifier(image_support, _backbone(encoder or default_encoder("image")), method, options)
-        names = [f"{image_support.class_names[int(label)]}/{source}"
-                 for label, source in zip(image_support.labels, image_support.sources)]
-        return Classifier(fitted, "image", image_support.warnings, names)
-    from fewshot_demo.core.text_task import fit_text_classifier
-    from fewshot_demo.data.texts import clean_pairs
-    from fewshot_demo.encoders.text import load_encoder
-
-    table = clean_pairs(((str(text), name) for name, texts in classes.items() for text in texts), where="example")
-    fitted, notes = fit_text_classifier(table, load_encoder(encoder or default_encoder("text")), method, options)
-    return Classifier(fitted, "text", list(table.notes) + notes, list(table.texts))
+    reader = reader or reader_for(found)
+    chosen = get_encoder(encoder or default_encoder(reader.modality))
+    if chosen.modality != reader.modality:
+        raise UserInputError(f"{chosen.id!r} reads {chosen.modality}s, but the support set holds {reader.modality}s; "
+                             f"use a {reader.modality} encoder such as {default_encoder(reader.modality)!r}")
+    read = reader.support(classes, chosen)
+    fitted = FewShotClassifier.fit(chosen, read.class_names, read.items, read.labels,
+                                   method or default_method(reader.modality), options)
+    return Classifier(fitted, reader.modality, read.notes, read.captions)
 
 
 def load(path: str | Path) -> Classifier:
@@ -150,40 +152,44 @@ def evaluate(
     episodes: int = 100,
     seed: int = 0,
     encoder: str | None = None,
-) -> list[Any]:
+) -> list[EvaluationSummary]:
     """Evaluate methods on the same sampled episodes of your data, as ``python -m fewshot_demo.bench``.
 
     Args:
         data: a folder with one sub-folder of images per class, or a text,label CSV/TSV/JSONL file.
         methods: registry keys; every method sees the same episodes and every item is embedded once.
         n_way, n_shots, n_query, episodes, seed: the episodes (one set per value of ``n_shots``).
-        encoder: image backbone or text encoder id (default: the bundled ones).
+        encoder: image backbone or text encoder id (default: the modality's default).
 
     Returns:
         One ``EvaluationSummary`` per method and shot: accuracy, ci95, ms_per_episode, peak_mb.
     """
-    from fewshot_demo.bench.benchmark import run_benchmark
-    from fewshot_demo.bench.pools import embed_pool
-    from fewshot_demo.data.labelled import read_image_folder, read_text_file
-    from fewshot_demo.runtime.device import pick_device
-
-    path = Path(data)
+    labelled = _read_labelled(Path(data))
     device = pick_device(None)
-    if path.is_dir():
-        pool = embed_pool(read_image_folder(path), encoder or default_encoder("image"), device)
-    elif path.suffix.lower() in TEXT_TABLE_SUFFIXES and path.is_file():
-        pool = embed_pool(read_text_file(path), encoder or default_encoder("text"), device)
-    else:
-        raise UserInputError(f"{path} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
+    pool = embed_pool(labelled, encoder or default_encoder(labelled.modality), device)
     summaries, _ = run_benchmark(pool, list(methods), n_way, list(n_shots), n_query, episodes, seed, device,
                                  progress=False)
     return summaries
 
 
-def _backbone(backbone_id: str):
-    from fewshot_demo.encoders.image import load_backbone
+def _read_labelled(path: Path) -> LoadedData:
+    """Every item of an image folder or a text table, for episodes."""
+    if path.is_dir():
+        return read_image_folder(path)
+    if _is_text_table(path):
+        return read_text_file(path)
+    raise UserInputError(f"{path} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file")
 
-    return load_backbone(backbone_id)
+
+def _is_text_table(path: Path) -> bool:
+    return path.suffix.lower() in TEXT_FILE_EXTENSIONS and path.is_file()
+
+
+def _grouped(items: Sequence[Any], labels: Sequence[str]) -> dict[str, list[Any]]:
+    classes: dict[str, list[Any]] = {}
+    for item, label in zip(items, labels):
+        classes.setdefault(label, []).append(item)
+    return classes
 
 
 def _read_support(support: str | Path | Mapping[str, Sequence[Any]]) -> tuple[dict[str, list[Any]], str]:
@@ -191,21 +197,11 @@ def _read_support(support: str | Path | Mapping[str, Sequence[Any]]) -> tuple[di
     if isinstance(support, (str, Path)):
         path = Path(support)
         if path.is_dir():
-            from fewshot_demo.data.image_folder import list_image_folder
-
             listing = list_image_folder(path)
-            classes: dict[str, list[Any]] = {}
-            for file, label in zip(listing.paths, listing.labels):
-                classes.setdefault(label, []).append(file)
-            return classes, "image"
-        if path.suffix.lower() in TEXT_TABLE_SUFFIXES and path.is_file():
-            from fewshot_demo.data.texts import read_text_table
-
+            return _grouped(listing.paths, listing.labels), "image"
+        if _is_text_table(path):
             table = read_text_table(path)
-            classes = {}
-            for text, label in zip(table.texts, table.labels):
-                classes.setdefault(label, []).append(text)
-            return classes, "text"
+            return _grouped(table.texts, table.labels), "text"
         raise UserInputError(
             f"{path} is neither a folder of class sub-folders nor a .csv/.tsv/.jsonl file with text,label columns"
         )
@@ -221,6 +217,4 @@ def _read_support(support: str | Path | Mapping[str, Sequence[Any]]) -> tuple[di
 
 
 def _looks_like_image_path(item: str) -> bool:
-    from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
-
     return Path(item).suffix.lower() in IMAGE_SUFFIXES and Path(item).is_file()

@@ -22,7 +22,7 @@ from fewshot_demo.encoders.text import (
     pool,
 )
 from fewshot_demo.encoders.text_pooling import mean_pool, unpack_tokens
-from fewshot_demo.methods import LearnerContext, make_learner
+from fewshot_demo.methods import LearnerContext, get_method, make_learner
 
 INTENTS = {
     "greeting": ["hello there", "hi, how are you?", "good morning!", "hey, nice to see you"],
@@ -262,7 +262,7 @@ def test_finetune_learner_consumes_tokens_lowers_its_loss_and_classifies(encoder
     tokens, labels = _support(encoder, "tokens")
     progress = []
     learner = make_learner("finetune", LearnerContext("minilm", 384), steps=8)
-    assert learner.input_kind == "tokens"
+    assert get_method("finetune").input_kind("text") == "tokens"
     learner.progress = lambda fraction, message: progress.append(fraction)
     start = time.process_time()  # CPU seconds, all threads
     learner.fit(tokens, labels)

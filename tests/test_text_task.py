@@ -60,7 +60,7 @@ def test_loading_refuses_another_encoder(encoder, tmp_path):
     path = classifier.save(tmp_path / "text.safetensors")
     with pytest.raises(ValueError, match="'minilm:cls' is selected"):
         load_text_classifier(path, "minilm:cls")
-    with pytest.raises(ValueError, match="'minilm' embeddings but 'minilm:cls' is selected"):
+    with pytest.raises(ValueError, match="'minilm' features but 'minilm:cls' is selected"):
         classify_texts(classifier, load_encoder("minilm:cls", "cpu"), QUERIES)
 
 

@@ -49,9 +49,12 @@ class Limits:
             at most (3600); a session's own files go when the session ends.
     """
 
+    #: The most classes the app has rows for: the default of ``max_classes``, which cannot exceed it.
+    ROWS: ClassVar[int] = 20
+
     max_upload_mb: float = 25.0
     max_image_pixels: int = 40_000_000
-    max_classes: int = 20
+    max_classes: int = ROWS
     max_images_per_class: int = 50
     max_query_images: int = 32
     max_support_texts: int = 1000
@@ -69,8 +72,6 @@ class Limits:
     handle_ttl_s: float = 1800.0
     temp_max_age_s: float = 3600.0
 
-    #: The most classes the app has rows for; ``max_classes`` cannot exceed it.
-    ROWS: ClassVar[int] = 20
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "Limits":

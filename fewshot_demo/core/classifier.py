@@ -1,31 +1,39 @@
-"""A fitted few-shot classifier over features, with explanations, a self-check and a file format.
+"""A fitted few-shot classifier over features, with explanations and a self-check.
 
-Modality-agnostic: the image tab and the text tab both embed their items with a backbone or
-encoder, then hand the features to ``FewShotClassifier``. It keeps the support features, so a new
-query costs one forward pass plus a few matrix products.
+    classifier = FewShotClassifier.fit(encoder, class_names, items, labels, "protonet")
+    predictions = classifier.classify(encoder, query_items)
+
+Modality-agnostic: images and texts alike are embedded by an ``Encoder`` (a backbone or a text
+encoder), and a learner that consumes another input kind gets it from the encoder's ``prepare``;
+``fit`` and ``classify`` are the one path from items to predictions for every method. The
+classifier keeps the support features, so a new query costs one forward pass plus a few matrix
+products. Its file format is in ``classifier_file``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.config.version import __version__
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.core.class_names import check_class_names
+from fewshot_demo.core.classifier_file import (
+    LEARNER_PREFIX,
+    read_classifier_file,
+    unusable,
+    write_classifier_file,
+)
+from fewshot_demo.encoders.protocol import Encoder
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
     LearnerContext,
     PrototypicalNetwork,
-    available_methods,
     get_method,
     make_learner,
 )
@@ -34,42 +42,8 @@ from fewshot_demo.methods.features import class_means
 
 #: The method the self-check refits when the real one trains the backbone or encoder.
 SELF_CHECK_STAND_IN = "linear"
-FILE_FORMAT = "fewshot-demo-classifier"
-FILE_FORMAT_VERSION = 1
-MAX_CLASSES = 20
-
-
-def check_class_names(names: Sequence[str], max_classes: int | None = None) -> list[str]:
-    """Strip class names and check that there are 2..max_classes distinct, non-empty ones.
-
-    ``max_classes`` defaults to the limit in force (``limits().max_classes``, at most ``MAX_CLASSES``).
-
-    Raises:
-        UserInputError: naming the offending class and what to do.
-    """
-    from fewshot_demo.data.texts import clean_text
-
-    if max_classes is None:
-        from fewshot_demo.config.settings import limits
-
-        max_classes = limits().max_classes
-    cleaned = [clean_text(name).strip() for name in names]
-    for position, name in enumerate(cleaned, start=1):
-        if not name:
-            raise UserInputError(f"class {position} has no name; give every class a name")
-        if len(name) > 60:
-            raise UserInputError(f"class name {name[:20]!r}... is {len(name)} characters; keep names under 60")
-    seen: dict[str, str] = {}
-    for name in cleaned:
-        key = name.casefold()
-        if key in seen:
-            raise UserInputError(f"two classes are named {name!r}; give each class a different name")
-        seen[key] = name
-    if len(cleaned) < 2:
-        raise UserInputError("few-shot classification needs at least 2 classes; add another class")
-    if len(cleaned) > max_classes:
-        raise UserInputError(f"{len(cleaned)} classes is more than the {max_classes} allowed; remove some")
-    return cleaned
+#: The class rows the app has (kept here while the UI still imports it from the classifier).
+MAX_CLASSES = Limits.ROWS
 
 
 @dataclass
@@ -168,6 +142,49 @@ class FewShotClassifier:
         self.learner = learner
         # Explanations always use prototypes on the same normalised features, whatever the method.
         self._explainer = PrototypicalNetwork().fit(self.support_features, self.support_labels)
+
+    @classmethod
+    def fit(
+        cls,
+        encoder: Encoder,
+        class_names: Sequence[str],
+        items: Sequence[Any],
+        labels: Tensor,
+        method: str,
+        options: dict[str, Any] | None = None,
+        progress: Callable[[float, str], None] | None = None,
+    ) -> "FewShotClassifier":
+        """Embed the support items and fit ``method`` on them: the one fit path of every method.
+
+        Args:
+            encoder: the backbone or text encoder that reads the items.
+            class_names: the n_way class names; label i is ``class_names[i]``.
+            items: RGB images or texts, in support order.
+            labels: (n_support,) labels in 0..n_way-1.
+            method: a method that runs on the encoder (``methods_for(encoder.modality, encoder.id)``).
+            options: the method's options by name, checked against their bounds.
+            progress: ``(fraction, message)`` callback for learners that train for a while.
+        """
+        kind = get_method(method).input_kind(encoder.modality)
+        features = encoder.embed(items)  # (n_support, feature_dim)
+        inputs = None if kind == "features" else encoder.prepare(kind, items)
+        return cls(method, class_names, features, labels, encoder.id, learner_options=options,
+                   support_inputs=inputs, progress=progress)
+
+    def classify(self, encoder: Encoder, items: Sequence[Any], n_nearest: int = 3) -> list[Prediction]:
+        """Embed query items (and prepare the learner's input kind) and classify them.
+
+        Raises:
+            UserInputError: when ``encoder`` is not the one the classifier was fitted with.
+        """
+        if encoder.id != self.encoder_id:
+            raise UserInputError(
+                f"this classifier was fitted on {self.encoder_id!r} features but {encoder.id!r} is selected; "
+                f"fit again, or select {self.encoder_id!r}"
+            )
+        items = list(items)
+        inputs = None if self.consumes_features else encoder.prepare(self.input_kind, items)
+        return self.predict(encoder.embed(items), n_nearest=n_nearest, query_inputs=inputs)
 
     @property
     def consumes_features(self) -> bool:
@@ -302,17 +319,11 @@ class FewShotClassifier:
 
     # ---- saving and loading ------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the classifier as one safetensors file with a JSON header (never pickle)."""
-        tensors = {
-            "support_features": self.support_features.contiguous().cpu(),
-            "support_labels": self.support_labels.contiguous().cpu(),
-        }
-        if self.learner.savable:
-            tensors.update({f"learner.{k}": v.contiguous().cpu() for k, v in self.learner.state_dict().items()})
+        """Write the classifier as one safetensors file with a JSON header (``classifier_file``)."""
+        tensors = {"support_features": self.support_features, "support_labels": self.support_labels}
+        if self.spec.savable:
+            tensors.update({LEARNER_PREFIX + k: v for k, v in self.learner.state_dict().items()})
         header = {
-            "format": FILE_FORMAT,
-            "format_version": FILE_FORMAT_VERSION,
-            "package_version": __version__,
             "encoder_id": self.encoder_id,
             "feature_dim": int(self.support_features.shape[1]),
             "method": self.method,
@@ -320,14 +331,11 @@ class FewShotClassifier:
             "learner_options": self.learner_options,
             "class_names": self.class_names,
         }
-        header["checksum"] = _checksum(tensors, header)
-        path = Path(path)
-        save_file(tensors, str(path), metadata={"fewshot_demo": json.dumps(header)})
-        return path
+        return write_classifier_file(path, tensors, header)
 
     @classmethod
     def load(cls, path: str | Path, expected_encoder_id: str | None = None) -> "FewShotClassifier":
-        """Read and validate a classifier saved by ``save``.
+        """Read and check a classifier saved by ``save``.
 
         Args:
             path: the .safetensors file.
@@ -337,68 +345,21 @@ class FewShotClassifier:
             UserInputError: when the file is not ours, was modified, or does not fit; the message says
                 what to do.
         """
-        name = Path(path).name
-        hint = "save the classifier again from this app and load that file"
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise UserInputError(f"{name} is not a saved classifier file ({error}); {hint}") from None
-        try:
-            header = json.loads(metadata["fewshot_demo"])
-            fmt = header["format"]
-        except (KeyError, TypeError, json.JSONDecodeError):
-            raise UserInputError(f"{name} is a safetensors file but not a saved few-shot classifier; {hint}") from None
-        if fmt != FILE_FORMAT or header.get("format_version") != FILE_FORMAT_VERSION:
-            raise UserInputError(f"{name} has format {fmt!r} v{header.get('format_version')}, not ours; {hint}")
-        if header.get("checksum") != _checksum(tensors, {k: v for k, v in header.items() if k != "checksum"}):
-            raise UserInputError(f"{name} was modified after it was saved (checksum mismatch); {hint}")
-        encoder_id = header.get("encoder_id")
-        if expected_encoder_id is not None and encoder_id != expected_encoder_id:
-            raise UserInputError(
-                f"{name} was made with backbone {encoder_id!r}, but {expected_encoder_id!r} is selected; "
-                f"select {encoder_id!r} and load it again, or refit with the current backbone"
-            )
-        method = header.get("method")
-        if method not in available_methods():
-            raise UserInputError(f"{name} uses method {method!r}, which this version does not have; {hint}")
-        try:
-            features, labels = tensors["support_features"], tensors["support_labels"]
-            class_names = list(header["class_names"])
-        except KeyError as missing:
-            raise UserInputError(f"{name} lacks {missing}; {hint}") from None
-        if features.ndim != 2 or features.shape[1] != header.get("feature_dim") or labels.shape != (features.shape[0],):
-            raise UserInputError(f"{name} has inconsistent tensor shapes; {hint}")
-        if not torch.isfinite(features).all():
-            raise UserInputError(f"{name} contains non-finite features; {hint}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise UserInputError(f"{name} has labels outside its {len(class_names)} classes; {hint}")
+        saved = read_classifier_file(path, expected_encoder_id)
+        method, encoder_id = saved.header["method"], saved.header["encoder_id"]
+        options = dict(saved.header.get("learner_options") or {})
         learner = None
-        if any(k.startswith("learner.") for k in tensors):
-            context = LearnerContext(backbone_id=encoder_id, feature_dim=int(features.shape[1]))
+        if saved.learner_state:
+            context = LearnerContext(backbone_id=encoder_id, feature_dim=int(saved.support_features.shape[1]))
             try:
-                learner = make_learner(method, context, **dict(header.get("learner_options") or {}))
-                learner.load_state_dict({k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")})
+                learner = make_learner(method, context, **options)
+                learner.load_state_dict(saved.learner_state)
             except (KeyError, RuntimeError, NotImplementedError, TypeError, ValueError) as error:
-                raise UserInputError(f"{name}: the {method} state does not load ({error}); {hint}") from None
-            if learner.n_way != len(class_names):
-                raise UserInputError(f"{name}: the {method} state has {learner.n_way} classes, not {len(class_names)}; {hint}")
+                raise unusable(saved, f"the {method} state does not load ({error})") from None
+            if learner.n_way != len(saved.class_names):
+                raise unusable(saved, f"the {method} state has {learner.n_way} classes, not {len(saved.class_names)}")
         try:
-            return cls(
-                method, class_names, features, labels, encoder_id, learner=learner,
-                learner_options=dict(header.get("learner_options") or {}),
-            )
+            return cls(method, saved.class_names, saved.support_features, saved.support_labels, encoder_id,
+                       learner=learner, learner_options=options)
         except (TypeError, ValueError) as error:
-            raise UserInputError(f"{name} has settings this version cannot use ({error}); {hint}") from None
-
-
-def _checksum(tensors: dict[str, Tensor], header: dict) -> str:
-    """SHA-256 over the header and every tensor: detects edits, not deliberate forgery."""
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(tensors[key].contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
+            raise unusable(saved, f"it has settings this version cannot use ({error})") from None

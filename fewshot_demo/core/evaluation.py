@@ -7,6 +7,7 @@ The episodes themselves run in ``fewshot_demo.core.runner``.
 from __future__ import annotations
 
 import math
+import resource
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,6 @@ def _resident_mb() -> float | None:
 
 
 def _page_size() -> int:
-    import resource
-
     return resource.getpagesize()
 
 

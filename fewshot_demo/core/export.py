@@ -30,12 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.encoders.image import BACKBONES
 from fewshot_demo.methods import get_method
+from fewshot_demo.runtime.hub import hub_unreachable_reason
 
 #: ONNX opset of the exported graphs (onnxruntime 1.16 and later run it).
 OPSET = 18
@@ -67,7 +73,6 @@ def onnx_unsupported_reason(classifier: FewShotClassifier) -> str | None:
                 "classified with it (it refines the prototypes on the whole batch of queries), so there is no "
                 "fixed function from one image to its probabilities to export. Export ProtoNet or the linear probe "
                 "instead, or save the classifier (.safetensors) and use it from Python")
-    from fewshot_demo.encoders.image import BACKBONES
 
     if classifier.encoder_id not in BACKBONES:
         if not classifier.consumes_features:
@@ -109,7 +114,9 @@ def _onnx_cdist(x1: Any, x2: Any, p: float = 2.0, compute_mode: Any = None) -> A
 
     sqrt(max(|a|^2 - 2 a.b + |b|^2, 0)) for every pair of rows.
     """
-    from onnxscript import opset18 as op
+    from onnxscript import (
+        opset18 as op,  # deferred: onnxscript loads only when a graph is exported
+    )
 
     axes = op.Constant(value_ints=[-1])
     squares_1 = op.ReduceSum(op.Mul(x1, x1), axes, keepdims=1)  # (n, 1)
@@ -129,9 +136,6 @@ class OnnxExport:
         method: the learner's registry key.
         encoder_id: the backbone or text encoder.
         seconds: how long the export took.
-        input_size: images: the square input side in pixels.
-        mean, std: images: the per-channel normalisation after scaling pixels to [0, 1].
-        max_length: texts: the most tokens the graph reads (one window of the encoder).
     """
 
     path: Path
@@ -139,35 +143,26 @@ class OnnxExport:
     method: str
     encoder_id: str
     seconds: float
-    input_size: int = 0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    max_length: int = 0
-
-    @property
-    def modality(self) -> str:
-        return "text" if self.max_length else "image"
 
     def snippet(self) -> str:
         """Python that classifies with this file and onnxruntime alone (no torch, no app)."""
-        if self.modality == "text":
-            return f'''import numpy as np, onnxruntime as ort, zipfile
-from tokenizers import Tokenizer
+        raise NotImplementedError
 
-zipfile.ZipFile("{self.path.name}").extractall("classifier")
-CLASSES = {self.class_names!r}
-session = ort.InferenceSession("classifier/classifier.onnx", providers=["CPUExecutionProvider"])
-tokenizer = Tokenizer.from_file("classifier/tokenizer.json")
-tokenizer.enable_truncation({self.max_length})   # the graph reads one window: a longer text, its start
-tokenizer.enable_padding()
 
-texts = ["a text to classify", "another one"]
-encoded = tokenizer.encode_batch(texts)
-ids = np.array([e.ids for e in encoded], dtype=np.int64)
-mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-for text, p in zip(texts, session.run(None, {{"input_ids": ids, "attention_mask": mask}})[0]):
-    print(text, "->", CLASSES[int(p.argmax())], dict(zip(CLASSES, p.round(3).tolist())))
-'''
+@dataclass(frozen=True)
+class ImageOnnxExport(OnnxExport):
+    """An exported image classifier.
+
+    Attributes:
+        input_size: the square input side in pixels.
+        mean, std: the per-channel normalisation after scaling pixels to [0, 1].
+    """
+
+    input_size: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def snippet(self) -> str:
         return f'''import numpy as np, onnxruntime as ort
 from PIL import Image
 
@@ -190,7 +185,37 @@ print(CLASSES[int(probabilities.argmax())], dict(zip(CLASSES, probabilities.roun
 '''
 
 
-def export_image_onnx(classifier: FewShotClassifier, backbone: Any, path: str | Path) -> OnnxExport:
+@dataclass(frozen=True)
+class TextOnnxExport(OnnxExport):
+    """An exported text classifier.
+
+    Attributes:
+        max_length: the most tokens the graph reads (one window of the encoder).
+    """
+
+    max_length: int = 0
+
+    def snippet(self) -> str:
+        return f'''import numpy as np, onnxruntime as ort, zipfile
+from tokenizers import Tokenizer
+
+zipfile.ZipFile("{self.path.name}").extractall("classifier")
+CLASSES = {self.class_names!r}
+session = ort.InferenceSession("classifier/classifier.onnx", providers=["CPUExecutionProvider"])
+tokenizer = Tokenizer.from_file("classifier/tokenizer.json")
+tokenizer.enable_truncation({self.max_length})   # the graph reads one window: a longer text, its start
+tokenizer.enable_padding()
+
+texts = ["a text to classify", "another one"]
+encoded = tokenizer.encode_batch(texts)
+ids = np.array([e.ids for e in encoded], dtype=np.int64)
+mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+for text, p in zip(texts, session.run(None, {{"input_ids": ids, "attention_mask": mask}})[0]):
+    print(text, "->", CLASSES[int(p.argmax())], dict(zip(CLASSES, p.round(3).tolist())))
+'''
+
+
+def export_image_onnx(classifier: FewShotClassifier, backbone: Any, path: str | Path) -> ImageOnnxExport:
     """Write the fitted image classifier (backbone + learner) to one ONNX file.
 
     The class names, input size and normalisation are stored in the file's metadata too
@@ -225,9 +250,9 @@ def export_image_onnx(classifier: FewShotClassifier, backbone: Any, path: str | 
                  "scaled to [0, 1], then (x - mean) / std per channel",
         "output": "probabilities: (n, n_way), in class_names order",
     })
-    return OnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
-                      time.perf_counter() - began, input_size=spec.input_size, mean=tuple(spec.mean),
-                      std=tuple(spec.std))
+    return ImageOnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
+                           time.perf_counter() - began, input_size=spec.input_size, mean=tuple(spec.mean),
+                           std=tuple(spec.std))
 
 
 class TextClassifierModule(nn.Module):
@@ -250,7 +275,7 @@ class TextClassifierModule(nn.Module):
         return self.learner.predict_proba(features)  # (n, n_way)
 
 
-def export_text_onnx(classifier: FewShotClassifier, encoder: Any, path: str | Path) -> OnnxExport:
+def export_text_onnx(classifier: FewShotClassifier, encoder: Any, path: str | Path) -> TextOnnxExport:
     """Write a text classifier on frozen embeddings as a zip of ``classifier.onnx`` and ``tokenizer.json``.
 
     The graph reads one window of ``encoder.max_length`` tokens per text (see the module docstring).
@@ -285,13 +310,13 @@ def export_text_onnx(classifier: FewShotClassifier, encoder: Any, path: str | Pa
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in ("classifier.onnx", "tokenizer.json"):
             archive.write(folder / name, name)
-    return OnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
-                      time.perf_counter() - began, max_length=encoder.max_length)
+    return TextOnnxExport(path, list(classifier.class_names), classifier.method, classifier.encoder_id,
+                          time.perf_counter() - began, max_length=encoder.max_length)
 
 
 def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Store ``metadata`` (JSON) in the ONNX file under the key ``fewshot_demo``."""
-    import onnx
+    import onnx  # deferred: onnx (and protobuf) load only when a graph is exported
 
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
@@ -308,7 +333,7 @@ def normalised_images(backbone: Any, images: list[Any]) -> Tensor:
 
 def onnx_probabilities(path: str | Path, images: Tensor) -> Tensor:
     """Run an exported image graph with onnxruntime on (n, 3, size, size) normalised images."""
-    import onnxruntime
+    import onnxruntime  # deferred: onnxruntime loads only to check an export
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
@@ -316,9 +341,7 @@ def onnx_probabilities(path: str | Path, images: Tensor) -> Tensor:
 
 def onnx_text_probabilities(path: str | Path, texts: list[str]) -> Tensor:
     """Run an exported text classifier (the zip) with onnxruntime and its own tokenizer, as the snippet does."""
-    import numpy as np
-    import onnxruntime
-    from tokenizers import Tokenizer
+    import onnxruntime  # deferred: onnxruntime loads only to check an export
 
     with zipfile.ZipFile(path) as archive:
         graph = archive.read("classifier.onnx")
@@ -334,7 +357,7 @@ def onnx_text_probabilities(path: str | Path, texts: list[str]) -> Tensor:
 
 
 def _metadata(graph: bytes) -> dict[str, str]:
-    import onnx
+    import onnx  # deferred: as above
 
     return {entry.key: entry.value for entry in onnx.load_from_string(graph).metadata_props}
 
@@ -365,8 +388,6 @@ def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str
     Raises:
         UserInputError: for a malformed repository id, when the Hub cannot be reached, or when it refuses.
     """
-    from fewshot_demo.runtime.hub import hub_unreachable_reason
-
     repo_id = (repo_id or "").strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UserInputError(f"name the repository as user/name (got {repo_id!r})")
@@ -374,8 +395,6 @@ def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str
     if reason is not None:
         raise UserInputError(f"the Hugging Face Hub cannot be reached ({reason}); download the file instead and "
                          "upload it when you are online")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token or None)
     path = Path(path)

@@ -1,33 +1,26 @@
-"""From uploaded files to a fitted image classifier: the image tab's logic, without any UI.
+"""Reading image support sets and queries: the image side of the path to a classifier, without any UI.
 
-Everything a user can get wrong is checked here and reported as a ValueError (or collected as a
+Everything a user can get wrong is checked here and reported as a UserInputError (or collected as a
 warning when the rest of the input is still usable), so the UI only has to display messages.
+``ImageReader`` is the image modality's ``core.support.SupportReader``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from PIL import Image
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.config.limits import Limits
 from fewshot_demo.config.settings import limits
-from fewshot_demo.core.classifier import (
-    FewShotClassifier,
-    Prediction,
-    check_class_names,
-)
+from fewshot_demo.core.class_names import check_class_names
+from fewshot_demo.core.classifier import FewShotClassifier, Prediction
+from fewshot_demo.core.support import Support
 from fewshot_demo.data.images import ImageSource, load_image
-from fewshot_demo.encoders.image import ImageBackbone
-from fewshot_demo.methods import get_method
-
-#: The defaults; the limits in force are ``limits().max_images_per_class`` and ``.max_query_images``.
-MAX_IMAGES_PER_CLASS = Limits.max_images_per_class
-MAX_QUERY_IMAGES = Limits.max_query_images
+from fewshot_demo.encoders.protocol import Encoder
 
 
 @dataclass
@@ -109,34 +102,30 @@ def build_support(classes: Sequence[tuple[str, Sequence[ImageSource]]]) -> Image
 
 def fit_image_classifier(
     support: ImageSupport,
-    backbone: ImageBackbone,
+    backbone: Encoder,
     method: str,
     learner_options: dict | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> FewShotClassifier:
-    """Embed the support images (cached by content) and fit the named method on them.
-
-    A method that consumes another input kind than features (``finetune`` reads the activations
-    entering the backbone's last stage) gets them from ``backbone.prepare``.
-    """
-    features = backbone.embed(support.images)  # (n_support, d)
-    kind = get_method(method).input_kind("image")
-    inputs = None if kind == "features" else backbone.prepare(kind, support.images)
-    return FewShotClassifier(
-        method, support.class_names, features, support.labels, backbone.id, learner_options=learner_options,
-        support_inputs=inputs, progress=progress,
-    )
+    """Embed the support images (cached by content) and fit the named method on them."""
+    return FewShotClassifier.fit(backbone, support.class_names, support.images, support.labels, method,
+                                 learner_options, progress)
 
 
-def classify_images(
-    classifier: FewShotClassifier, backbone: ImageBackbone, images: Sequence[Image.Image]
-) -> list[Prediction]:
+def classify_images(classifier: FewShotClassifier, backbone: Encoder, images: Sequence[Image.Image]) -> list[Prediction]:
     """Embed query images (one forward pass each, batched) and classify them."""
-    if classifier.encoder_id != backbone.id:
-        raise UserInputError(
-            f"this classifier was fitted on {classifier.encoder_id!r} features but {backbone.id!r} is selected; "
-            "fit again or select the matching backbone"
-        )
-    images = list(images)
-    inputs = None if classifier.consumes_features else backbone.prepare(classifier.input_kind, images)
-    return classifier.predict(backbone.embed(images), query_inputs=inputs)
+    return classifier.classify(backbone, images)
+
+
+class ImageReader:
+    """The image modality's support reader: items are image files, PIL images or image bytes."""
+
+    modality = "image"
+
+    def support(self, classes: Mapping[str, Sequence[ImageSource]], encoder: Encoder) -> Support:
+        loaded = build_support(list(classes.items()))
+        captions = [f"{loaded.class_names[int(label)]}/{source}" for label, source in zip(loaded.labels, loaded.sources)]
+        return Support(loaded.class_names, loaded.images, loaded.labels, captions, loaded.warnings)
+
+    def queries(self, queries: Sequence[ImageSource], encoder: Encoder) -> tuple[list[Image.Image], list[str]]:
+        return [load_image(query) for query in queries], []

@@ -1,8 +1,8 @@
-"""From typed or uploaded texts to a fitted text classifier: the text tab's logic, without any UI.
+"""Reading text support sets and queries: the text side of the path to a classifier, without any UI.
 
-The fitted classifier is the modality-agnostic ``FewShotClassifier`` over frozen sentence embeddings
-(explanations, self-check, 2-D map and the safetensors file all come from it). A learner that
-consumes another input kind (``finetune`` reads tokens) gets them from ``encoder.prepare``.
+Texts are cleaned, checked against the limits and cut to ``limits().max_text_chars``, with notes on
+what was cut (here and by the encoder's windows). ``TextReader`` is the text modality's
+``core.support.SupportReader``; fitting and classifying are ``FewShotClassifier``'s one path.
 """
 
 from __future__ import annotations
@@ -10,35 +10,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
+from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.config.limits import Limits
 from fewshot_demo.config.settings import limits
-from fewshot_demo.core.classifier import (
-    FewShotClassifier,
-    Prediction,
-    check_class_names,
-)
+from fewshot_demo.core.class_names import check_class_names
+from fewshot_demo.core.classifier import FewShotClassifier, Prediction
+from fewshot_demo.core.support import Support
 from fewshot_demo.data.texts import (
     TextTable,
     check_classes,
+    clean_pairs,
     split_lines,
     table_from_class_boxes,
 )
 from fewshot_demo.encoders.text import TextEncoder
-from fewshot_demo.methods import get_method
 from fewshot_demo.methods.text_tuning import ProgressCallback
-
-#: The defaults of the limits in force (``limits()``): query texts in one call; support texts (the
-#: app embeds the whole support set on each new fit; past this it stops being interactive); and the
-#: characters of a text that are read: longer texts are cut before tokenising (the encoder reads far
-#: fewer tokens anyway), which keeps a pasted book from stalling the tokenizer.
-MAX_QUERIES = Limits.max_query_texts
-MAX_SUPPORT_TEXTS = Limits.max_support_texts
-MAX_TEXT_CHARS = Limits.max_text_chars
 
 
 def build_text_support(classes: Sequence[tuple[str | None, str | None]]) -> TextTable:
@@ -76,7 +66,11 @@ def _checked(table: TextTable) -> TextTable:
 
 
 def _clip(texts: Sequence[str], encoder: TextEncoder, what: str) -> tuple[list[str], list[str]]:
-    """Cut texts to ``limits().max_text_chars``; return them with notes on what was cut (here and by the encoder)."""
+    """Cut texts to ``limits().max_text_chars``; return them with notes on what was cut (here and by the encoder).
+
+    The cut comes before tokenising: the encoder reads far fewer tokens anyway, and a pasted book
+    would otherwise stall the tokenizer.
+    """
     limit = limits().max_text_chars
     clipped = [text[:limit] for text in texts]
     count = sum(len(text) > limit for text in texts)
@@ -91,6 +85,15 @@ def support_fingerprint(table: TextTable, encoder_id: str, method: str, options:
     return hashlib.sha256(payload.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def _labelled(table: TextTable, encoder: TextEncoder) -> tuple[TextTable, list[str], Tensor, list[str]]:
+    """(the checked table, its clipped texts, their labels, notes on what was cut)."""
+    table = _checked(table)
+    texts, notes = _clip(table.texts, encoder, "example")
+    index = {name: i for i, name in enumerate(table.class_names)}
+    labels = torch.tensor([index[label] for label in table.labels], dtype=torch.long)
+    return table, texts, labels, notes
+
+
 def fit_text_classifier(
     table: TextTable,
     encoder: TextEncoder,
@@ -101,28 +104,17 @@ def fit_text_classifier(
     """Embed the support texts (cached by text) and fit the named method.
 
     Args:
-        table: the checked support set.
+        table: the support set.
         encoder: the text encoder.
         method: a registered method that runs on text (``methods_for("text", encoder.id)``).
-        options: keyword arguments for the learner factory (e.g. ``steps`` for finetune).
+        options: the method's options (e.g. ``steps`` for finetune).
         progress: ``(fraction, message)`` callback for the fine-tune.
 
     Returns:
-        (classifier, notes): notes say what was truncated.
+        (classifier, notes): notes say what was cut, or that the classes are unbalanced.
     """
-    table = _checked(table)
-    texts, notes = _clip(table.texts, encoder, "example")
-    class_names = table.class_names
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = torch.tensor([index[label] for label in table.labels], dtype=torch.long)
-    features = encoder.embed(texts)  # (n_support, d)
-    kind = get_method(method).input_kind("text")
-    inputs = None if kind == "features" else encoder.prepare(kind, texts)
-    classifier = FewShotClassifier(
-        method, class_names, features, labels, encoder.id, learner_options=dict(options or {}),
-        support_inputs=inputs, progress=progress,
-    )
-    return classifier, notes
+    table, texts, labels, notes = _labelled(table, encoder)
+    return FewShotClassifier.fit(encoder, table.class_names, texts, labels, method, options, progress), notes
 
 
 def parse_queries(block: str | None) -> list[str]:
@@ -144,15 +136,22 @@ def classify_texts(
     classifier: FewShotClassifier, encoder: TextEncoder, queries: Sequence[str]
 ) -> tuple[list[Prediction], list[str]]:
     """Embed (and, for a token learner, tokenise) the queries and classify them; return (predictions, notes)."""
-    if classifier.encoder_id != encoder.id:
-        raise UserInputError(
-            f"this classifier was fitted on {classifier.encoder_id!r} embeddings but {encoder.id!r} is selected; "
-            "fit again or select the matching encoder"
-        )
     texts, notes = _clip(queries, encoder, "query")
-    features = encoder.embed(texts)
-    inputs = None if classifier.consumes_features else encoder.prepare(classifier.input_kind, texts)
-    return classifier.predict(features, query_inputs=inputs), notes
+    return classifier.classify(encoder, texts), notes
+
+
+class TextReader:
+    """The text modality's support reader: items are strings, cleaned and cut to the length limit."""
+
+    modality = "text"
+
+    def support(self, classes: Mapping[str, Sequence[Any]], encoder: TextEncoder) -> Support:
+        pairs = ((str(text), name) for name, texts in classes.items() for text in texts)
+        table, texts, labels, notes = _labelled(clean_pairs(pairs, where="example"), encoder)
+        return Support(table.class_names, texts, labels, list(table.texts), list(table.notes) + notes)
+
+    def queries(self, queries: Sequence[Any], encoder: TextEncoder) -> tuple[list[str], list[str]]:
+        return _clip([str(query) for query in queries], encoder, "query")
 
 
 def load_text_classifier(path: str | Path, encoder_id: str | None = None) -> FewShotClassifier:

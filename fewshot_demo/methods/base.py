@@ -15,7 +15,7 @@ Labels are always remapped to 0..n_way-1 before they reach a learner.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,17 +48,11 @@ def check_support(support: Tensor, support_labels: Tensor) -> int:
 class FewShotLearner(ABC):
     """Base class: fit on a support set, then return (n_query, n_way) probabilities.
 
-    Subclasses set ``name`` (the method name used by the bench command and the UI) and implement
-    ``fit`` and ``predict_proba``. Learners that can be saved implement ``state_dict`` and
-    ``load_state_dict`` with plain tensors, so they can be written as safetensors.
+    Subclasses implement ``fit`` and ``predict_proba``. Learners that can be saved implement
+    ``state_dict`` and ``load_state_dict`` with plain tensors, so they can be written as
+    safetensors. What a learner is called, whether it can be saved and what it consumes are said
+    once, by its ``MethodSpec`` (``key``, ``savable``, ``input_kind(modality)``).
     """
-
-    name: ClassVar[str] = "learner"
-    #: True when the learner's state can be stored as tensors (for the saved classifier file).
-    savable: ClassVar[bool] = False
-    #: What the learner consumes: "features" (the backbone's output) or another kind that the
-    #: backbone or encoder prepares, e.g. "tokens" for fine-tuning a text encoder.
-    input_kind: ClassVar[str] = "features"
 
     def __init__(self) -> None:
         self.n_way: int = 0
@@ -96,10 +90,10 @@ class FewShotLearner(ABC):
 
     # Saving: plain tensors plus a JSON-able config.
     def state_dict(self) -> dict[str, Tensor]:
-        raise NotImplementedError(f"{self.name} cannot be saved")
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        raise NotImplementedError(f"{self.name} cannot be loaded")
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
 
     def config(self) -> dict[str, Any]:
         """JSON-able settings needed to rebuild this learner."""

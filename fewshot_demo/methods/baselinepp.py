@@ -59,9 +59,6 @@ class BaselinePlusPlus(FewShotLearner):
         normalization: how the frozen features are normalised first; see ``NormalizationConfig``.
     """
 
-    name = "baselinepp"
-    savable = True
-
     def __init__(self, config: BaselinePPConfig | None = None, normalization: NormalizationConfig | None = None) -> None:
         super().__init__()
         self.settings = config or BaselinePPConfig()

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from fewshot_demo.config.errors import CheckpointMissingError, UserInputError
-from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods.adabn import PIXELS224, AdaBNConfig, make_adabn
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.methods.baselinepp import BaselinePlusPlus, BaselinePPConfig
@@ -129,7 +128,6 @@ def make_scratch_maml(backbone_id: str, feature_dim: int = 0, device: torch.devi
     options = options or AdaptationOptions()
     learner = MAML(untrained_network(backbone_id, feature_dim, device), config, None,
                    inner_steps=options.inner_steps, inner_lr=options.inner_lr)
-    learner.name = "maml_scratch"  # type: ignore[misc]
     return learner
 
 
@@ -142,10 +140,13 @@ def _baselinepp(context: LearnerContext, options: BaselinePPConfig | None) -> Fe
     return BaselinePlusPlus(options)
 
 
-def _finetune(context: LearnerContext, options: Any) -> FewShotLearner:
-    """Images: the backbone's last block plus a new head; text: the encoder's top layers."""
-    if modality_of(context.backbone_id) == "image":
-        return make_image_finetune(context.backbone_id, context.device, options)
+def _image_finetune(context: LearnerContext, options: Any) -> FewShotLearner:
+    """The backbone's last block plus a new head."""
+    return make_image_finetune(context.backbone_id, context.device, options)
+
+
+def _text_finetune(context: LearnerContext, options: Any) -> FewShotLearner:
+    """The encoder's top layers, then a linear head."""
     return make_text_finetune(context.backbone_id, context.device, options)
 
 
@@ -200,7 +201,7 @@ register(MethodSpec(
     description="Baseline++ (Chen et al. 2019): cosine classifier with a learned scale, trained on the support",
 ))
 register(MethodSpec(
-    key="finetune", label="Fine-tuning", family="transfer", build=_finetune, cost="slow",
+    key="finetune", label="Fine-tuning", family="transfer", build={"image": _image_finetune, "text": _text_finetune}, cost="slow",
     input_kinds={"image": LAST_BLOCK_INPUT, "text": "tokens"},
     options={"image": ImageFinetuneConfig, "text": FinetuneConfig},
     description="Fine-tuning (Chen et al. 2019): images, the backbone's last block plus a new head; text, the "

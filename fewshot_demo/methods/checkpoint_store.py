@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import HfApi, snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
@@ -43,6 +46,7 @@ from fewshot_demo.methods.checkpoint_index import (
 )
 from fewshot_demo.methods.networks import EmbeddingNetwork, build_network
 from fewshot_demo.methods.registry import recipe_of
+from fewshot_demo.runtime.hub import hub_unreachable_reason
 
 FORMAT_VERSION = 1
 REQUIRED_FIELDS = ("format_version", "method", "architecture", "backbone_id", "feature_dim", "model_sha256")
@@ -81,8 +85,6 @@ def save_checkpoint(
     Returns:
         The directory.
     """
-    from safetensors.torch import save_file
-
     recipe_of(method)  # refuses a method that is not meta-trained
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -165,9 +167,6 @@ def _load_cached(
     method: str | None, backbone_id: str | None, feature_dim: int | None, device: str,
 ) -> Checkpoint:
     """Load once per file version and device: the bench builds a learner per episode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     model_path = Path(model_file)
     directory = model_path.parent
     retrain = "Retrain it with the command in fewshot_demo/checkpoints/README.md or pull it again."
@@ -246,13 +245,10 @@ def push_to_hub(directory: str | os.PathLike, repo_id: str, token: str | None = 
         HubUnavailableError: when offline, saying so in a few seconds rather than after retries.
         UserInputError: when the folder is not a valid checkpoint.
     """
-    from fewshot_demo.runtime.hub import hub_unreachable_reason
-
     load_checkpoint(directory)  # never publish a broken checkpoint
     reason = hub_unreachable_reason()
     if reason is not None:
         raise HubUnavailableError(f"cannot push to the Hugging Face Hub: {reason}. Try again when online.")
-    from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
@@ -270,14 +266,11 @@ def pull_from_hub(repo_id: str, revision: str | None = None, token: str | None =
         HubUnavailableError: when offline.
         UserInputError: when the download is not a valid checkpoint.
     """
-    from fewshot_demo.runtime.hub import hub_unreachable_reason
-
     reason = hub_unreachable_reason()
     if reason is not None:
         raise HubUnavailableError(
             f"cannot pull {repo_id} from the Hugging Face Hub: {reason}. The shipped checkpoints work offline."
         )
-    from huggingface_hub import snapshot_download
 
     staging = Path(
         snapshot_download(repo_id, revision=revision, token=token, allow_patterns=[MODEL_FILE, CONFIG_FILE])

@@ -25,9 +25,6 @@ class EncoderLinearProbe(FewShotLearner):
         network: the pretrained (or untrained) embedding network; it is not modified.
     """
 
-    name = "encoder_linear"
-    savable = True
-
     def __init__(self, network: EmbeddingNetwork) -> None:
         super().__init__()
         self.network = network.eval()

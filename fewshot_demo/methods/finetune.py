@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.errors import InputKindUnsupportedError, UserInputError
 from fewshot_demo.config.options import bounded
+from fewshot_demo.encoders.image import BACKBONES, load_backbone
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.features import class_means
 
@@ -88,10 +89,6 @@ class ImageFinetune(FewShotLearner):
         backbone_model: the pretrained network (its last stage is copied, never modified).
         config: training settings; see ``ImageFinetuneConfig``.
     """
-
-    name = "finetune"
-    input_kind = LAST_BLOCK_INPUT
-    savable = True
 
     def __init__(self, backbone_model: nn.Module, config: ImageFinetuneConfig | None = None) -> None:
         super().__init__()
@@ -175,9 +172,6 @@ def make_image_finetune(backbone_id: str, device: torch.device, config: ImageFin
         InputKindUnsupportedError: for a backbone without an EfficientNet-style last stage (``pixels28``
             has nothing pretrained to fine-tune).
     """
-    from fewshot_demo.config.errors import InputKindUnsupportedError
-    from fewshot_demo.encoders.image import BACKBONES, load_backbone
-
     if LAST_BLOCK_INPUT not in BACKBONES[backbone_id].input_kinds:
         raise InputKindUnsupportedError(
             f"finetune adapts the last stage of a pretrained EfficientNet-style backbone; {backbone_id!r} has none. "

@@ -31,9 +31,6 @@ class LinearProbe(FewShotLearner):
         max_iter: L-BFGS iterations.
     """
 
-    name = "linear"
-    savable = True
-
     def __init__(
         self,
         normalization: NormalizationConfig | None = None,

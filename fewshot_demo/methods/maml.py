@@ -26,6 +26,7 @@ from torch.func import functional_call
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.options import bounded
 from fewshot_demo.methods.base import FewShotLearner, check_support
+from fewshot_demo.methods.features import FeatureNormalizer
 from fewshot_demo.methods.meta_recipe import MetaRecipe, TrainSettings
 from fewshot_demo.methods.networks import (
     EmbeddingNetwork,
@@ -223,9 +224,6 @@ class MAML(FewShotLearner):
         on_step: called with each history entry as it is measured, e.g. to update a plot.
     """
 
-    name = "maml"
-    savable = True
-
     def __init__(
         self,
         network: EmbeddingNetwork,
@@ -308,8 +306,6 @@ class MAML(FewShotLearner):
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        from fewshot_demo.methods.features import FeatureNormalizer
-
         self.adapted = {name[len("adapted.") :]: value.float() for name, value in state.items() if name.startswith("adapted.")}
         if any(name.startswith("normalizer.") for name in state):
             self._normalizer = FeatureNormalizer()
@@ -330,8 +326,6 @@ class FOMAML(MAML):
     Meta-trained without second derivatives (the inner steps' gradients are treated as constants),
     which is cheaper and often as good. Adaptation at test time is exactly MAML's.
     """
-
-    name = "fomaml"
 
 
 INNER_LR_PREFIX = "inner_lr."

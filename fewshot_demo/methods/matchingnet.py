@@ -55,9 +55,6 @@ class MatchingNetwork(FewShotLearner):
         log_temperature: scalar tensor, the meta-learned log of the cosine scale.
     """
 
-    name = "matchingnet"
-    savable = True
-
     def __init__(self, network: EmbeddingNetwork, log_temperature: Tensor | None = None) -> None:
         super().__init__()
         self.network = network.eval()

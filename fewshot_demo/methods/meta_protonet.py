@@ -47,9 +47,6 @@ class MetaPrototypicalNetwork(FewShotLearner):
             baseline); it is not modified.
     """
 
-    name = "protonet"
-    savable = True
-
     def __init__(self, network: EmbeddingNetwork) -> None:
         super().__init__()
         self.network = network.eval()

@@ -9,17 +9,15 @@ unlabelled images), the learner users run, and what its checkpoint records.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor, nn
 
+from fewshot_demo.data.views import ViewConfig
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.methods.networks import EmbeddingNetwork
-
-if TYPE_CHECKING:
-    from fewshot_demo.data.views import ViewConfig
-    from fewshot_demo.runtime.distributed import World
+from fewshot_demo.runtime.distributed import World
 
 
 class TrainSettings(Protocol):

@@ -30,9 +30,6 @@ class PrototypicalNetwork(FewShotLearner):
             features (expected calibration error 0.082 and 0.055; 10 gave 0.12 at 1-shot).
     """
 
-    name = "protonet"
-    savable = True
-
     def __init__(
         self, normalization: NormalizationConfig | None = None, temperature: float = 8.0
     ) -> None:

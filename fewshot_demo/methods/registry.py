@@ -52,6 +52,10 @@ class LearnerContext:
     device: torch.device = torch.device("cpu")
 
 
+#: ``build(context, options)``: a fresh, unfitted learner.
+Builder = Callable[[LearnerContext, Any], FewShotLearner]
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """Everything the app, the bench and the training command know about one method.
@@ -65,7 +69,8 @@ class MethodSpec:
             representation was pretrained on unlabelled images, no episodes and no labels) or
             "baseline" (a meta-learner's no-meta-training control, shown where its checkpoint exists).
         build: ``build(context, options)`` returns a fresh, unfitted learner; ``options`` is an
-            instance of the options class for the context's modality (or None).
+            instance of the options class for the context's modality (or None). A mapping
+            modality -> builder when the learner differs by modality (fine-tuning).
         modalities: "image" and/or "text".
         input_kinds: modality -> what the learner consumes ("features" unless given): the
             backbone's or encoder's ``prepare(kind, items)`` makes it.
@@ -86,7 +91,7 @@ class MethodSpec:
     label: str
     description: str
     family: str
-    build: Callable[[LearnerContext, Any], FewShotLearner] = field(repr=False)
+    build: "Builder | Mapping[str, Builder]" = field(repr=False)
     modalities: tuple[str, ...] = MODALITIES
     input_kinds: Mapping[str, str] = field(default_factory=dict)
     options: type | Mapping[str, type] | None = None
@@ -113,6 +118,10 @@ class MethodSpec:
     def input_kind(self, modality: str) -> str:
         """What the learner consumes on this modality: "features" or a kind ``prepare`` makes."""
         return self.input_kinds.get(modality, "features")
+
+    def builder(self, modality: str) -> Builder:
+        """The learner factory for a modality."""
+        return self.build[modality] if isinstance(self.build, Mapping) else self.build
 
     def options_class(self, modality: str) -> type | None:
         if isinstance(self.options, Mapping):
@@ -312,7 +321,8 @@ def make_learner(key: str, context: LearnerContext | None = None, **options: Any
     modality = modality_of(context.backbone_id)
     if modality is not None:
         spec.check_applicable(modality, context.backbone_id)
-    return spec.build(context, spec.make_options(modality or spec.modalities[0], **options))
+    modality = modality or spec.modalities[0]
+    return spec.builder(modality)(context, spec.make_options(modality, **options))
 
 
 def options_dict(options: Any) -> dict[str, Any]:

@@ -55,8 +55,6 @@ class Reptile(MAML):
     work as for ``MAML``.
     """
 
-    name = "reptile"
-
 
 class ReptileRecipe(MAMLRecipe):
     """Meta-training of Reptile: no loss is back-propagated; the loop moves the initialisation by

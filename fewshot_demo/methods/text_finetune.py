@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.errors import InputKindUnsupportedError, UserInputError
+from fewshot_demo.encoders.text import (
+    BUNDLED_ENCODER,
+    ENCODERS,
+    TextEncoder,
+    load_encoder,
+    pool,
+)
+from fewshot_demo.encoders.text_pooling import unpack_tokens
 from fewshot_demo.methods.base import FewShotLearner, check_support
 from fewshot_demo.methods.linear import LinearProbe
 from fewshot_demo.methods.text_tuning import (
@@ -18,9 +26,6 @@ from fewshot_demo.methods.text_tuning import (
     finetune_top_layers,
     frozen_states,
 )
-
-if TYPE_CHECKING:
-    from fewshot_demo.encoders.text import TextEncoder
 
 #: Windows x padded length of the support texts a fine-tune may hold: their cached states at three
 #: layers take about 0.5 GB with MiniLM (the BBC 5 x 8 support set takes about 23,000).
@@ -44,10 +49,6 @@ class TextFinetune(FewShotLearner):
         progress: optional ``(fraction, message)`` callback, called after each training step.
     """
 
-    name = "finetune"
-    savable = True
-    input_kind = "tokens"
-
     def __init__(
         self, encoder: "TextEncoder", config: FinetuneConfig | None = None, progress: ProgressCallback | None = None
     ) -> None:
@@ -61,8 +62,6 @@ class TextFinetune(FewShotLearner):
 
     def _pool(self, hidden: Tensor, attention_mask: Tensor, owner: Tensor) -> Tensor:
         """The (n, d) embedding the fine-tune trains: the last layer's, mean-pooled for "layers" pooling."""
-        from fewshot_demo.encoders.text import pool
-
         pooling = "mean" if self.encoder.pooling == "layers" else self.encoder.pooling
         return pool(hidden, attention_mask, pooling, owner=owner)
 
@@ -83,8 +82,6 @@ class TextFinetune(FewShotLearner):
         """What the head reads: the tuned embedding, or for "layers" pooling the tuned last layer and the
         frozen middle layer, pooled over each text's windows as the frozen encoder's features are
         (``encoders.pool``)."""
-        from fewshot_demo.encoders.text import pool
-
         middle = frozen[2] if self.encoder.pooling == "layers" else None  # see _frozen_layers
         return pool(tuned, attention_mask, self.encoder.pooling, middle, owner)  # (n, feature_dim)
 
@@ -95,8 +92,6 @@ class TextFinetune(FewShotLearner):
             raise UserInputError(f"fine-tuning is not supported for the {self.encoder.id!r} encoder: {error}") from None
 
     def fit(self, support: Tensor, support_labels: Tensor) -> "TextFinetune":
-        from fewshot_demo.encoders.text_pooling import unpack_tokens
-
         self.n_way = check_support(support, support_labels)
         input_ids, attention_mask, owner = unpack_tokens(support)
         if input_ids.numel() > MAX_FINETUNE_TOKENS:  # the frozen states of all of them are kept in memory
@@ -134,8 +129,6 @@ class TextFinetune(FewShotLearner):
     @torch.no_grad()
     def embed(self, tokens: Tensor, batch_size: int = 32) -> Tensor:
         """Return (n, feature_dim) embeddings of (n, windows, 2, seq_len) token tensors from the tuned encoder."""
-        from fewshot_demo.encoders.text_pooling import unpack_tokens
-
         self._require_fitted()
         assert self.top is not None
         chunks = []
@@ -175,9 +168,6 @@ def make_text_finetune(encoder_id: str, device: torch.device, config: FinetuneCo
     Raises:
         InputKindUnsupportedError: when ``encoder_id`` is not a text encoder (fine-tuning needs one).
     """
-    from fewshot_demo.config.errors import InputKindUnsupportedError
-    from fewshot_demo.encoders.text import BUNDLED_ENCODER, ENCODERS, load_encoder
-
     encoder_id = encoder_id or BUNDLED_ENCODER
     if encoder_id.partition(":")[0] not in ENCODERS:
         raise InputKindUnsupportedError(

@@ -108,7 +108,9 @@ class TopLayers(nn.Module):
         self.config = model.config
 
     def _mask(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import (
+            create_bidirectional_mask,  # deferred: transformers takes seconds
+        )
 
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
 

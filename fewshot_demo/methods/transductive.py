@@ -51,8 +51,6 @@ class TransductivePrototypes(FewShotLearner):
         step: fraction of the way each iteration moves a prototype to its new mean.
     """
 
-    name = "protonet_transductive"
-
     def __init__(
         self,
         normalization: NormalizationConfig | None = None,

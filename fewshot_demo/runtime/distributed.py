@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
@@ -64,7 +65,6 @@ class World:
         """Add every parameter's gradient over the processes (in place; a missing one counts as 0)."""
         if self.size == 1:
             return
-        import torch.distributed as dist
 
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -87,15 +87,11 @@ class World:
     def barrier(self) -> None:
         """Wait until every process gets here (no-op for one process)."""
         if self.size > 1:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def close(self) -> None:
         """Leave the process group (no-op for one process)."""
         if self.size > 1:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -106,7 +102,6 @@ class _GatherWithGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: Tensor, rank: int, size: int) -> Tensor:  # type: ignore[override]
-        import torch.distributed as dist
 
         ctx.rank, ctx.rows = rank, tensor.shape[0]
         parts = [torch.empty_like(tensor) for _ in range(size)]
@@ -115,7 +110,6 @@ class _GatherWithGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        import torch.distributed as dist
 
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
@@ -155,7 +149,6 @@ def join_from_environment(device: torch.device) -> tuple[World, torch.device]:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend=backend_for(device))

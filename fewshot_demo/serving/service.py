@@ -16,160 +16,30 @@ every problem is a ``UserInputError`` with the fix in its message. The web endpo
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-import secrets
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
-
-import torch
-from torch import nn
+from typing import Any, Mapping, Sequence
 
 from fewshot_demo.api import Classifier, fit
 from fewshot_demo.config.checks import check_count, check_file_sizes
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import Prediction
-from fewshot_demo.encoders.registry import default_method
+from fewshot_demo.data.images import load_image
+from fewshot_demo.data.texts import clean_text, read_text_table
+from fewshot_demo.data.zips import zip_classes
+from fewshot_demo.encoders.registry import default_method, get_encoder
 from fewshot_demo.runtime.priority import PRIORITY
+from fewshot_demo.serving.handles import HandleStore
+from fewshot_demo.serving.requests import (
+    Upload,
+    group_by_label,
+    inline_image,
+    method_options,
+)
 
 #: How much of a support text a prediction quotes as a nearest example.
 QUOTE_CHARS = 200
 #: Nearest support items reported per query.
 N_NEAREST = 3
-#: The start of an image sent inline in /predict, as browsers write data URLs: it spares the caller
-#: the upload request (one HTTP round trip and a temporary file on the server).
-DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
-
-
-# ------------------------------------------------------------------------------------------ handles
-@dataclass
-class Fitted:
-    """One kept classifier.
-
-    Attributes:
-        classifier: the fitted classifier (its ``support_items`` name the nearest examples).
-        nbytes: the memory its tensors hold, as counted by ``tensor_bytes``.
-        last_used: ``clock()`` of its last fit or prediction.
-        lock: one prediction at a time per classifier (learners are not all re-entrant).
-    """
-
-    classifier: Classifier
-    nbytes: int
-    last_used: float
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-class HandleStore:
-    """Fitted classifiers under random tokens, bounded in count, memory and idle time.
-
-    Args:
-        max_handles: most classifiers kept; a new one pushes out the least recently used.
-        max_bytes: most memory kept, counted by ``tensor_bytes``; likewise.
-        ttl_s: a classifier unused for this long is forgotten.
-        clock: seconds, monotonic (tests pass a fake one).
-    """
-
-    def __init__(self, max_handles: int, max_bytes: float, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_handles = max_handles
-        self.max_bytes = max_bytes
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._entries: OrderedDict[str, Fitted] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, classifier: Classifier) -> str:
-        """Keep a classifier; return its new handle.
-
-        Raises:
-            UserInputError: when this one classifier alone is larger than the store's memory.
-        """
-        nbytes = tensor_bytes(classifier)
-        if nbytes > self.max_bytes:
-            raise UserInputError(
-                f"this classifier holds {nbytes / 2**20:.0f} MB, more than the {self.max_bytes / 2**20:.0f} MB this "
-                "server keeps; use fewer support items, or a method that does not train the backbone"
-            )
-        handle = secrets.token_urlsafe(24)
-        with self._lock:
-            self._expire()
-            self._entries[handle] = Fitted(classifier, nbytes, self.clock())
-            while len(self._entries) > self.max_handles or self.nbytes > self.max_bytes:
-                self._entries.popitem(last=False)
-        return handle
-
-    def get(self, handle: str) -> Fitted:
-        """The classifier kept under ``handle``, marked as used now.
-
-        Raises:
-            UserInputError: for an unknown, forgotten or expired handle, saying to fit again.
-        """
-        with self._lock:
-            self._expire()
-            entry = self._entries.get(str(handle or "").strip())
-            if entry is None:
-                raise UserInputError(
-                    "unknown or expired handle: handles last "
-                    f"{self.ttl_s / 60:.0f} minutes after their last use and the server keeps at most "
-                    f"{self.max_handles}; fit the support set again (/fit_images or /fit_texts) for a new one"
-                )
-            entry.last_used = self.clock()
-            self._entries.move_to_end(handle)
-            return entry
-
-    def drop(self, handle: str) -> bool:
-        """Forget a handle; True when it was kept."""
-        with self._lock:
-            return self._entries.pop(str(handle or "").strip(), None) is not None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(entry.nbytes for entry in self._entries.values())
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._expire()
-            return len(self._entries)
-
-    def _expire(self) -> None:
-        now = self.clock()
-        for handle in [h for h, entry in self._entries.items() if now - entry.last_used > self.ttl_s]:
-            del self._entries[handle]
-
-
-def tensor_bytes(root: Any, depth: int = 4) -> int:
-    """Bytes of the distinct tensors reachable from ``root`` through attributes, lists and dicts
-    (modules count their parameters and buffers): what keeping ``root`` costs in memory."""
-    seen: set[int] = set()
-    total = 0
-
-    def visit(value: Any, level: int) -> None:
-        nonlocal total
-        if isinstance(value, torch.Tensor):
-            key = value.untyped_storage().data_ptr() if value.numel() else id(value)
-            if key not in seen:
-                seen.add(key)
-                total += value.untyped_storage().nbytes()
-        elif isinstance(value, nn.Module):
-            for tensor in [*value.parameters(), *value.buffers()]:
-                visit(tensor.detach(), level)
-        elif level > 0 and isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item, level - 1)
-        elif level > 0 and isinstance(value, dict):
-            for item in value.values():
-                visit(item, level - 1)
-        elif level > 0 and hasattr(value, "__dict__") and not isinstance(value, type):
-            for item in vars(value).values():
-                visit(item, level - 1)
-
-    visit(root, depth)
-    return total
 
 
 # ------------------------------------------------------------------------------------------ answers
@@ -191,47 +61,6 @@ def prediction_json(prediction: Prediction, query: str, support_items: Sequence[
         "nearest": nearest,
     }
 
-
-# ------------------------------------------------------------------------------------------ inputs
-@dataclass(frozen=True)
-class Upload:
-    """A file the caller sent: where it is on this server and the name the caller gave it."""
-
-    path: str
-    name: str
-
-
-def inline_image(query: str, number: int, max_mb: float) -> bytes:
-    """The bytes of query image ``number`` (1-based) sent inline as a data URL ("data:image/png;base64,...").
-
-    Raises:
-        UserInputError: when it is not such a data URL, is larger than ``max_mb``, or is not base64.
-    """
-    start = DATA_URL.match(query)
-    if start is None:
-        raise UserInputError("this is an image classifier: send the queries as image files (gradio_client: "
-                             "handle_file(path)) or as data URLs (data:image/png;base64,...), not as text")
-    payload = query[start.end():]
-    if len(payload) * 3 / 4 > max_mb * 2**20:
-        raise UserInputError(f"query {number} is larger than the {max_mb:g} MB this server accepts; "
-                             "resize the image and send it again")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise UserInputError(f"query {number} is not valid base64 after its data: prefix; encode the file again") from None
-
-
-def _group(items: Sequence[Any], labels: Sequence[str] | None, what: str) -> dict[str, list[Any]]:
-    """{class: items} from items and one label per item, with the class and per-class limits."""
-    if labels is None or len(labels) != len(items):
-        got = "no labels" if labels is None else f"{len(labels)} labels"
-        raise UserInputError(f"{len(items)} {what} but {got}; give one class name per {what[:-1]}, in the same order")
-    classes: dict[str, list[Any]] = {}
-    for item, label in zip(items, labels):
-        classes.setdefault(" ".join(str(label).split()), []).append(item)
-    current = limits()
-    check_count(len(classes), current.max_classes, "classes", "keep the classes you need most")
-    return classes
 
 
 class Service:
@@ -315,24 +144,20 @@ class Service:
         current = limits()
         method = method or default_method("image")
         if len(support) == 1 and support[0].name.lower().endswith(".zip") and not labels:
-            from fewshot_demo.data.builtin import zip_classes
-
             check_file_sizes([support[0].path], current.max_upload_mb)
             with zip_classes(support[0].path, support[0].name) as classes:  # unpacked files go at the end
-                return fit(classes, method, encoder, modality="image", **_options(options))
+                return fit(classes, method, encoder, modality="image", **method_options(options))
         check_count(len(support), current.max_classes * current.max_images_per_class, "support images",
                     f"keep at most {current.max_images_per_class} per class")
-        groups = _group(support, labels, "images")
+        groups = group_by_label(support, labels, "images")
         for name, items in groups.items():
             check_count(len(items), current.max_images_per_class, f"images in class {name!r}", "keep the most typical ones")
         check_file_sizes([upload.path for upload in support], current.max_upload_mb)
         classes = {name: [upload.path for upload in uploads] for name, uploads in groups.items()}
-        return fit(classes, method, encoder, modality="image", **_options(options))
+        return fit(classes, method, encoder, modality="image", **method_options(options))
 
     def _fit_texts(self, texts: Sequence[str] | None, labels: Sequence[str] | None, table: Upload | None,
                    method: str | None, options: Mapping[str, Any] | None, encoder: str | None) -> Classifier:
-        from fewshot_demo.data.texts import clean_text, read_text_table
-
         current = limits()
         if table is not None:
             check_file_sizes([table.path], current.max_upload_mb)
@@ -342,9 +167,9 @@ class Service:
             raise UserInputError("send the support texts with one class name each (texts and labels), or a CSV/TSV/JSONL "
                                  "table with text and label columns")
         check_count(len(texts), current.max_support_texts, "support texts", "keep a sample of each class")
-        classes = _group([clean_text(t) for t in texts], [clean_text(label) for label in labels or []]
+        classes = group_by_label([clean_text(t) for t in texts], [clean_text(label) for label in labels or []]
                          if labels is not None else None, "texts")
-        return fit(classes, method or default_method("text"), encoder, modality="text", **_options(options))
+        return fit(classes, method or default_method("text"), encoder, modality="text", **method_options(options))
 
     def _check_image_queries(self, queries: Sequence[Any]) -> list[Upload | bytes]:
         """The queries checked before any is read: files as they are, data URLs as their bytes."""
@@ -365,30 +190,25 @@ class Service:
             raise UserInputError("this is a text classifier: send the queries as strings, not files")
 
     def _predict(self, classifier: Classifier, queries: Sequence[Any]) -> dict[str, Any]:
-        queries = list(queries or [])
+        answer = {"image": self._answer_images, "text": self._answer_texts}[classifier.modality]
+        answers, notes = answer(classifier, list(queries or []))
         fitted = classifier.fitted
-        notes: list[str] = []
-        if classifier.modality == "image":
-            answers, notes = self._predict_images(classifier, self._check_image_queries(queries))
-        else:
-            from fewshot_demo.data.texts import clean_text
-
-            self._check_text_queries(queries)
-            texts = [clean_text(query) for query in queries]
-            answers = [prediction_json(p, q, classifier.support_items, fitted.class_names, fitted.support_labels.tolist())
-                       for p, q in zip(classifier.predict(texts), texts)]
         return {"method": fitted.method, "encoder": fitted.encoder_id, "classes": list(fitted.class_names),
                 "predictions": answers, "notes": notes}
 
-    def _predict_images(self, classifier: Classifier, queries: Sequence[Upload | bytes]) -> tuple[list[dict], list[str]]:
+    def _answer_texts(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str]]:
+        self._check_text_queries(queries)
+        texts = [clean_text(query) for query in queries]
+        predictions, notes = classifier.predict_with_notes(texts)
+        return [_answer(classifier, prediction, text) for prediction, text in zip(predictions, texts)], notes
+
+    def _answer_images(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str]]:
         """Read every query (a file, or the bytes of a data URL, from ``_check_image_queries``; one
         that cannot be read gets an "error" entry), classify the rest in one batch."""
-        from fewshot_demo.data.images import load_image
-
-        fitted = classifier.fitted
-        names = [query.name if isinstance(query, Upload) else f"query {number}" for number, query in enumerate(queries, 1)]
+        sources = self._check_image_queries(queries)
+        names = [query.name if isinstance(query, Upload) else f"query {number}" for number, query in enumerate(sources, 1)]
         images, positions, answers, notes = [], [], [], []
-        for position, query in enumerate(queries):
+        for position, query in enumerate(sources):
             try:
                 images.append(load_image(query.path if isinstance(query, Upload) else query))
                 positions.append(position)
@@ -398,24 +218,14 @@ class Service:
                 notes.append(f"skipped {message}")
         if not images:
             raise UserInputError("none of the query files is a usable image; " + "; ".join(notes))
-        from fewshot_demo.api import _backbone
-        from fewshot_demo.core.image_task import classify_images
-
-        predictions = classify_images(fitted, _backbone(fitted.encoder_id), images)
-        labels = fitted.support_labels.tolist()
+        fitted = classifier.fitted
+        predictions = fitted.classify(get_encoder(fitted.encoder_id), images, n_nearest=N_NEAREST)
         for position, prediction in zip(positions, predictions):
-            answers.append((position, prediction_json(prediction, names[position], classifier.support_items,
-                                                      fitted.class_names, labels)))
+            answers.append((position, _answer(classifier, prediction, names[position])))
         return [answer for _, answer in sorted(answers, key=lambda pair: pair[0])], notes
 
 
-def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A method's options as keywords: a mapping of names (the registry checks names and bounds)."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping) or not all(isinstance(key, str) for key in options):
-        raise UserInputError('options must be a JSON object of option names and values, e.g. {"inner_steps": 5}')
-    reserved = {"modality", "support", "method", "encoder"} & set(options)
-    if reserved:
-        raise UserInputError(f"{', '.join(sorted(reserved))} is a parameter of its own, not a method option")
-    return dict(options)
+def _answer(classifier: Classifier, prediction: Prediction, query: str) -> dict[str, Any]:
+    fitted = classifier.fitted
+    return prediction_json(prediction, query, classifier.support_items, fitted.class_names,
+                           fitted.support_labels.tolist())

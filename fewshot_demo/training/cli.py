@@ -46,7 +46,8 @@ def _settings_only(argv: list[str]) -> list[str]:
     return kept
 
 
-def _train_main(argv: list[str]) -> None:
+def _train_parser() -> argparse.ArgumentParser:
+    """The training command's arguments, with TrainConfig's defaults."""
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train",
         description="Meta-train a few-shot learner episodically, or pretrain one without labels (simclr, mae), "
@@ -98,25 +99,39 @@ def _train_main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--dry-run", action="store_true", help="3 iterations, 4 validation episodes, temporary output")
     parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings from the parsed arguments (``--dry-run``: 3 iterations, 4 validation episodes).
+
+    Raises:
+        UserInputError: for settings that do not go together.
+    """
+    return TrainConfig(
+        method=args.method, backbone=args.backbone, n_way=args.n_way, n_shots=tuple(args.n_shot),
+        n_query=args.n_query, meta_batch=args.meta_batch,
+        iterations=3 if args.dry_run else args.iterations, meta_lr=args.meta_lr,
+        step_size_meta_lr=args.step_size_meta_lr,
+        inner_steps=args.inner_steps, inner_lr=args.inner_lr, learn_inner_lr=not args.fixed_inner_lr,
+        rank=args.rank, hidden=args.hidden, stamp_classes=args.stamp_classes,
+        symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, fashion_tasks=args.fashion_tasks,
+        weight_average=args.weight_average,
+        val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
+        images=None if args.images is None else str(args.images),
+        batch_size=args.batch_size, temperature=args.temperature, mask_ratio=args.mask_ratio,
+        patch_size=args.patch_size, norm_pix=args.norm_pix, min_area=args.min_area, flip=args.flip,
+        contrast=args.contrast, noise=args.noise,
+    )
+
+
+def _train_main(argv: list[str]) -> None:
+    parser = _train_parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        config = TrainConfig(
-            method=args.method, backbone=args.backbone, n_way=args.n_way, n_shots=tuple(args.n_shot),
-            n_query=args.n_query, meta_batch=args.meta_batch,
-            iterations=3 if args.dry_run else args.iterations, meta_lr=args.meta_lr,
-            step_size_meta_lr=args.step_size_meta_lr,
-            inner_steps=args.inner_steps, inner_lr=args.inner_lr, learn_inner_lr=not args.fixed_inner_lr,
-            rank=args.rank, hidden=args.hidden, stamp_classes=args.stamp_classes,
-            symmetric_classes=args.symmetric_classes, max_shift=args.max_shift, fashion_tasks=args.fashion_tasks,
-            weight_average=args.weight_average,
-            val_every=args.val_every, val_episodes=4 if args.dry_run else args.val_episodes, seed=args.seed,
-            images=None if args.images is None else str(args.images),
-            batch_size=args.batch_size, temperature=args.temperature, mask_ratio=args.mask_ratio,
-            patch_size=args.patch_size, norm_pix=args.norm_pix, min_area=args.min_area, flip=args.flip,
-            contrast=args.contrast, noise=args.noise,
-        )
+        config = _config_from(args)
         world, device = join_from_environment(pick_device(args.device))
         torch.manual_seed(config.seed)
         if config.images is not None:
@@ -154,7 +169,6 @@ def _train_main(argv: list[str]) -> None:
 
 
 def _evaluate_main(argv: list[str]) -> None:
-
     parser = argparse.ArgumentParser(
         prog="python -m fewshot_demo.train evaluate",
         description="Evaluate learners on a track's held-out classes (Tux Paint's 9 evaluation folders, "
@@ -206,7 +220,6 @@ def _evaluate_main(argv: list[str]) -> None:
 
 
 def _hub_main(command: str, argv: list[str]) -> None:
-
     parser = argparse.ArgumentParser(prog=f"python -m fewshot_demo.train {command}")
     if command == "push":
         parser.add_argument("checkpoint", type=Path, help="checkpoint folder to upload")
