@@ -20,7 +20,7 @@ the runner's ``fit_seconds``; for SetFit ``trainer.train()``: pair fine-tune and
 one of our methods gets its paired difference to each peer, over the episodes both ran. Episodes are
 drawn as by ``fewshot_demo.bench.benchmark`` (same seed, same sampler, classes in order of first appearance),
 so ``--data bbc`` gives the episodes of ``python -m fewshot_demo.bench --data bbc.csv`` with the CSV
-written by ``python -m fewshot_demo.data.texts bbc bbc.csv``. One torch thread unless
+written by ``python -m fewshot_demo.data.corpora bbc bbc.csv``. One torch thread unless
 FEWSHOT_TORCH_THREADS says otherwise.
 
 SetFit on long texts takes minutes per episode, so its episodes can be split: ``--episodes 0
@@ -63,7 +63,8 @@ from fewshot_demo.data.episodes import (
     remap_labels,
     sample_episodes,
 )
-from fewshot_demo.data.texts import BENCHMARK_CORPORA, read_text_table
+from fewshot_demo.data.corpora import BENCHMARK_CORPORA
+from fewshot_demo.data.texts import read_text_table
 from fewshot_demo.encoders.registry import get_encoder
 from fewshot_demo.encoders.text import parse_encoder_id
 from fewshot_demo.methods import LearnerContext, available_methods, get_method

@@ -30,7 +30,7 @@ from fewshot_demo.data.splits import (
     TUXPAINT_EVAL_FOLDERS,
     tuxpaint_stamps_dir,
 )
-from fewshot_demo.data.texts import load_bbc_news, load_chatterbot_topics
+from fewshot_demo.data.corpora import load_bbc_news, load_chatterbot_topics
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from fewshot_demo.data.image_folder import list_image_folder
 from fewshot_demo.data.images import load_image
 from fewshot_demo.data.texts import read_text_table
 
+#: What items can be: RGB images or texts.
 MODALITIES = ("image", "text")
 #: Images are kept at most this large (the backbones read 224 px), to keep pools small in memory.
 MAX_IMAGE_SIDE = 320

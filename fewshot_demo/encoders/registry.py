@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.data.labelled import MODALITIES
 from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE
 from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.encoders.protocol import Encoder
 from fewshot_demo.encoders.text import BUNDLED_ENCODER, ENCODERS, TOKENS, load_encoder
-
-MODALITIES = ("image", "text")
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from fewshot_demo.config.errors import (
     UserInputError,
 )
 from fewshot_demo.config.options import bounded  # noqa: F401  (re-exported: options classes use it)
+from fewshot_demo.data.labelled import MODALITIES
 from fewshot_demo.data.splits import TRACKS
 from fewshot_demo.encoders.registry import gives_vectors, input_kinds, modality_of
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.methods.checkpoint_index import find_checkpoint
 from fewshot_demo.methods.meta_recipe import MetaRecipe
 
-MODALITIES = ("image", "text")
 FAMILIES = ("transfer", "meta", "self-supervised", "baseline")
 #: Cost hints, cheapest first: the comparison runs cheap methods first so results show at once.
 COSTS = ("instant", "fast", "seconds", "slow")
