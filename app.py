@@ -12,10 +12,11 @@ import gradio as gr
 import torch
 
 from fewshot_demo.config.settings import limits, settings
-from fewshot_demo.ui import api, compare_tab, image_tab, text_tab
+from fewshot_demo.ui import api, compare_tab, events
+from fewshot_demo.ui.blocks import GuardedBlocks
 from fewshot_demo.ui.compare_tab import build_compare_tab
-from fewshot_demo.ui.guard import GuardedBlocks, TempFiles, guard
-from fewshot_demo.ui.image_tab import EXAMPLES_DIR, build_image_tab
+from fewshot_demo.ui.image_examples import EXAMPLES_DIR
+from fewshot_demo.ui.image_tab import build_image_tab
 from fewshot_demo.ui.text_tab import build_text_tab
 
 TITLE = "Few-shot learning demo"
@@ -46,19 +47,20 @@ def wait_until_warm() -> str:
 def end_session(request: gr.Request) -> None:
     """When a browser session ends: stop its comparison, remove its temporary files, free its id."""
     compare_tab.stop(request)
-    demo.temp_files.end_session(request.session_hash)
-    if demo.sessions is not None:
-        demo.sessions.release(request.session_hash)
+    demo.end_session(request.session_hash)
 
 
 def build_demo() -> GuardedBlocks:
-    """Build the whole app. Nothing heavy happens here: models load in the background at launch."""
+    """Build the whole app. Nothing heavy happens here: models load in the background at launch.
+
+    Every event is declared where it is wired, with its API visibility, concurrency group, error
+    policy and GPU time (``fewshot_demo.ui.events``); nothing rewrites them afterwards.
+    """
     # One intra-op thread per request: a small server spends its cores on concurrent users, and a
     # second thread on a busy core turns a 16 ms forward pass into seconds (see device.one_thread).
     torch.set_num_threads(settings().torch_threads)
-    current = limits()
-    age = int(current.temp_max_age_s)
-    with GuardedBlocks(title=TITLE, delete_cache=(max(60, min(600, age // 2)), age)) as demo:
+    age = int(limits().temp_max_age_s)
+    with GuardedBlocks(title=TITLE, delete_cache=(max(60, min(600, age // 2)), age)) as built:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):
             images = build_image_tab()
@@ -68,16 +70,8 @@ def build_demo() -> GuardedBlocks:
             # The one cross-tab link: the comparison offers the classes of the tab classified last.
             build_compare_tab(image_session=images.session, text_session=texts.session)
         api.add_endpoints(wait_until_warm)
-    # A long comparison has its own group, so it never holds back a classification.
-    api.set_concurrency(demo, {
-        api.CLASSIFY_GROUP: (current.classify_concurrency, (image_tab.classify, text_tab.classify)),
-        api.COMPARE_GROUP: (current.compare_concurrency, (compare_tab.run,)),
-    })
-    api.publish_only(demo)
-    api.on_gpu(demo)  # on a Hugging Face Space: fits, classifications and comparisons under spaces.GPU
-    demo.unload(end_session)
-    demo.temp_files = guard(demo, TempFiles(max_age_s=current.temp_max_age_s))
-    return demo
+        events.on_unload(built, end_session)
+    return built
 
 
 demo = build_demo()

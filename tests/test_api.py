@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.service import HandleStore
+from fewshot_demo.serving.handles import HandleStore
 from fewshot_demo.ui.api import PUBLIC_ENDPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_heavy_handlers_ask_for_a_gpu_where_the_spaces_package_is(monkeypatch):
 
     import gradio as gr
 
-    from fewshot_demo.ui import api
+    from fewshot_demo.ui import events
 
     asked = []
 
@@ -223,10 +223,13 @@ def test_heavy_handlers_ask_for_a_gpu_where_the_spaces_package_is(monkeypatch):
     def light(text: str) -> str:
         return text
 
-    with gr.Blocks() as demo:
-        gr.api(classify, api_name="classify", concurrency_id=api.CLASSIFY_GROUP)
-        gr.api(light, api_name="light")
     monkeypatch.setitem(sys.modules, "spaces", None)  # not importable, as anywhere but on a Space
-    assert api.on_gpu(demo) == 0
+    assert events.on_gpu(classify, 60) is classify
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
-    assert api.on_gpu(demo) == 1 and asked == [("classify", api.GPU_SECONDS[api.CLASSIFY_GROUP])]
+    with gr.Blocks() as demo:
+        events.endpoint(classify, "classify", events.CLASSIFY)
+        events.endpoint(light, "light")
+        box = gr.Textbox()
+        events.on(box.submit, classify, box, box, group=events.COMPARE)
+    assert asked == [("classify", events.CLASSIFY.gpu_seconds), ("classify", events.COMPARE.gpu_seconds)]
+    assert [fn.fn("x") for fn in demo.fns.values()] == ["x", "x", "x"]  # the handlers still answer

@@ -18,8 +18,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.core.classifier import MAX_CLASSES, FewShotClassifier
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.core.classifier import FewShotClassifier
 
+MAX_CLASSES = Limits.ROWS
 ROOT = Path(__file__).resolve().parents[1]
 ANIMALS = ROOT / "examples" / "images" / "animals"
 INTENTS = ROOT / "examples" / "text" / "intents" / "support.csv"

@@ -22,11 +22,14 @@ from PIL import Image
 
 from fewshot_demo.bench import builtin_pools
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.core.classifier import FewShotClassifier, _checksum
+from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.core.classifier_file import checksum as _checksum
 from fewshot_demo.data import builtin, zips
 from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.ui.api import Warmup
-from fewshot_demo.ui.guard import TempFiles, readable_errors, scrub
+from fewshot_demo.ui.events import handled
+from fewshot_demo.ui.messages import scrub
+from fewshot_demo.ui.temp_files import TempFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 ANIMALS = ROOT / "examples" / "images" / "animals"
@@ -38,7 +41,7 @@ def test_an_unexpected_error_becomes_a_generic_message_logged_with_an_incident(c
         raise KeyError(f"{os.path.realpath('/tmp')}/gradio/abc123/secret.bin")
 
     with caplog.at_level(logging.ERROR, logger="fewshot_demo.app"), pytest.raises(gr.Error) as raised:
-        readable_errors(broken)(1)
+        handled(broken)(1)
     message = raised.value.message
     incident = message.split("incident ")[1].split(")")[0]
     assert "Your inputs are kept" in message and "/tmp" not in message and "secret" not in message
@@ -54,7 +57,7 @@ def test_a_users_mistake_keeps_its_message_without_server_paths():
         raise UserInputError(f"cannot read {upload}: <b>broken</b>")
 
     with pytest.raises(gr.Error) as raised:
-        readable_errors(refuse)()
+        handled(refuse)()
     assert raised.value.message == "cannot read holiday photo.jpg: &lt;b&gt;broken&lt;/b&gt;"
 
 
@@ -63,7 +66,7 @@ def test_only_a_users_mistake_is_shown_verbatim_any_other_value_error_is_an_inci
         raise ValueError("math domain error")  # e.g. from a library: not a message for the user
 
     with pytest.raises(gr.Error) as raised:
-        readable_errors(fail)()
+        handled(fail)()
     assert "math domain error" not in raised.value.message
     assert re.search(r"Something went wrong on the server.*incident [0-9a-f]{8}", raised.value.message)
     assert scrub(f"see {Path.home()}/.cache/fewshot_demo/features/x.pt") == "see x.pt"
@@ -74,7 +77,7 @@ def test_streaming_handlers_still_stream_and_fail_readably():
         yield 1
         raise UserInputError("choose at least one method")
 
-    wrapped = readable_errors(steps)
+    wrapped = handled(steps)
     results = wrapped()
     assert next(results) == 1
     with pytest.raises(gr.Error, match="choose at least one method"):
@@ -97,8 +100,6 @@ def test_a_handler_that_fails_unexpectedly_leaves_the_app_serving(client, monkey
 
 # ------------------------------------------------------------------------------------------ warm-up
 def test_warmup_loads_once_waits_for_a_load_in_progress_and_retries_after_a_failure(monkeypatch):
-    from fewshot_demo.encoders import image as backbones
-    from fewshot_demo.encoders import text as encoders
     calls, release, fail = [], threading.Event(), [True]
 
     def slow_backbone(*args):
@@ -107,10 +108,8 @@ def test_warmup_loads_once_waits_for_a_load_in_progress_and_retries_after_a_fail
         if fail[0]:
             raise ConnectionError("no network")
 
-    monkeypatch.setattr(backbones, "load_backbone", slow_backbone)
-    monkeypatch.setattr(encoders, "load_encoder", lambda *args: calls.append("encoder"))
     monkeypatch.setattr(logging.getLogger("fewshot_demo.app"), "exception", lambda *args, **kwargs: None)
-    warm = Warmup()
+    warm = Warmup(loaders=(slow_backbone, lambda: calls.append("encoder")))
     start_up = threading.Thread(target=warm.load)
     start_up.start()
     time.sleep(0.05)
@@ -314,22 +313,25 @@ def test_a_damaged_feature_cache_is_detected_and_rebuilt(tiny_builtin, damage):
 
 # ------------------------------------------------------------------------------------------ temporary files
 def test_a_sessions_files_go_when_it_ends_and_leftovers_when_they_are_old(tmp_path):
-    files = TempFiles(root=str(tmp_path), max_age_s=60)
+    now = [1_000_000.0]  # the sweeper's clock, seconds since the epoch
+    files = TempFiles(root=str(tmp_path), max_age_s=60, clock=lambda: now[0])
     mine = tmp_path / "fewshot-abc"
     mine.mkdir()
     (mine / "classifier.safetensors").write_bytes(b"x")
     other = tmp_path / "unrelated"
     other.mkdir()
-    handler = readable_errors(lambda: [str(mine / "classifier.safetensors"), "text"],
-                              lambda value: files.track("session-1", value))
-    handler()
+    files.track("session-1", [str(mine / "classifier.safetensors"), "text"])  # what every event does with its outputs
     assert files.end_session("session-2") == 0 and mine.exists()
     assert files.end_session("session-1") == 1 and not mine.exists()
-    old = tmp_path / "fewshot-old"
-    old.mkdir()
-    os.utime(old, (time.time() - 120, time.time() - 120))
-    (tmp_path / "fewshot-new").mkdir()
-    assert files.sweep() == 1 and not old.exists() and (tmp_path / "fewshot-new").exists() and other.exists()
+    old, new = tmp_path / "fewshot-old", tmp_path / "fewshot-new"
+    for folder, written in ((old, now[0] - 60), (new, now[0] - 30), (other, now[0] - 600)):
+        folder.mkdir(exist_ok=True)
+        os.utime(folder, (written, written))
+    assert files.sweep() == 0 and old.exists()  # exactly max_age_s old: kept
+    now[0] += 1
+    assert files.sweep() == 1 and not old.exists() and new.exists() and other.exists()  # only fewshot-* folders go
+    now[0] += 30
+    assert files.sweep() == 1 and not new.exists()
 
 
 def test_saved_classifiers_are_tracked_under_the_session_that_saved_them(client):
@@ -348,7 +350,7 @@ def test_saved_classifiers_are_tracked_under_the_session_that_saved_them(client)
 def test_plots_drawn_by_concurrent_requests_never_touch_pyplots_shared_state(monkeypatch):
     import matplotlib.pyplot as plt
 
-    from fewshot_demo.ui.common import adaptation_figure, embedding_map_figure
+    from fewshot_demo.ui.figures import adaptation_figure, embedding_map_figure
 
     monkeypatch.setattr(plt, "figure", lambda *a, **k: pytest.fail("pyplot's figure registry used"))
     errors = []

@@ -9,7 +9,9 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from fewshot_demo.core.classifier import MAX_CLASSES
+from fewshot_demo.config.limits import Limits
+
+MAX_CLASSES = Limits.ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "text"

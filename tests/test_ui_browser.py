@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from fewshot_demo.ui.support_set import STALE_NOTE
+from fewshot_demo.ui.support.rows import STALE_NOTE
 
 STALE = STALE_NOTE.replace("**", "")
 

@@ -7,9 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_demo.core.classifier import MAX_CLASSES
-from fewshot_demo.ui import common, compare_tab, image_tab, support_set, text_tab
-from fewshot_demo.ui.support_set import SupportSession
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.config.limits import Limits
+from fewshot_demo.methods.maml import AdaptationOptions
+from fewshot_demo.ui import (
+    compare_tab,
+    events,
+    image_gallery,
+    image_tab,
+    methods,
+    text_tab,
+    webcam,
+)
+from fewshot_demo.ui.support import panels, wiring
+from fewshot_demo.ui.support import rows as class_rows
+from fewshot_demo.ui.support.session import SupportSession
+
+MAX_CLASSES = Limits.ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_EXAMPLES = ROOT / "examples" / "images"
@@ -52,12 +66,12 @@ def _text_classify(name: str, method: str = "linear", session: SupportSession | 
 @pytest.mark.parametrize("name", image_tab.list_example_sets())
 def test_image_examples_fit_classify_and_self_check_through_a_session(single_thread, name):
     (session, status, first, cards, _plot), truth, _ = _image_classify(name)
-    assert isinstance(session, SupportSession) and session.modality == "image" and not session.loaded
+    assert isinstance(session, SupportSession) and session.modality is image_tab.IMAGE and not session.loaded
     labels = _labels(cards)
     assert len(labels) == len(truth) == len(session.query_labels) == len(session.query_features)
     assert sum(a == b for a, b in zip(labels, truth)) >= len(truth) - 2
     assert f"{len(truth)} queries classified" in status and max(first, key=first.get) == labels[0]
-    text, table, figure = support_set.self_check(session)
+    text, table, figure = panels.self_check(session)
     assert "leave-one-out" in text and figure is not None
     assert table["headers"][1:] == session.classifier.class_names
     assert session.data.modality == "image" and session.data.class_names == session.classifier.class_names
@@ -66,11 +80,11 @@ def test_image_examples_fit_classify_and_self_check_through_a_session(single_thr
 @pytest.mark.parametrize("name", text_tab.list_example_sets())
 def test_text_examples_fit_classify_and_self_check_through_a_session(name):
     session, status, first, cards = _text_classify(name)
-    assert session.modality == "text" and session.classifier.method == "linear"
+    assert session.modality is text_tab.TEXT and session.classifier.method == "linear"
     labels = _labels(cards)
     assert len(labels) == len(session.query_names) > 0 and set(labels) <= set(session.classifier.class_names)
     assert max(first, key=first.get) == labels[0] and "queries classified" in status
-    text, table, _figure = support_set.self_check(session, text_tab.DEFAULT_TEXT_ENCODER)
+    text, table, _figure = panels.self_check(session, text_tab.DEFAULT_TEXT_ENCODER)
     assert "leave-one-out" in text and table["headers"][1:] == session.classifier.class_names
     assert session.query_features.shape[0] == len(labels)  # the map shows the queries
 
@@ -101,7 +115,7 @@ def test_image_finetune_classifies_and_shows_its_progress(single_thread):
     assert [d for _, d in progress.calls if d.startswith("fine-tuning step")] == [f"fine-tuning step {i}/3" for i in (1, 2, 3)]
     fractions = [f for f, _ in progress.calls]
     assert fractions == sorted(fractions) and fractions[-1] <= 1
-    text, _, _ = support_set.self_check(session)
+    text, _, _ = panels.self_check(session)
     assert "`linear` head on the frozen features" in text  # the stand-in, not 15 fine-tunes
 
 
@@ -137,20 +151,22 @@ def test_settings_follow_the_registry():
     assert image_tab.method_options("finetune", 3, True, 0.1, 7) == {"steps": 7}
     assert image_tab.method_options("baselinepp", 3, True, 0.1, 7) == {}  # its own steps are not the fine-tune's
     assert image_tab.method_options("adabn", 3, True, 0.1, 7, 0.25) == {"target_weight": 0.25}
-    assert image_tab.domain_settings_visibility("adabn").visible
-    assert not image_tab.domain_settings_visibility("protonet").visible
+    assert [group.visible for group in image_tab.settings_visibility("adabn")] == [False, False, True]
+    assert [group.visible for group in image_tab.settings_visibility("protonet")] == [False, False, False]
+    assert [group.visible for group in image_tab.settings_visibility("finetune")] == [False, True, False]
     assert text_tab.method_options("finetune", 0, "cross_entropy") == {"steps": None, "loss": "cross_entropy"}
     assert text_tab.method_options("linear", 9, "contrastive") == {}
-    adaptation, finetune = common.settings_visibility("image", "fomaml")
-    assert adaptation.visible and not finetune.visible
-    slider = common.option_slider("maml", "image", "inner_steps", 5, 1)
+    adaptation, finetune, domain = image_tab.settings_visibility("fomaml")
+    assert adaptation.visible and not finetune.visible and not domain.visible
+    assert text_tab.finetune_visibility("finetune").visible and not text_tab.finetune_visibility("baselinepp").visible
+    slider = methods.option_slider(AdaptationOptions, "inner_steps", 5, 1)
     assert (slider.minimum, slider.maximum) == (0, 100)  # AdaptationOptions' bounds
     keys = [key for _, key in image_tab.method_choices("efficientnet_lite0")]
     assert keys[:3] == ["protonet", "maml", "linear"] and {"finetune", "ptmap"} <= set(keys)
     # Another backbone: methods that cannot run there are not offered, the choice falls back.
-    offered = common.offer_methods(image_tab.method_choices, "linear", "resnet50", "maml")
+    offered = methods.offer_methods(image_tab.method_choices, "linear", "resnet50", "maml")
     assert "maml" not in [key for _, key in offered.choices] and offered.value == "linear"
-    kept = common.offer_methods(text_tab.method_choices, "linear", "minilm:cls", "finetune")
+    kept = methods.offer_methods(text_tab.method_choices, "linear", "minilm:cls", "finetune")
     assert kept.value == "finetune"
 
 
@@ -209,25 +225,25 @@ def test_a_session_keeps_its_comparison_datas_features_not_its_preprocessed_pixe
 # ---- class rows, save and load -----------------------------------------------------------------
 def test_class_rows_add_remove_fill_and_clear():
     modality = text_tab.TEXT
-    count, *visibility = support_set.add_class(3)
+    count, *visibility = class_rows.add_class(3)
     assert count == 4 and [v.visible for v in visibility[:5]] == [True] * 4 + [False]
     with pytest.raises(ValueError, match=f"at most {MAX_CLASSES} classes"):
-        support_set.add_class(MAX_CLASSES)
-    filled = support_set.fill_rows(modality, [("a", "x"), ("b", "y"), ("c", "z")])
-    outputs = support_set.remove_class(modality, 0, filled[0], *filled[1 : 1 + 2 * MAX_CLASSES])
+        class_rows.add_class(MAX_CLASSES)
+    filled = class_rows.fill_rows(modality, [("a", "x"), ("b", "y"), ("c", "z")])
+    outputs = class_rows.remove_class(modality, 0, filled[0], *filled[1 : 1 + 2 * MAX_CLASSES])
     assert outputs[0] == 2 and outputs[1:4] == ["b", "c", ""]
     assert outputs[1 + MAX_CLASSES : 4 + MAX_CLASSES] == ["y", "z", ""]
     with pytest.raises(ValueError, match="more than the 20"):
-        support_set.fill_rows(modality, [(f"c{i}", "x") for i in range(MAX_CLASSES + 1)])
-    cleared = support_set.clear_all(image_tab.IMAGE, ("", None))
-    assert cleared[0] is None and cleared[1] == support_set.INITIAL_CLASSES and cleared[-2:] == ["", None]
+        class_rows.fill_rows(modality, [(f"c{i}", "x") for i in range(MAX_CLASSES + 1)])
+    cleared = class_rows.clear_all(image_tab.IMAGE, ("", None))
+    assert cleared[0] is None and cleared[1] == class_rows.INITIAL_CLASSES and cleared[-2:] == ["", None]
     assert cleared[2 + MAX_CLASSES : 2 + 2 * MAX_CLASSES] == [None] * MAX_CLASSES
 
 
 def test_save_then_load_then_classify_with_the_loaded_classifier(single_thread):
     (session, _, _, before, _), _, class_values = _image_classify("animals", method="linear")
-    path = support_set.save_classifier(session)
-    loaded, message, count, *rows = support_set.load_classifier(image_tab.IMAGE, path, "efficientnet_lite0")
+    path = panels.save_classifier(session)
+    loaded, message, count, *rows = panels.load_classifier(image_tab.IMAGE, path, "efficientnet_lite0")
     assert loaded.loaded and "Loaded a `linear` classifier" in message and count == 3
     assert rows[:3] == ["bird", "bovine", "fish"] and rows[MAX_CLASSES : MAX_CLASSES + 3] == [None] * 3
     queries = image_tab.load_example("animals")[-2]
@@ -236,9 +252,9 @@ def test_save_then_load_then_classify_with_the_loaded_classifier(single_thread):
     )
     assert "loaded classifier" in status and _labels(after) == _labels(before)
     with pytest.raises(ValueError, match="fit a classifier first"):
-        support_set.save_classifier(None)
+        panels.save_classifier(None)
     with pytest.raises(ValueError, match="classify once first"):
-        support_set.self_check(None)
+        panels.self_check(None)
 
 
 def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
@@ -246,7 +262,7 @@ def test_bad_input_raises_value_errors_the_wiring_turns_into_messages():
     with pytest.raises(ValueError, match="add at least one query image"):
         image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, None, None, None, *rows[1 : 1 + 2 * MAX_CLASSES])
     with pytest.raises(ValueError, match="paste or upload a picture first"):
-        image_tab.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
+        webcam.add_capture(None, 0, 3, *([None] * MAX_CLASSES))
     with pytest.raises(ValueError, match="at least one query"):
         text_tab.classify("minilm", "linear", 0, "contrastive", " \n ", None, *text_tab.load_example("intents")[1 : 1 + 2 * MAX_CLASSES])
 
@@ -299,63 +315,76 @@ def test_text_queries_name_their_class_after_a_bar_or_a_tab():
 def test_an_edit_of_the_classes_clears_what_showed_the_last_fit(single_thread):
     (session, *_), _, _ = _image_classify("animals")
     values = lambda status: [status, None, "", "cleared"]  # noqa: E731
-    assert support_set.classes_edited(4, session, values) == [support_set.STALE_NOTE, None, "", "cleared"]
-    skipped = support_set.classes_edited(2, None, values)
+    assert wiring.classes_edited(4, session, values) == [class_rows.STALE_NOTE, None, "", "cleared"]
+    skipped = wiring.classes_edited(2, None, values)
     assert len(skipped) == 2 and "cleared" not in skipped  # nothing was fitted: nothing to clear
     empty = lambda: ["", None]  # noqa: E731
-    assert support_set.panels_after_fit(3, empty, session, session.fitted_at)[0] != ""  # panels show this fit
-    assert support_set.panels_after_fit(3, empty, session, session.fitted_at - 1) == ["", None, None]  # an older one
+    assert wiring.panels_after_fit(3, empty, session, session.fitted_at)[0] != ""  # panels show this fit
+    assert wiring.panels_after_fit(3, empty, session, session.fitted_at - 1) == ["", None, None]  # an older one
 
 
 def test_frames_recorded_from_the_webcam_go_into_the_class_even_when_the_page_lags(single_thread):
     from PIL import Image
 
     (session, *_), _, class_values = _image_classify("animals")
-    burst, message = image_tab.start_burst(0, 2, 3, *class_values)
+    burst, message = webcam.start_burst(0, 2, 3, *class_values)
     assert "Recording 2 frames into bird" in message and burst.base == class_values[MAX_CLASSES]
     frame = Image.new("RGB", (64, 48), (200, 40, 40))
     n_stale = 4
     stale = lambda status: [status] * n_stale  # noqa: E731
-    outputs = [image_tab.camera_frame(frame, burst, True, session, n_stale=n_stale, stale_values=stale)
+    outputs = [webcam.camera_frame(frame, burst, True, session, n_stale=n_stale, stale_values=stale)
                for _ in range(3)]
     files = outputs[1][3]  # the second frame's update of class 1: both frames, whatever the page showed
     assert len(files) == 7 and files[-2:] == burst.frames and "Recorded 2 of 2 frames" in outputs[1][2]
-    assert outputs[1][3 + 2 * MAX_CLASSES:] == [support_set.STALE_NOTE] * n_stale  # the classes changed
+    assert outputs[1][3 + 2 * MAX_CLASSES:] == [class_rows.STALE_NOTE] * n_stale  # the classes changed
     live = outputs[2]  # the recording is done: the next frame is classified live
     assert set(live[1]) == {"bird", "bovine", "fish"} and "Live:" in live[2] and "Recorded 2 frames" in live[2]
     with pytest.raises(ValueError, match="visible classes"):
-        image_tab.start_burst(5, 2, 3, *class_values)
+        webcam.start_burst(5, 2, 3, *class_values)
 
 
 def test_a_gallery_counts_what_is_left_after_a_delete():
     class Deleted:
         _data = {"file": {"path": "/tmp/b.jpg"}, "index": 1}
 
-    assert image_tab.gallery_label([("/tmp/a.jpg", None), ("/tmp/b.jpg", None)], Deleted()).label == "1 image"
-    assert image_tab.gallery_label(["/tmp/a.jpg", "/tmp/c.jpg"]).label == "2 images"
-    assert "No images yet" in image_tab.gallery_label(None).label
+    assert image_gallery.gallery_label([("/tmp/a.jpg", None), ("/tmp/b.jpg", None)], Deleted()).label == "1 image"
+    assert image_gallery.gallery_label(["/tmp/a.jpg", "/tmp/c.jpg"]).label == "2 images"
+    assert "No images yet" in image_gallery.gallery_label(None).label
 
 
 def test_errors_replace_the_status_line_then_reach_api_callers():
     import gradio as gr
 
     def failing(x):
-        raise ValueError("add at least one query image")
+        raise UserInputError("add at least one query image")
 
-    stream = common.errors_in_status(failing, 3, 1, {2: ""})(1)
+    stream = events.handled(failing, events.StatusLine(1, cleared={2: ""}), n_outputs=3)(1)
     first = next(stream)
-    assert first[1] == "**⚠️ Add at least one query image**" and first[2] == ""
+    assert first[1] == "**⚠️ Add at least one query image**" and first[2] == "" and first[0] == gr.skip()
     with pytest.raises(gr.Error, match="add at least one query image"):
+        next(stream)
+
+
+def test_an_unexpected_error_replaces_the_status_line_with_the_incident_message():
+    import gradio as gr
+
+    def failing():
+        raise ValueError("math domain error")  # not a UserInputError: not the user's to read
+
+    stream = events.handled(failing, events.StatusLine(0), n_outputs=1)()
+    shown = next(stream)
+    assert "math domain error" not in shown and "Something went wrong on the server" in shown
+    with pytest.raises(gr.Error, match=r"incident [0-9a-f]{8}"):
         next(stream)
 
 
 def test_export_and_push_say_why_not(single_thread, monkeypatch):
     (session, *_), _, _ = _image_classify("mixed_5way", method="ptmap")
     with pytest.raises(ValueError, match="transductive"):
-        support_set.export_onnx(image_tab.IMAGE, session)
+        panels.export_onnx(session)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="cannot be reached"):
-        support_set.push_classifier(session, "someone/model", None)
+        panels.push_classifier(session, "someone/model", None)
     text_session, *_ = _text_classify("sentiment")
-    code, _ = support_set.save_snippet(text_session, support_set.save_classifier(text_session))
+    code, _ = panels.save_snippet(text_session, panels.save_classifier(text_session))
     assert "fsd.load(\"fewshot-text-classifier.safetensors\")" in code.value

@@ -1,41 +1,40 @@
-"""The app's public API: named endpoints over ``fewshot_demo.service``, and the one list of them.
+"""The app's public API: named endpoints over ``fewshot_demo.serving``, and the one list of them.
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     fitted = client.predict([handle_file("cat1.jpg"), handle_file("dog1.jpg")], ["cat", "dog"], api_name="/fit_images")
     client.predict(fitted["handle"], [handle_file("query.jpg")], api_name="/predict")["predictions"][0]["label"]
 
-``add_endpoints`` registers the endpoints inside the app's Blocks; ``publish_only`` then hides every
-other event (the tabs' buttons, which the browser calls) from the API page, where only
-``PUBLIC_ENDPOINTS`` appear, each with its description. Hidden events stay callable, so nothing
-the page does breaks. Every endpoint answers JSON; every refusal is a readable message.
+``add_endpoints`` registers the endpoints inside the app's Blocks (through ``ui.events.endpoint``):
+only ``PUBLIC_ENDPOINTS`` appear on the API page, each with its description; every other event
+(the tabs' buttons, which the browser calls) is undocumented or private, declared so where it is
+wired. Every endpoint answers JSON; every refusal is a readable message.
 """
 
-# No "from __future__ import annotations": Gradio reads the endpoints' return types at run time.
+# No "from __future__ import annotations": gr.api reads the return types as objects (ui.gradio_fixes).
 import functools
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import gradio as gr
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
-from fewshot_demo.service import Service, Upload
+from fewshot_demo.encoders.image import load_backbone
+from fewshot_demo.encoders.registry import default_method
+from fewshot_demo.encoders.text import load_encoder
+from fewshot_demo.serving.requests import Upload
+from fewshot_demo.serving.service import Service
+from fewshot_demo.ui import events
 
 logger = logging.getLogger("fewshot_demo.app")
 
-#: The endpoints the API page lists; every other event is callable but undocumented.
-PUBLIC_ENDPOINTS = ("fit_images", "fit_texts", "predict", "predict_images", "predict_texts", "forget", "warmup")
-#: Concurrency groups: fits and one-call classifications share the tabs' Classify group; a
-#: classification by handle has its own, so a running fit never delays it.
-CLASSIFY_GROUP = "classify"
-PREDICT_GROUP = "predict"
-COMPARE_GROUP = "compare"
+#: The endpoints the API page lists; every other event is callable but undocumented, or private.
+PUBLIC_ENDPOINTS = ("fit_images", "fit_texts", "predict_images", "predict_texts", "predict", "forget", "warmup")
 
 
 @functools.cache
@@ -89,7 +88,7 @@ def _texts(values: Any, what: str) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------------ endpoints
-def fit_images(support: list[FileData], labels: list[str] | None = None, method: str = "protonet",
+def fit_images(support: list[FileData], labels: list[str] | None = None, method: str = default_method("image"),
                options: dict[str, Any] | None = None, encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot image classifier and keep it: returns a handle for /predict, the classes and notes.
 
@@ -107,7 +106,7 @@ def fit_images(support: list[FileData], labels: list[str] | None = None, method:
     return service().fit_images(files, _texts(labels, "labels"), method, options, encoder)
 
 
-def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, method: str = "linear",
+def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, method: str = default_method("text"),
               table: FileData | None = None, options: dict[str, Any] | None = None,
               encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot text classifier and keep it: returns a handle for /predict, the classes and notes.
@@ -146,7 +145,7 @@ def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:
 
 
 def predict_images(support: list[FileData], labels: list[str] | None, queries: list[FileData],
-                   method: str = "protonet", options: dict[str, Any] | None = None,
+                   method: str = default_method("image"), options: dict[str, Any] | None = None,
                    encoder: str | None = None) -> dict[str, Any]:
     """Fit on support images and classify query images in one call (nothing is kept on the server).
 
@@ -166,7 +165,7 @@ def predict_images(support: list[FileData], labels: list[str] | None, queries: l
     return service().predict_images(files, _texts(labels, "labels"), query_files, method, options, encoder)
 
 
-def predict_texts(texts: list[str] | None, labels: list[str] | None, queries: list[str], method: str = "linear",
+def predict_texts(texts: list[str] | None, labels: list[str] | None, queries: list[str], method: str = default_method("text"),
                   table: FileData | None = None, options: dict[str, Any] | None = None,
                   encoder: str | None = None) -> dict[str, Any]:
     """Fit on support texts and classify query texts in one call (nothing is kept on the server).
@@ -202,95 +201,18 @@ def forget(handle: str) -> dict[str, Any]:
 def add_endpoints(warmup: Any) -> None:
     """Register the public endpoints in the Blocks being built (call inside ``with gr.Blocks()``).
 
+    Fits and one-call classifications share the tabs' Classify group; a classification by handle
+    has its own, so a running fit never delays it; forgetting and warming up never wait.
+
     Args:
         warmup: the app's warm-up function, published as /warmup.
     """
-    current = limits()
-    classify = dict(concurrency_id=CLASSIFY_GROUP, concurrency_limit=current.classify_concurrency)
-    gr.api(fit_images, api_name="fit_images", **classify)
-    gr.api(fit_texts, api_name="fit_texts", **classify)
-    gr.api(predict_images, api_name="predict_images", **classify)
-    gr.api(predict_texts, api_name="predict_texts", **classify)
-    gr.api(predict, api_name="predict", concurrency_id=PREDICT_GROUP, concurrency_limit=current.predict_concurrency)
-    gr.api(forget, api_name="forget", concurrency_limit=None)
-    gr.api(warmup, api_name="warmup", concurrency_limit=None)
-
-
-def publish_only(demo: gr.Blocks, public: tuple[str, ...] = PUBLIC_ENDPOINTS) -> list[str]:
-    """Show only the ``public`` endpoints on the API page; every other event stays callable but is
-    not listed ("undocumented"). Events that were private stay private.
-
-    Returns:
-        The api names that were hidden.
-    """
-    hidden = []
-    for block_fn in demo.fns.values():
-        if block_fn.api_visibility == "private" or block_fn.fn is None:
-            continue
-        if block_fn.api_name not in public:
-            block_fn.api_visibility = "undocumented"
-            hidden.append(str(block_fn.api_name))
-        else:
-            block_fn.api_visibility = "public"
-    return hidden
-
-
-def set_concurrency(demo: gr.Blocks, groups: dict[str, tuple[int | None, tuple[Any, ...]]]) -> None:
-    """Put the events whose handler is one of a group's functions into that concurrency group.
-
-    Args:
-        demo: the built app.
-        groups: {concurrency id: (limit, handler functions)}; a handler matches through the
-            wrappers around it (``functools.wraps``) and partials.
-    """
-    for block_fn in demo.fns.values():
-        if block_fn.fn is None:
-            continue
-        core = _innermost(block_fn.fn)
-        for group, (limit, handlers) in groups.items():
-            if any(core is _innermost(handler) for handler in handlers):
-                block_fn.concurrency_id = group
-                block_fn.concurrency_limit = limit
-
-
-#: Seconds of GPU a handler of each group may hold on a ZeroGPU Space (spaces.GPU's ``duration``).
-GPU_SECONDS = {CLASSIFY_GROUP: 60, PREDICT_GROUP: 20, COMPARE_GROUP: 240}
-
-
-def on_gpu(demo: gr.Blocks, seconds: dict[str, int] = GPU_SECONDS) -> int:
-    """Run the handlers of the heavy concurrency groups under ``spaces.GPU`` on a Hugging Face Space.
-
-    Where the ``spaces`` package is not importable (anywhere but a Space), nothing changes; on a
-    Space without ZeroGPU hardware ``spaces.GPU`` itself does nothing. Call it before
-    ``guard.guard``, so error handling stays outside the GPU call.
-
-    Args:
-        demo: the built app, its events already in their concurrency groups.
-        seconds: {concurrency id: GPU seconds one call may hold}.
-
-    Returns:
-        How many handlers now ask for a GPU.
-    """
-    try:
-        import spaces
-    except ImportError:
-        return 0
-    wrapped = 0
-    for block_fn in demo.fns.values():
-        if block_fn.fn is not None and block_fn.concurrency_id in seconds:
-            block_fn.fn = spaces.GPU(duration=seconds[block_fn.concurrency_id])(block_fn.fn)
-            wrapped += 1
-    return wrapped
-
-
-def _innermost(fn: Any) -> Any:
-    while True:
-        if isinstance(fn, functools.partial):
-            fn = fn.func
-        elif hasattr(fn, "__wrapped__"):
-            fn = fn.__wrapped__
-        else:
-            return fn
+    endpoints = {"fit_images": (fit_images, events.CLASSIFY), "fit_texts": (fit_texts, events.CLASSIFY),
+                 "predict_images": (predict_images, events.CLASSIFY), "predict_texts": (predict_texts, events.CLASSIFY),
+                 "predict": (predict, events.PREDICT), "forget": (forget, events.UNLIMITED),
+                 "warmup": (warmup, events.UNLIMITED)}
+    for name, (fn, group) in endpoints.items():
+        events.endpoint(fn, name, group)
 
 
 # ------------------------------------------------------------------------------------------ warm-up
@@ -300,9 +222,13 @@ class Warmup:
     ``load`` runs at start-up in a background thread; ``/warmup`` calls ``__call__``, which waits
     for a load in progress (the lock) instead of starting a second one, retries after a failure,
     and says "ready" only once both models are loaded.
+
+    Args:
+        loaders: what loading means, one call each (default: the default backbone, the default encoder).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loaders: tuple[Callable[[], Any], ...] = (load_backbone, load_encoder)) -> None:
+        self._loaders = loaders
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.error: str | None = None
@@ -316,12 +242,9 @@ class Warmup:
         with self._lock:
             if self._ready.is_set():
                 return True
-            from fewshot_demo.encoders.image import load_backbone
-            from fewshot_demo.encoders.text import load_encoder
-
             try:
-                load_backbone()
-                load_encoder()
+                for load in self._loaders:
+                    load()
             except Exception as error:  # noqa: BLE001 - reported by /warmup, retried on the next call
                 logger.exception("warm-up failed")
                 self.error = f"{type(error).__name__}: {error}"

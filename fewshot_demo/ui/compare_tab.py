@@ -1,11 +1,12 @@
 """The "Transfer vs meta" tab: methods side by side on identical episodes, with honest statistics.
 
-Thin over ``fewshot_demo.bench.comparison``: the handlers turn UI values into a ``ComparisonConfig`` and a
-``ComparisonData``, stream the core's updates into plots and tables, and raise ValueErrors that the
-wiring turns into ``gr.Error`` messages. They are module-level functions over a ``CompareSession``.
+Thin over ``fewshot_demo.bench``: the handlers turn UI values into a ``ComparisonConfig`` and a
+``ComparisonData``, stream the bench's updates into plots and tables, and raise ``UserInputError``s
+that the events turn into messages. They are module-level functions over a ``CompareSession``.
 
 The app passes the image and text tabs' session States to ``build_compare_tab``; the classes of the
-tab classified last are then offered as a data set.
+tab classified last are then offered as a data set. What differs between image and text data (a
+warning before slow episodes, how mistakes are shown) comes from the tabs' modalities.
 """
 
 from __future__ import annotations
@@ -19,30 +20,34 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import gradio as gr
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fewshot_demo.bench.compare_run import run_comparison, stop_within  # noqa: E402
-from fewshot_demo.bench.comparison import (  # noqa: E402
+from fewshot_demo.bench.compare_run import run_comparison, stop_within
+from fewshot_demo.bench.comparison import (
     DEFAULT_METHODS,
     ComparisonConfig,
     ComparisonData,
     method_label,
 )
-from fewshot_demo.bench.exports import write_exports  # noqa: E402
-from fewshot_demo.bench.reading import reading  # noqa: E402
-from fewshot_demo.bench.results import ComparisonUpdate, MethodResult  # noqa: E402
-from fewshot_demo.config.checks import check_episodes  # noqa: E402
+from fewshot_demo.bench.exports import write_exports
+from fewshot_demo.bench.reading import reading
+from fewshot_demo.bench.results import ComparisonUpdate, MethodResult
+from fewshot_demo.config.checks import check_episodes
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.data.builtin import BUILTIN_DATASETS  # noqa: E402
-from fewshot_demo.data.labelled import LoadedData, data_from_items  # noqa: E402
-from fewshot_demo.data.zips import data_from_upload  # noqa: E402
-from fewshot_demo.methods import all_methods, available_methods, cheapest_first  # noqa: E402
-from fewshot_demo.ui.common import errors_in_status, subplots, user_errors  # noqa: E402
-from fewshot_demo.ui.support_set import SupportSession, latest_session  # noqa: E402
+from fewshot_demo.data.builtin import BUILTIN_DATASETS
+from fewshot_demo.data.labelled import LoadedData, data_from_items
+from fewshot_demo.data.zips import data_from_upload
+from fewshot_demo.methods import all_methods, available_methods, cheapest_first
+from fewshot_demo.ui.events import COMPARE, UNLIMITED, StatusLine, on
+from fewshot_demo.ui.figures import (
+    accuracy_figure,
+    confusion_figure,
+    curve_figure,
+    time_figure,
+)
+from fewshot_demo.ui.image_tab import IMAGE
+from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.session import SupportSession, latest_session
+from fewshot_demo.ui.text_tab import TEXT
 
 UPLOAD = "upload"
 TAB_DATA = "tab"
@@ -50,7 +55,8 @@ SHOT_CHOICES = [1, 5, 10]
 TABLE_HEADERS = ["method", "family", "encoder", "K-shot", "episodes", "accuracy", "± 95% CI", "ms/episode", "peak MB"]
 #: Redraw the plots at most this often while results stream in (matplotlib costs ~0.1 s a figure).
 REDRAW_SECONDS = 1.0
-FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "self-supervised": "#1a7f37", "baseline": "#6e7781"}
+#: The modality of a data set by its name (``LoadedData.modality``).
+MODALITIES: dict[str, SupportModality] = {modality.name: modality for modality in (IMAGE, TEXT)}
 
 _CANCEL: dict[str, threading.Event] = {}  # session -> its running comparison's stop flag
 
@@ -105,102 +111,6 @@ def method_choices() -> list[tuple[str, str]]:
             for spec in all_methods()]
 
 
-# ------------------------------------------------------------------------------------------ figures
-def _label(result: MethodResult) -> str:
-    return method_label(result.method)
-
-
-def accuracy_figure(results: Sequence[MethodResult]):
-    """Grouped bars: accuracy per method, one bar per K-shot, with 95% CI error bars."""
-    methods = list(dict.fromkeys(r.method for r in results))
-    shots = sorted({r.n_shot for r in results})
-    figure, axes = subplots(figsize=(6.5, 3.4), dpi=90)
-    width = 0.8 / max(len(shots), 1)
-    for j, shot in enumerate(shots):
-        for i, method in enumerate(methods):
-            found = [r for r in results if r.method == method and r.n_shot == shot]
-            if not found:
-                continue
-            r = found[0]
-            axes.bar(i + (j - (len(shots) - 1) / 2) * width, r.summary.accuracy, width * 0.9,
-                     yerr=r.summary.ci95, capsize=3, color=FAMILY_COLORS[r.family], alpha=0.45 + 0.55 * (j + 1) / len(shots),
-                     edgecolor="black", linewidth=0.4)
-            axes.text(i + (j - (len(shots) - 1) / 2) * width, 0.02, f"{shot}", ha="center", fontsize=7, color="white")
-    axes.set_xticks(range(len(methods)))
-    axes.set_xticklabels([method_label(m) for m in methods], fontsize=8)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("accuracy (95% CI)")
-    axes.set_title("Accuracy per method (bars: K-shot; blue transfer, orange meta)", fontsize=9)
-    axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
-def curve_figure(results: Sequence[MethodResult]):
-    """Accuracy vs K-shot, one line per method, with 95% CI error bars."""
-    figure, axes = subplots(figsize=(6.5, 3.4), dpi=90)
-    for method in dict.fromkeys(r.method for r in results):
-        points = sorted((r for r in results if r.method == method), key=lambda r: r.n_shot)
-        axes.errorbar([r.n_shot for r in points], [r.summary.accuracy for r in points], yerr=[r.summary.ci95 for r in points],
-                      marker="o", capsize=3, label=_label(points[0]), linestyle="-" if points[0].family == "transfer" else "--")
-    shots = sorted({r.n_shot for r in results})
-    axes.set_xticks(shots)
-    axes.set_xlabel("K (support examples per class)")
-    axes.set_ylabel("accuracy")
-    axes.set_title("Accuracy vs K-shot (solid: transfer, dashed: meta)", fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
-def time_figure(results: Sequence[MethodResult]):
-    """Adaptation time per episode (log scale), with the peak memory written next to each bar."""
-    figure, axes = subplots(figsize=(6.5, 0.8 + 0.32 * max(len(results), 1)), dpi=90)
-    labels = [f"{_label(r)}, {r.n_shot}-shot" for r in results]
-    values = [max(r.summary.ms_per_episode, 1e-3) for r in results]
-    axes.barh(range(len(results)), values, color=[FAMILY_COLORS[r.family] for r in results])
-    for i, r in enumerate(results):
-        memory = "" if r.summary.peak_mb is None else f", peak +{r.summary.peak_mb:.1f} MB"
-        axes.text(values[i], i, f" {r.summary.ms_per_episode:.1f} ms{memory}", va="center", fontsize=7)
-    axes.set_yticks(range(len(results)))
-    axes.set_yticklabels(labels, fontsize=7)
-    axes.invert_yaxis()
-    axes.set_xscale("log")
-    axes.set_xlim(min(values) / 2, max(values) * 30)
-    axes.set_xlabel("fit + predict time per episode (ms, log scale)")
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
-def confusion_figure(result: MethodResult, class_names: Sequence[str]):
-    """The confusion matrix over the classes in play (rows true, columns predicted), as fractions of rows."""
-    used = [c for c in range(len(class_names)) if result.confusion[c].sum() > 0]
-    matrix = result.confusion[np.ix_(used, used)].astype(float)
-    matrix = matrix / matrix.sum(axis=1, keepdims=True)
-    names = [class_names[c].split("/")[-1] for c in used]
-    figure, axes = subplots(figsize=(1.6 + 0.45 * len(used), 1.2 + 0.45 * len(used)), dpi=90)
-    axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(used)):
-        for j in range(len(used)):
-            if matrix[i, j] >= 0.01:
-                axes.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                          color="white" if matrix[i, j] > 0.5 else "black")
-    axes.set_xticks(range(len(used)))
-    axes.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-    axes.set_yticks(range(len(used)))
-    axes.set_yticklabels(names, fontsize=7)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"{_label(result)}, {result.n_shot}-shot", fontsize=9)
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
 def results_table(results: Sequence[MethodResult]) -> list[list[Any]]:
     """Rows for the results Dataframe (accuracy and CI in %)."""
     return [[
@@ -220,7 +130,6 @@ def status_markdown(update: ComparisonUpdate, elapsed: float) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------ handlers
 def comparison_data(source_id: str, upload_value: Any, session: CompareSession | None,
                     *tab_sessions: SupportSession | None) -> tuple[ComparisonData, str | None]:
     """The data set to compare on, and the upload's path when it is an upload.
@@ -234,9 +143,9 @@ def comparison_data(source_id: str, upload_value: Any, session: CompareSession |
         latest = latest_session(*tab_sessions)
         if latest is None or latest.data is None:
             raise UserInputError("classify classes in the image or text tab first, or pick a built-in data set")
-        note = f"the classes you classified last, in the {latest.modality} tab"
+        note = f"the classes you classified last, in the {latest.modality.name} tab"
         data = dataclasses.replace(latest.data, notes=(note, *latest.data.notes))
-        return ComparisonData.from_data(f"classes from the {latest.modality} tab", data), None
+        return ComparisonData.from_data(f"classes from the {latest.modality.name} tab", data), None
     if source_id != UPLOAD:
         raise UserInputError(f"unknown data set {source_id!r}; pick one from the list")
     path = upload_value if isinstance(upload_value, str) or upload_value is None else getattr(upload_value, "path", None)
@@ -269,10 +178,9 @@ def run(source_id: str, upload_value: Any, way: float, shot_values: list, episod
     try:
         yield ["**Loading the data...**", *[gr.skip()] * 9]
         data, upload_key = comparison_data(source_id, upload_value, session, image_session, text_session)
-        if data.data.modality == "text" and "finetune" in config.methods:
-            gr.Warning("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
-                       "about 30 s for long ones on a CPU. "
-                       "Lower the episodes, or press Stop to keep what has finished.")
+        warning = MODALITIES[data.data.modality].episode_warning(config.methods)
+        if warning:
+            gr.Warning(warning)
         last_draw, drawn = 0.0, 0  # when the plots were drawn, and how many results they show
         for update in stop_within(run_comparison(data, config, cancel=cancel), cancel):  # Stop within 0.1 s
             if update.kind in ("progress", "status"):
@@ -329,33 +237,45 @@ def details(session: CompareSession | None, choice: Any) -> list[Any]:
     totals = result.confusion.sum(axis=1)
     rows = [[name, None if a is None else round(100 * a, 1), int(totals[c])]
             for c, (name, a) in enumerate(zip(names, result.per_class_accuracy())) if totals[c]]
-    mistakes = result.misclassified(24)
     labels = data.labels
-    if data.data.modality == "image":
-        gallery = [(data.data.items[i], f"{names[labels[i]]} -> {names[p]} ({n}x)") for i, p, n in mistakes]
-        return [rows, confusion_figure(result, names), gr.Gallery(value=gallery, visible=True), gr.Markdown(visible=False)]
-    lines = [f"- **{names[labels[i]]} -> {names[p]}** ({n}x): {str(data.data.items[i])[:160]!r}" for i, p, n in mistakes]
-    text = "\n".join(lines) or "No mistakes."
-    return [rows, confusion_figure(result, names), gr.Gallery(visible=False), gr.Markdown(value=text, visible=True)]
+    mistakes = [(data.data.items[i], names[labels[i]], names[p], n) for i, p, n in result.misclassified(24)]
+    return [rows, confusion_figure(result, names), *MODALITIES[data.data.modality].mistakes_view(mistakes)]
 
 
 # -------------------------------------------------------------------------------------------- tab
-def build_compare_tab(image_session: gr.State | None = None, text_session: gr.State | None = None) -> None:
-    """Create the comparison tab's components and events inside the caller's Blocks/Tab context.
+@dataclass
+class CompareInputsUI:
+    """What a run compares: the data set, methods, K-shots, N-way and episodes; Run and Stop."""
 
-    Args:
-        image_session: the image tab's session State (a ``SupportSession``), when the app has the tab.
-        text_session: the text tab's session State. With either, the classes of the tab classified
-            last are offered as a data set.
-    """
-    session = gr.State(None)  # this browser session's CompareSession
-    tabs = [name for name, state in (("image", image_session), ("text", text_session)) if state is not None]
-    gr.Markdown(
-        "**Should I meta-learn or just transfer?** Pick a data set, K-shots and methods, and press **Run**: "
-        "every method sees the same episodes, every item is embedded once per backbone. Results stream in as each "
-        "method finishes; **Stop** keeps what has finished."
-        + (f" One data set is {tab_data_label(tabs)}." if tabs else "")
-    )
+    source: gr.Dropdown
+    upload: gr.File
+    methods: gr.CheckboxGroup
+    shots: gr.CheckboxGroup
+    n_way: gr.Slider
+    episodes: gr.Slider
+    run_button: gr.Button
+    stop_button: gr.Button
+
+
+@dataclass
+class CompareOutputsUI:
+    """What a run shows: the status, the table and its reading, three plots, the files, the details."""
+
+    status: gr.Markdown
+    table: gr.Dataframe
+    verdict: gr.Markdown
+    accuracy_plot: gr.Plot
+    curve_plot: gr.Plot
+    time_plot: gr.Plot
+    csv_file: gr.File
+    json_file: gr.File
+    detail_choice: gr.Dropdown
+    detail_button: gr.Button
+    details: list[gr.Component]
+
+
+def build_compare_inputs(tabs: Sequence[str]) -> CompareInputsUI:
+    """The data set (the tabs' classes among them when ``tabs`` name any), methods, shots and episodes."""
     choices = source_choices(tabs)
     installed = [value for label, value in choices if value in BUILTIN_DATASETS and BUILTIN_DATASETS[value].is_installed()]
     with gr.Row():
@@ -374,6 +294,11 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
             with gr.Row():
                 run_button = gr.Button("Run", variant="primary", elem_id="compare-run")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    return CompareInputsUI(source, upload, methods, shots, n_way, episodes, run_button, stop_button)
+
+
+def build_compare_outputs() -> CompareOutputsUI:
+    """The status, results table, reading, plots, files, and the per-method details accordion."""
     status = gr.Markdown(elem_id="compare-status", elem_classes=["fs-status"])
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Results (accuracy and CI in %)", interactive=False,
                          elem_id="compare-table")
@@ -395,16 +320,40 @@ def build_compare_tab(image_session: gr.State | None = None, text_session: gr.St
         mistakes_gallery = gr.Gallery(label="Most often misclassified (true -> predicted, times)", columns=6, height=260,
                                       visible=False)
         mistakes_text = gr.Markdown(visible=False)
+    return CompareOutputsUI(status, table, verdict, accuracy_plot, curve_plot, time_plot, csv_file, json_file,
+                            detail_choice, detail_button, [per_class, confusion_plot, mistakes_gallery, mistakes_text])
 
+
+def build_compare_tab(image_session: gr.State | None = None, text_session: gr.State | None = None) -> None:
+    """Create the comparison tab's components and events inside the caller's Blocks/Tab context.
+
+    Args:
+        image_session: the image tab's session State (a ``SupportSession``), when the app has the tab.
+        text_session: the text tab's session State. With either, the classes of the tab classified
+            last are offered as a data set.
+    """
+    session = gr.State(None)  # this browser session's CompareSession
+    tabs = [modality.name for modality, state in ((IMAGE, image_session), (TEXT, text_session)) if state is not None]
+    gr.Markdown(
+        "**Should I meta-learn or just transfer?** Pick a data set, K-shots and methods, and press **Run**: "
+        "every method sees the same episodes, every item is embedded once per backbone. Results stream in as each "
+        "method finishes; **Stop** keeps what has finished."
+        + (f" One data set is {tab_data_label(tabs)}." if tabs else "")
+    )
+    inputs = build_compare_inputs(tabs)
+    outputs = build_compare_outputs()
     # A tab the app does not have gets an empty State, so ``run`` always receives both sessions.
     tab_sessions = [state if state is not None else gr.State(None) for state in (image_session, text_session)]
-    run_inputs = [source, upload, n_way, shots, episodes, methods, session, *tab_sessions]
-    run_outputs = [status, table, verdict, accuracy_plot, curve_plot, time_plot, session, detail_choice, csv_file, json_file]
     # The progress shows on the status line alone: the table, reading and plots stay readable while
     # they update, and Stop is answered at once (its own event, no queue limit).
-    run_button.click(errors_in_status(run, len(run_outputs), 0), run_inputs, run_outputs, api_name="compare_run",
-                     concurrency_limit=2,
-                     show_progress="minimal", show_progress_on=[status])
-    stop_button.click(stop, None, status, api_name="compare_stop", concurrency_limit=None, show_progress="hidden")
-    detail_button.click(user_errors(details), [session, detail_choice],
-                        [per_class, confusion_plot, mistakes_gallery, mistakes_text], api_name="compare_details")
+    on(inputs.run_button.click, run,
+       [inputs.source, inputs.upload, inputs.n_way, inputs.shots, inputs.episodes, inputs.methods, session,
+        *tab_sessions],
+       [outputs.status, outputs.table, outputs.verdict, outputs.accuracy_plot, outputs.curve_plot, outputs.time_plot,
+        session, outputs.detail_choice, outputs.csv_file, outputs.json_file],
+       api="compare_run", group=COMPARE, errors=StatusLine(0), show_progress="minimal",
+       show_progress_on=[outputs.status])
+    on(inputs.stop_button.click, stop, None, outputs.status, api="compare_stop", group=UNLIMITED,
+       show_progress="hidden")
+    on(outputs.detail_button.click, details, [session, outputs.detail_choice], outputs.details,
+       api="compare_details")

@@ -1,17 +1,18 @@
 """The text few-shot tab: classes of example texts, a method, queries, and why each prediction.
 
-The class rows, self-check and the export panel come from ``ui.support_set``; this module says what
-a text class row holds (``TextModality``: example texts one per line, with a count) and adds the
+The class rows, self-check and the export panel come from ``ui.support``; this module says what a
+text class row holds (``TextModality``: example texts one per line, with a count) and adds the
 text-only parts: the CSV/TSV/JSONL upload, the encoder, the fine-tune settings, the one-click example
-sets, and queries that may name their true class (``text | class``).
+sets (``ui.text_examples``), and queries that may name their true class (``text | class``).
 """
 
 from __future__ import annotations
 
 import functools
 import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import gradio as gr
 from torch import Tensor
@@ -19,6 +20,12 @@ from torch import Tensor
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import FewShotClassifier, Prediction
+from fewshot_demo.core.export import (
+    OnnxExport,
+    export_text_onnx,
+    onnx_text_probabilities,
+    text_snippet,
+)
 from fewshot_demo.core.text_task import (
     build_text_support,
     classify_texts,
@@ -28,42 +35,60 @@ from fewshot_demo.core.text_task import (
 )
 from fewshot_demo.data.labelled import data_from_items
 from fewshot_demo.data.texts import read_text_table, split_lines
-from fewshot_demo.encoders.registry import default_encoder
+from fewshot_demo.encoders.registry import default_encoder, default_method
 from fewshot_demo.encoders.text import (
     BUNDLED_ENCODER,
     ENCODERS,
     TextEncoder,
     load_encoder,
 )
-from fewshot_demo.ui import support_set
-from fewshot_demo.ui.common import (
-    errors_in_status,
-    file_paths,
-    has_finetune_options,
-    known_truths,
-    notes_markdown,
+from fewshot_demo.methods import get_method
+from fewshot_demo.methods.text_tuning import FinetuneConfig
+from fewshot_demo.ui.cards import known_truths
+from fewshot_demo.ui.events import CLASSIFY, on
+from fewshot_demo.ui.messages import notes_markdown
+from fewshot_demo.ui.methods import method_choices as registry_choices
+from fewshot_demo.ui.methods import (
     offer_methods,
+    option_choices,
     option_field,
     option_slider,
-    page_style,
-    user_errors,
+    takes_options,
 )
-from fewshot_demo.ui.common import (
-    method_choices as registry_choices,
+from fewshot_demo.ui.style import page_style
+from fewshot_demo.ui.support.classify import classify as classify_support
+from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.rows import fill_rows
+from fewshot_demo.ui.support.session import ProgressFn, Queries, SupportSession
+from fewshot_demo.ui.support.widgets import (
+    ResultsUI,
+    SupportSetUI,
+    build_class_rows,
+    build_panels,
 )
-from fewshot_demo.ui.support_set import Queries, ResultsUI, SupportSession, SupportSetUI
+from fewshot_demo.ui.support.wiring import wire_classify, wire_support_set
+from fewshot_demo.ui.text_examples import (
+    class_blocks,
+    example_caption,
+    example_set,
+    list_example_sets,
+)
+from fewshot_demo.ui.values import file_paths
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "text"
 #: Offered first, in this order; every other method that runs on the encoder follows.
 MAIN_METHODS = ("linear", "protonet", "finetune")
 CAPTION_CHARS = 70
 #: How the fine-tune losses are shown.
 LOSS_LABELS = {"contrastive": "Contrastive pairs (SetFit-style)", "cross_entropy": "Plain cross-entropy"}
-
-
 #: The tab's default: the bundled encoder's last and middle layers (a few points more accurate than the
 #: last layer alone on the README's text benchmarks, at the same cost).
 DEFAULT_TEXT_ENCODER = default_encoder("text")
+INTRO = ("Name each class and type a few example texts, **one per line** (5-8 per class is plenty), "
+         "or upload one CSV/TSV/JSONL file with `text` and `label` columns. Add query texts, one per "
+         "line, and press **Classify**. Or click an example set.")
+#: Shown before a comparison on texts with a method that trains the encoder on every episode.
+TUNING_WARNING = ("Text fine-tuning trains the encoder on every episode: seconds per episode for short texts, "
+                  "about 30 s for long ones on a CPU. Lower the episodes, or press Stop to keep what has finished.")
 
 
 def method_choices(encoder_id: str = DEFAULT_TEXT_ENCODER) -> list[tuple[str, str]]:
@@ -72,10 +97,15 @@ def method_choices(encoder_id: str = DEFAULT_TEXT_ENCODER) -> list[tuple[str, st
 
 
 def method_options(method: str, steps: float, loss: str) -> dict[str, Any]:
-    """The settings that apply to the method, as its option values (0 steps: automatic)."""
-    if has_finetune_options(method, "text"):
+    """The settings that apply to the method (those of its options class), as its option values (0 steps: automatic)."""
+    if takes_options(method, "text", FinetuneConfig):
         return {"steps": int(steps) or None, "loss": loss}
     return {}
+
+
+def finetune_visibility(method: str) -> Any:
+    """Show the fine-tune settings for the methods they apply to."""
+    return gr.Group(visible=takes_options(method, "text", FinetuneConfig))
 
 
 def encoder_choices() -> list[tuple[str, str]]:
@@ -86,39 +116,6 @@ def encoder_choices() -> list[tuple[str, str]]:
         ("all-MiniLM-L6-v2 with [CLS] pooling instead of the mean (bundled, offline)", f"{BUNDLED_ENCODER}:cls"),
     ]
     return choices
-
-
-def list_example_sets() -> list[str]:
-    """Names of the bundled example sets (folders with a support.csv)."""
-    if not EXAMPLES_DIR.is_dir():
-        return []
-    return sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "support.csv").is_file())
-
-
-def example_set(name: str) -> tuple[list[tuple[str, str]], str]:
-    """Return ([(class name, examples one per line)], queries one per line) of a bundled set."""
-    if name not in list_example_sets():
-        raise UserInputError(f"unknown example set {name!r}; choose one of {', '.join(list_example_sets())}")
-    table = read_text_table(EXAMPLES_DIR / name / "support.csv")
-    queries_file = EXAMPLES_DIR / name / "queries.txt"
-    queries = queries_file.read_text(encoding="utf-8") if queries_file.is_file() else ""
-    return _class_blocks(table.texts, table.labels), "\n".join(split_lines(queries))
-
-
-def _class_blocks(texts: list[str], labels: list[str]) -> list[tuple[str, str]]:
-    """Group texts by label into (name, one text per line) blocks; line breaks inside a text become spaces."""
-    blocks: dict[str, list[str]] = {}
-    for text, label in zip(texts, labels):
-        blocks.setdefault(label, []).append(" ".join(text.split()))
-    return [(name, "\n".join(lines)) for name, lines in blocks.items()]
-
-
-def example_caption(name: str) -> str:
-    """What an example card says, most telling first: the set, its classes, examples per class."""
-    blocks, queries = example_set(name)
-    counts = sorted({len(block.splitlines()) for _, block in blocks})
-    per_class = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"{name}: {len(blocks)} classes x {per_class} examples, {len(queries.splitlines())} queries ({', '.join(n for n, _ in blocks)})"
 
 
 def text_count_label(block: str | None) -> str:
@@ -142,7 +139,7 @@ def _caption(label: str, text: str) -> str:
     return f"{label}: {text if len(text) <= CAPTION_CHARS else text[: CAPTION_CHARS - 1] + '…'}"
 
 
-class TextModality(support_set.SupportModality):
+class TextModality(SupportModality):
     """Class rows of example texts, one per line; queries are one per line."""
 
     name = "text"
@@ -158,11 +155,11 @@ class TextModality(support_set.SupportModality):
                           placeholder="one example text per line", elem_classes=["fs-class-texts"])
 
     def wire_row(self, item: gr.Component, display: gr.Component | None) -> list[Any]:
-        item.change(lambda block: gr.Textbox(label=text_count_label(block)), item, item, api_name=False,
-                    show_progress="hidden", queue=False, trigger_mode="always_last")
+        on(item.change, lambda block: gr.Textbox(label=text_count_label(block)), item, item, show_progress="hidden",
+           queue=False, trigger_mode="always_last")
         return [item.input]
 
-    def with_truths(self, queries: Queries, class_names: list[str]) -> tuple[Queries, list[str | None]]:
+    def with_truths(self, queries: Queries, class_names: Sequence[str]) -> tuple[Queries, list[str | None]]:
         """A query line ``text | class`` (or with a tab) names its true class when ``class`` is one of
         the classes; the text alone is classified. Other lines are classified as they are."""
         known = {name.casefold() for name in class_names}
@@ -188,16 +185,16 @@ class TextModality(support_set.SupportModality):
         return support_fingerprint(build_text_support(rows), encoder_id, method, options)
 
     def fit(self, rows: list[tuple[str, Any]], encoder: TextEncoder, method: str, options: dict[str, Any], key: str,
-            progress: support_set.ProgressFn) -> SupportSession:
+            progress: ProgressFn) -> SupportSession:
         table = build_text_support(rows)
         classifier, fit_notes = fit_text_classifier(table, encoder, method, options, progress=progress)
         return SupportSession(
-            modality=self.name,
+            modality=self,
             classifier=classifier,
             captions=tuple(_caption(label, text) for text, label in zip(table.texts, table.labels)),
             support_key=key,
             fit_notes=tuple(table.notes + fit_notes),
-            data=data_from_items("text", table.texts, table.labels),
+            data=data_from_items(self.name, table.texts, table.labels),
         )
 
     def read_queries(self, value: str | None) -> Queries:
@@ -210,6 +207,31 @@ class TextModality(support_set.SupportModality):
         # The texts classify_texts embedded (cut to the text limit): their embeddings are cached.
         return predictions, encoder.embed([text[:limits().max_text_chars] for text in items]), notes
 
+    def saved_snippet(self, file_name: str, classifier: FewShotClassifier) -> str:
+        return text_snippet(file_name)
+
+    def export_onnx(self, classifier: FewShotClassifier, encoder: TextEncoder, folder: Path,
+                    items: Sequence[Any]) -> tuple[OnnxExport, str, list[Any]]:
+        exported = export_text_onnx(classifier, encoder, folder / f"fewshot-{classifier.method}-text-onnx.zip")
+        shape = (f"token ids and attention mask (one window of {exported.max_length} tokens; the app reads a "
+                 f"longer text in several) in, (n, {classifier.n_way}) probabilities out, with its tokenizer")
+        # Only texts within one window: the graph reads a longer text's first window, the app all of them.
+        fitting = [text for text in items if len(encoder.tokenizer(text)["input_ids"]) <= exported.max_length]
+        return exported, shape, fitting
+
+    def onnx_probabilities(self, exported: OnnxExport, encoder: TextEncoder, items: Sequence[Any]) -> Tensor:
+        return onnx_text_probabilities(exported.path, list(items))
+
+    def episode_warning(self, methods: Sequence[str]) -> str | None:
+        """A method that consumes token ids rather than frozen embeddings trains the encoder on every episode."""
+        if any(get_method(method).input_kind(self.name) != "features" for method in methods):
+            return TUNING_WARNING
+        return None
+
+    def mistakes_view(self, mistakes: Sequence[tuple[Any, str, str, int]]) -> list[Any]:
+        lines = [f"- **{true} -> {predicted}** ({n}x): {str(item)[:160]!r}" for item, true, predicted, n in mistakes]
+        return [gr.Gallery(visible=False), gr.Markdown(value="\n".join(lines) or "No mistakes.", visible=True)]
+
 
 TEXT = TextModality()
 
@@ -221,7 +243,7 @@ def classify(encoder_id: str, method: str, steps: float, loss: str, queries: str
 
     ``class_values`` are the class rows' names, then their example blocks.
     """
-    result = support_set.classify(
+    result = classify_support(
         TEXT, encoder_id, method, method_options(method, steps, loss), queries, session, class_values,
         progress=lambda fraction, message: progress(fraction, desc=message),
     )
@@ -231,7 +253,7 @@ def classify(encoder_id: str, method: str, steps: float, loss: str, queries: str
 def load_example(name: str) -> list[Any]:
     """/text_load_example: the class rows and queries of a bundled example set."""
     blocks, queries = example_set(name)
-    return [*support_set.fill_rows(TEXT, blocks), queries]
+    return [*fill_rows(TEXT, blocks), queries]
 
 
 def load_example_card(index: int) -> list[Any]:
@@ -249,14 +271,42 @@ def upload_classes(value: Any) -> list[Any]:
     """
     path = next(iter(file_paths(value)), None)
     if path is None:
-        return [gr.skip()] * (len(support_set.fill_rows(TEXT, [])) + 1)
+        return [gr.skip()] * (len(fill_rows(TEXT, [])) + 1)
     table = read_text_table(path)
-    blocks = _class_blocks(table.texts, table.labels)
+    blocks = class_blocks(table.texts, table.labels)
     summary = f"**Read {len(table.texts)} examples in {len(blocks)} classes from {html.escape(Path(path).name)}.**"
-    return [*support_set.fill_rows(TEXT, blocks), notes_markdown(summary, table.notes)]
+    return [*fill_rows(TEXT, blocks), notes_markdown(summary, table.notes)]
 
 
-# ------------------------------------------------------------------------------------ builder
+# ------------------------------------------------------------------------------------ builders
+@dataclass
+class ControlsUI:
+    """The column beside the class rows: encoder, method and its settings, queries, Classify."""
+
+    encoder: gr.Dropdown
+    method: gr.Dropdown
+    finetune: gr.Group
+    steps: gr.Slider
+    loss: gr.Radio
+    queries: gr.Textbox
+    classify_button: gr.Button
+
+
+def build_controls() -> ControlsUI:
+    """The encoder, the method with the fine-tune settings, the queries and Classify."""
+    encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder", elem_id="text-encoder")
+    method = gr.Dropdown(choices=method_choices(), value=default_method("text"), label="Method", elem_id="text-method")
+    with gr.Group(visible=False, elem_id="text-finetune") as finetune:
+        steps = option_slider(FinetuneConfig, "steps", 0, 1, "Fine-tuning steps (0: automatic, 5-20 by support size)")
+        loss = gr.Radio(option_choices(FinetuneConfig, "loss", LOSS_LABELS),
+                        value=option_field(FinetuneConfig, "loss").default, label="Fine-tuning loss")
+    queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries",
+                         info="End a line with \" | class\" to have it marked right or wrong.",
+                         placeholder="Will it rain tomorrow? | weather")
+    classify_button = gr.Button("Classify", variant="primary", elem_id="text-classify")
+    return ControlsUI(encoder, method, finetune, steps, loss, queries, classify_button)
+
+
 def build_text_tab() -> SupportSetUI:
     """Create the text tab's components and events inside the caller's Blocks/Tab context.
 
@@ -266,11 +316,7 @@ def build_text_tab() -> SupportSetUI:
     """
     page_style()
     session = gr.State(None)  # this browser session's SupportSession
-    gr.Markdown(
-        "Name each class and type a few example texts, **one per line** (5-8 per class is plenty), "
-        "or upload one CSV/TSV/JSONL file with `text` and `label` columns. Add query texts, one per "
-        "line, and press **Classify**. Or click an example set."
-    )
+    gr.Markdown(INTRO)
     sets = list_example_sets()
     example_cards = gr.Dataset(
         components=[gr.Textbox(visible=False)], samples=[[example_caption(name)] for name in sets],
@@ -283,56 +329,44 @@ def build_text_tab() -> SupportSetUI:
         example_button = gr.Button("Load example and classify", elem_id="text-load-example")
     with gr.Row():
         with gr.Column(scale=3):
-            rows = support_set.build_class_rows(TEXT)
+            rows = build_class_rows(TEXT)
             upload = gr.File(
                 label="...or upload a CSV, TSV or JSONL file with 'text' and 'label' columns (fills the classes)",
                 file_types=[".csv", ".tsv", ".jsonl"], file_count="single", height=140,
             )
         with gr.Column(scale=2, min_width=260):
-            encoder = gr.Dropdown(choices=encoder_choices(), value=DEFAULT_TEXT_ENCODER, label="Encoder", elem_id="text-encoder")
-            method = gr.Dropdown(choices=method_choices(), value="linear", label="Method", elem_id="text-method")
-            with gr.Group(visible=False, elem_id="text-finetune") as finetune_settings:
-                steps = option_slider("finetune", "text", "steps", 0, 1,
-                                      "Fine-tuning steps (0: automatic, 5-20 by support size)")
-                loss = gr.Radio(
-                    [(LOSS_LABELS.get(c, c), c) for c in option_field("finetune", "text", "loss").metadata["choices"]],
-                    value="contrastive", label="Fine-tuning loss",
-                )
-            queries = gr.Textbox(label="Query texts, one per line", lines=6, max_lines=20, elem_id="text-queries",
-                                 info="End a line with \" | class\" to have it marked right or wrong.",
-                                 placeholder="Will it rain tomorrow? | weather")
-            classify_button = gr.Button("Classify", variant="primary", elem_id="text-classify")
-
+            controls = build_controls()
     status = gr.Markdown(elem_id="text-status", elem_classes=["fs-status"])
     first_label = gr.Label(num_top_classes=5, label="First query")
-    results = gr.HTML(elem_id="text-results")
+    cards = gr.HTML(elem_id="text-results")
     widget = SupportSetUI(TEXT, session, rows,
-                          support_set.build_panels(onnx="Export to ONNX (encoder + head, with its tokenizer)"),
-                          ResultsUI(status, first_label, results))
+                          build_panels(onnx="Export to ONNX (encoder + head, with its tokenizer)"),
+                          ResultsUI(status, first_label, cards))
 
-    # ---- events -------------------------------------------------------------------------------
-    support_set.wire_support_set(
-        widget, encoder, clear_outputs=[queries, upload], clear_values=["", None], check_inputs=[encoder],
-    )
-    method.change(lambda m: gr.Group(visible=has_finetune_options(m, "text")), method, finetune_settings, api_name=False)
-    encoder.change(functools.partial(offer_methods, method_choices, "linear"), [encoder, method], method,
-                   api_name=False)
-    uploaded = upload.upload(user_errors(upload_classes), upload, [*rows.outputs, status], api_name="text_upload")
-    uploaded.success(lambda: widget.stale_values(""), None, widget.stale_outputs[1:], api_name=False)
-
-    classify_outputs = [session, status, first_label, results]
-    classify_inputs = dict(
-        inputs=[encoder, method, steps, loss, queries, session, *rows.values],
-        outputs=classify_outputs,
-        show_progress_on=[status],
-    )
-    classify_handler = errors_in_status(classify, len(classify_outputs), 1, {2: None, 3: ""})
-    support_set.wire_classify(widget, classify_button.click(classify_handler, **classify_inputs,
-                                                            api_name="text_classify"))
-    for loader, api_name, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
-                                              (load_example_card, False, example_cards, example_cards.click)):
-        loaded = trigger(user_errors(loader), source, [*rows.outputs, queries], api_name=api_name)
-        cleared = loaded.success(lambda: widget.stale_values(""), None, widget.stale_outputs, api_name=False,
-                                 show_progress="hidden")
-        support_set.wire_classify(widget, cleared.success(classify_handler, **classify_inputs, api_name=False))
+    wire_support_set(widget, controls.encoder, clear_outputs=[controls.queries, upload], clear_values=["", None],
+                     check_inputs=[controls.encoder])
+    on(controls.method.change, finetune_visibility, controls.method, controls.finetune)
+    on(controls.encoder.change, functools.partial(offer_methods, method_choices, default_method("text")),
+       [controls.encoder, controls.method], controls.method)
+    uploaded = on(upload.upload, upload_classes, upload, [*rows.outputs, status], api="text_upload")
+    # The status keeps what was read; everything else that showed the last fit is cleared.
+    on(uploaded.success, lambda: widget.stale_values(""), None, widget.stale_outputs[1:])
+    wire_classify_button(controls, widget, controls.classify_button.click, api="text_classify")
+    for loader, api, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
+                                         (load_example_card, None, example_cards, example_cards.click)):
+        loaded = on(trigger, loader, source, [*rows.outputs, controls.queries], api=api)
+        cleared = on(loaded.success, lambda: widget.stale_values(""), None, widget.stale_outputs,
+                     show_progress="hidden")
+        wire_classify_button(controls, widget, cleared.success)
     return widget
+
+
+def wire_classify_button(controls: ControlsUI, widget: SupportSetUI, trigger: Any, api: str | None = None) -> Any:
+    """A Classify (the button's, or after an example loads): fit or reuse, classify, show why."""
+    results = widget.results
+    event = on(trigger, classify,
+               [controls.encoder, controls.method, controls.steps, controls.loss, controls.queries, widget.session,
+                *widget.rows.values], [widget.session, *results.components], api=api, group=CLASSIFY,
+               errors=results.status_line(offset=1), show_progress_on=[results.status])
+    wire_classify(widget, event)
+    return event
