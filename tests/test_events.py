@@ -103,3 +103,16 @@ def test_a_group_reads_its_limit_from_the_settings(monkeypatch):
     assert events.CLASSIFY.concurrency_limit() == 3
     assert events.UNLIMITED.concurrency_limit() is None and events.DEFAULT.concurrency_limit() == "default"
 
+
+def test_every_event_without_inputs_answers_one_value_per_output(demo):
+    """Gradio drops extra values with a warning and shifts nothing back: one value too many once gave the
+    text tab's upload a plot's clearing meant for another output (its follow-up event failed)."""
+    checked = 0
+    for fn in demo.fns.values():
+        if fn.fn is None or fn.inputs or _innermost(fn.fn).__name__ != "<lambda>":
+            continue
+        values = fn.fn()
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        assert len(values) == len(fn.outputs), (fn.api_name, len(values), len(fn.outputs))
+        checked += 1
+    assert checked >= 8

@@ -350,7 +350,8 @@ def build_text_tab() -> SupportSetUI:
        [controls.encoder, controls.method], controls.method)
     uploaded = on(upload.upload, upload_classes, upload, [*rows.outputs, status], api="text_upload")
     # The status keeps what was read; everything else that showed the last fit is cleared.
-    on(uploaded.success, lambda: widget.stale_values(""), None, widget.stale_outputs[1:])
+    # The status keeps what was read; everything else that showed the last fit is cleared.
+    on(uploaded.success, lambda: widget.stale_values("")[1:], None, widget.stale_outputs[1:])
     wire_classify_button(controls, widget, controls.classify_button.click, api="text_classify")
     for loader, api, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
                                          (load_example_card, None, example_cards, example_cards.click)):
