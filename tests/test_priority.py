@@ -46,7 +46,8 @@ def test_a_prediction_with_a_handle_is_urgent_and_a_fit_is_not(monkeypatch, tmp_
 
     from fewshot_demo.encoders.image import load_backbone
     from fewshot_demo.runtime.priority import PRIORITY
-    from fewshot_demo.service import Service, Upload
+    from fewshot_demo.serving.requests import Upload
+    from fewshot_demo.serving.service import Service
 
     folder = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals"
 

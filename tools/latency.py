@@ -29,8 +29,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import httpx
+import torch
+
+from fewshot_demo.config.settings import settings
+from fewshot_demo.core.classifier import MAX_CLASSES
+from fewshot_demo.core.image_task import (
+    build_support,
+    classify_images,
+    fit_image_classifier,
+)
+from fewshot_demo.data.images import load_image
+from fewshot_demo.encoders.image import load_backbone
+from fewshot_demo.ui import image_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "mixed_5way"
@@ -74,8 +89,6 @@ class AppApi:
     """
 
     def __init__(self, url: str, session_hash: str = "latency") -> None:
-        import httpx
-
         self.url = url.rstrip("/") + "/gradio_api"
         self.session_hash = session_hash
         self.http = httpx.Client(timeout=300)
@@ -125,38 +138,45 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20, help="new queries timed (at most 9 through the app)")
-    args = parser.parse_args(argv)
+@dataclass
+class AppTimings:
+    """What the launched app took, each next to the floor measured around it in this process."""
 
-    import torch
+    page_ready: float = 0.0
+    warm_ready: float = 0.0
+    upload: float = 0.0
+    first_click: float = 0.0
+    api_clicks: list[float] = field(default_factory=list)
+    first_floors: list[float] = field(default_factory=list)  # the support set's forward passes
+    query_floors: list[float] = field(default_factory=list)  # one forward pass per query
 
-    from fewshot_demo.config.settings import settings
-    from fewshot_demo.core.classifier import MAX_CLASSES
 
-    load_before = _load()
-    names, files, queries = _classes()
+def _through_the_app(names: list[str], files: list[list[str]], queries: list[str],
+                     repeats: int) -> tuple[AppTimings, Any, list[Any]]:
+    """Launch the app, time its start, an upload, the first click and new queries by its raw API.
+
+    Returns:
+        (the timings, this process's backbone, the queries' preprocessed tensors).
+    """
+    timings = AppTimings()
     support_paths = [f for fs in files for f in fs]
     port = _free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url, timeout=180)
-        page_ready = time.perf_counter() - start
+        timings.page_ready = time.perf_counter() - start
         api = AppApi(url)
         api.call("warmup", [])  # returns once the models are loaded
-        warm_ready = time.perf_counter() - start
+        timings.warm_ready = time.perf_counter() - start
 
         # The floor, in this process, with the app's thread setting, while the app waits: timed
         # just before and just after the app's clicks, so both see the same machine.
         torch.set_num_threads(settings().torch_threads)
-        from fewshot_demo.data.images import load_image
-        from fewshot_demo.encoders.image import load_backbone
-
         backbone = load_backbone()
         support_tensors = [backbone.preprocess(load_image(f))[None] for f in support_paths]
         query_tensors = [backbone.preprocess(load_image(q))[None] for q in queries]
@@ -168,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         def query_floor() -> list[float]:
             return [timed(lambda t=t: backbone._forward(t)) for t in query_tensors]
 
-        first_floors, query_floors = [support_floor()], query_floor()
+        timings.first_floors, timings.query_floors = [support_floor()], query_floor()
         began = time.perf_counter()
         uploaded = api.upload(support_paths + queries)
-        upload_time = time.perf_counter() - began
+        timings.upload = time.perf_counter() - began
         padded_names = names + [""] * (MAX_CLASSES - len(names))
         padded_files = [[uploaded[f] for f in fs] for fs in files] + [None] * (MAX_CLASSES - len(names))
 
@@ -181,25 +201,21 @@ def main(argv: list[str] | None = None) -> int:
             return api.call("image_classify", ["efficientnet_lite0", "protonet", 5, True, 0.5, [uploaded[query]], None,
                                                None, *padded_names, *padded_files, 5, 1.0])
 
-        first_click = timed(lambda: click(queries[0]))
-        first_floors.append(support_floor())
-        new_queries = queries[1:][: max(1, args.repeats)]  # never seen by the app: no cached features
-        api_clicks = [timed(lambda: click(query)) for query in new_queries]
-        query_floors += query_floor()
+        timings.first_click = timed(lambda: click(queries[0]))
+        timings.first_floors.append(support_floor())
+        new_queries = queries[1:][: max(1, repeats)]  # never seen by the app: no cached features
+        timings.api_clicks = [timed(lambda: click(query)) for query in new_queries]
+        timings.query_floors += query_floor()
     finally:
         process.terminate()
         process.wait(timeout=30)
+    return timings, backbone, query_tensors
 
-    # The in-process paths of a new query, the app gone: each timed next to its own floor (one
-    # forward pass of the same image), so that both see the same load on a shared machine.
-    from fewshot_demo.core.image_task import (
-        build_support,
-        classify_images,
-        fit_image_classifier,
-    )
-    from fewshot_demo.ui import image_tab
 
-    first_floor = _median(first_floors)
+def _in_process(backbone: Any, names: list[str], files: list[list[str]], queries: list[str], repeats: int,
+                query_tensors: list[Any]) -> dict[str, list[float]]:
+    """The in-process paths of a new query, the app gone: each timed next to its own floor (one
+    forward pass of the same image), so that both see the same load on a shared machine."""
     support = build_support(list(zip(names, files)))
     classifier = fit_image_classifier(support, backbone, "protonet")
     query_images = [load_image(q) for q in queries]
@@ -207,46 +223,60 @@ def main(argv: list[str] | None = None) -> int:
     class_values = rows[1 : 1 + 2 * MAX_CLASSES]
     session, *_ = image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, [queries[0]], None, None,
                                      *class_values, progress=lambda *a, **k: None)
-    core, handler, paired_floors, core_ratios, handler_ratios = [], [], [], [], []
-    for i in range(max(1, args.repeats)):
+    found: dict[str, list[float]] = {"core": [], "handler": [], "floors": [], "core_ratios": [], "handler_ratios": []}
+    for i in range(max(1, repeats)):
         index = i % len(queries)
         floor = timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()  # a new query is never in the cache
-        core.append(timed(lambda: classify_images(classifier, backbone, [query_images[index]])))
-        core_ratios.append(core[-1] / floor)
-        paired_floors.append(floor)
+        found["core"].append(timed(lambda: classify_images(classifier, backbone, [query_images[index]])))
+        found["core_ratios"].append(found["core"][-1] / floor)
+        found["floors"].append(floor)
         floor = timed(lambda: backbone._forward(query_tensors[index]))
         backbone._cache.clear()
-        handler.append(timed(lambda: image_tab.classify(
+        found["handler"].append(timed(lambda: image_tab.classify(
             "efficientnet_lite0", "protonet", 5, True, 0.5, [queries[index]], None, session, *class_values,
             progress=lambda *a, **k: None)))
-        handler_ratios.append(handler[-1] / floor)
-        paired_floors.append(floor)
-    query_floor_s = _median(query_floors + paired_floors)
-    load_after = _load()
+        found["handler_ratios"].append(found["handler"][-1] / floor)
+        found["floors"].append(floor)
+    return found
+
+
+def _report(app: AppTimings, local: dict[str, list[float]], n_support: int, n_queries: int, loads: tuple[str, str]) -> None:
+    first_floor = _median(app.first_floors)
+    query_floor_s = _median(app.query_floors + local["floors"])
 
     def against(seconds: float, floor: float, target: float | None = None) -> str:
         verdict = f", target <= {target:.1f}x" if target else ""
         return f"floor {1000 * floor:6.1f} ms, {seconds / floor:4.2f}x{verdict}"
 
-    n_support = len(support_paths)
-    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after; "
+    print(f"load average (1, 5, 15 min): {loads[0]} before, {loads[1]} after; "
           f"{os.cpu_count()} CPUs, {settings().torch_threads} torch thread(s)")
-    print(f"app start to page served:                  {page_ready:7.1f} s")
-    print(f"app start to models warm:                  {warm_ready:7.1f} s   (image backbone and text encoder)")
-    print(f"upload of {n_support + len(queries)} files, once, in one request:  {1000 * upload_time:7.0f} ms  "
+    print(f"app start to page served:                  {app.page_ready:7.1f} s")
+    print(f"app start to models warm:                  {app.warm_ready:7.1f} s   (image backbone and text encoder)")
+    print(f"upload of {n_support + n_queries} files, once, in one request:  {1000 * app.upload:7.0f} ms  "
           "(a browser uploads when files are dropped, before any click)")
-    print(f"5-way 5-shot click to first prediction:    {1000 * first_click:7.0f} ms  "
-          f"{against(first_click, first_floor, FIRST_CLICK_TARGET)} (floor: {n_support} forward passes, one image each, "
-          f"{', '.join(f'{1000 * f:.0f}' for f in first_floors)} ms before and after)")
-    print(f"new query, API round trip:                 {1000 * _median(api_clicks):7.1f} ms  "
-          f"{against(_median(api_clicks), query_floor_s)} (median of {len(api_clicks)}; floor: one forward pass)")
-    paired = _median(paired_floors)
-    for name, times, ratios in (("handler (read, embed, cards):", handler, handler_ratios),
-                                ("core (embed + predict):", core, core_ratios)):
+    print(f"5-way 5-shot click to first prediction:    {1000 * app.first_click:7.0f} ms  "
+          f"{against(app.first_click, first_floor, FIRST_CLICK_TARGET)} (floor: {n_support} forward passes, one image "
+          f"each, {', '.join(f'{1000 * f:.0f}' for f in app.first_floors)} ms before and after)")
+    print(f"new query, API round trip:                 {1000 * _median(app.api_clicks):7.1f} ms  "
+          f"{against(_median(app.api_clicks), query_floor_s)} (median of {len(app.api_clicks)}; floor: one forward pass)")
+    paired = _median(local["floors"])
+    for name, times, ratios in (("handler (read, embed, cards):", local["handler"], local["handler_ratios"]),
+                                ("core (embed + predict):", local["core"], local["core_ratios"])):
         print(f"new query, {name:<32}{1000 * _median(times):7.1f} ms  floor {1000 * paired:6.1f} ms, "
               f"{_median(ratios):4.2f}x, target <= {NEW_QUERY_TARGET:.1f}x (median of {len(ratios)} ratios, each to a "
               "forward pass of the same image just before)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20, help="new queries timed (at most 9 through the app)")
+    args = parser.parse_args(argv)
+    load_before = _load()
+    names, files, queries = _classes()
+    app, backbone, query_tensors = _through_the_app(names, files, queries, args.repeats)
+    local = _in_process(backbone, names, files, queries, args.repeats, query_tensors)
+    _report(app, local, sum(len(fs) for fs in files), len(queries), (load_before, _load()))
     return 0
 
 

@@ -28,6 +28,7 @@ import base64
 import functools
 import os
 import random
+import ssl
 import statistics
 import tempfile
 import threading
@@ -39,6 +40,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from fewshot_demo.config.settings import settings
+from fewshot_demo.core.image_task import (
+    build_support,
+    classify_images,
+    fit_image_classifier,
+)
+from fewshot_demo.data.images import load_image
+from fewshot_demo.encoders.image import load_backbone
 from tools.latency import AppApi, timed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,15 +75,11 @@ def shared_tls() -> Any:
     here, that was the largest share of the load generator's CPU (20 users took more than a core).
     A ready context is used as it is.
     """
-    import ssl
-
     return ssl.create_default_context()
 
 
 def connect(url: str, reuse_tls: bool = True) -> Any:
     """A gradio_client session on ``url`` (with ``shared_tls`` unless ``reuse_tls`` is False)."""
-    from gradio_client import Client
-
     return Client(url, verbose=False, **({"ssl_verify": shared_tls()} if reuse_tls else {}))
 
 
@@ -227,8 +236,6 @@ def workload(folder: Path) -> Workload:
 @functools.lru_cache(maxsize=64)
 def _photo(source: Path) -> Any:
     """A bundled query photo, decoded once and shrunk to at most 320 px (what a phone app would send)."""
-    from PIL import Image
-
     image = Image.open(source).convert("RGB")
     image.thumbnail((320, 320))
     return image
@@ -252,8 +259,6 @@ def user(number: int, url: str, work: Workload, deadline: float, recorder: Recor
     Between two requests the user waits ``think_s`` seconds on average (0.5 to 1.5 times it, drawn
     at random, so users do not move in step); 0 sends the next request as soon as an answer comes.
     """
-    from gradio_client import handle_file
-
     rng = random.Random(number)
 
     def think() -> None:
@@ -288,8 +293,6 @@ def user(number: int, url: str, work: Workload, deadline: float, recorder: Recor
 
 
 def _compare(client: Any, archive: Path) -> Any:
-    from gradio_client import handle_file
-
     outputs = client.predict("upload", handle_file(str(archive)), 5, [1], 10, ["protonet", "linear"],
                              api_name="/compare_run")
     if "Done" not in str(outputs[0]):
@@ -327,18 +330,6 @@ class IdleTimings:
 
 def idle_timings(url: str, work: Workload, repeats: int = 15) -> IdleTimings:
     """Time one new query on the idle server three ways, and the transport alone (see ``IdleTimings``)."""
-    import torch
-    from gradio_client import handle_file
-
-    from fewshot_demo.config.settings import settings
-    from fewshot_demo.core.image_task import (
-        build_support,
-        classify_images,
-        fit_image_classifier,
-    )
-    from fewshot_demo.data.images import load_image
-    from fewshot_demo.encoders.image import load_backbone
-
     rng = random.Random(12345)
     client = connect(url)
     handle = client.predict([handle_file(str(p)) for p in work.support], work.labels, api_name="/fit_images")["handle"]
