@@ -13,9 +13,9 @@ from fewshot_demo.core.export import (
     normalised_images,
     onnx_probabilities,
     onnx_unsupported_reason,
-    push_to_hub,
 )
 from fewshot_demo.core.image_task import build_support, fit_image_classifier
+from fewshot_demo.core.sharing import push_to_hub
 from fewshot_demo.data.images import load_image
 from fewshot_demo.ui import image_tab
 

@@ -8,6 +8,7 @@ A test named ``test_upstream_...`` FAILS when Gradio's behaviour changes: then t
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -26,6 +27,12 @@ from fewshot_demo.ui.gradio_fixes import (
 )
 
 
+def _run(coroutine):
+    """Run a coroutine to its end on a loop of its own: the browser tests leave this thread's loop running."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 # ------------------------------------------------------------------------------------------ session state
 def _update_then_value(blocks_class: type[gr.Blocks]) -> tuple[gr.Blocks, SessionState]:
     """An event whose handler first sends a prop update of its output, then a value."""
@@ -35,8 +42,8 @@ def _update_then_value(blocks_class: type[gr.Blocks]) -> tuple[gr.Blocks, Sessio
         button.click(lambda: None, None, box)
     event = next(iter(demo.fns.values()))
     state = SessionState(demo)
-    asyncio.run(demo.postprocess_data(event, gr.Textbox(label="a new label"), state))
-    asyncio.run(demo.postprocess_data(event, "a value", state))
+    _run(demo.postprocess_data(event, gr.Textbox(label="a new label"), state))
+    _run(demo.postprocess_data(event, "a value", state))
     return demo, state
 
 
@@ -117,7 +124,7 @@ def test_upstream_a_handler_without_a_request_parameter_can_still_read_its_sessi
         gr.Button().click(lambda: session_of_request(), None, box)
     event = next(iter(demo.fns.values()))
     request = gr.Request(session_hash="session-of-this-event")
-    output = asyncio.run(demo.process_api(event, [], SessionState(demo), request=request))
+    output = _run(demo.process_api(event, [], SessionState(demo), request=request))
     assert output["data"] == ["session-of-this-event"]
     assert session_of_request() is None  # outside an event
 

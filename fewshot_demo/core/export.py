@@ -1,4 +1,4 @@
-"""Take a fitted classifier elsewhere: one ONNX file, a few lines of code, or the Hugging Face Hub.
+"""Take a fitted classifier elsewhere as one ONNX file, with the few lines of code that run it.
 
     from fewshot_demo.core.export import export_image_onnx
     exported = export_image_onnx(classifier, load_backbone(), "animals.onnx")   # backbone + head, one file
@@ -16,7 +16,7 @@ attention mask in, probabilities out, next to the tokenizer, in one zip. The gra
 of the encoder's length (256 tokens for MiniLM): the same as the app for shorter texts; the app reads
 a longer text in several windows, the graph its first window only. A fine-tuned text classifier
 (its learner reads each text's token windows) is saved as its ``.safetensors`` file with the Python
-that loads it (``text_snippet``).
+that loads it (``sharing.text_snippet``); ``sharing.push_to_hub`` uploads either file.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
@@ -41,7 +39,6 @@ from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.encoders.image import BACKBONES
 from fewshot_demo.methods import get_method
-from fewshot_demo.runtime.hub import hub_unreachable_reason
 
 #: ONNX opset of the exported graphs (onnxruntime 1.16 and later run it).
 OPSET = 18
@@ -362,46 +359,3 @@ def _metadata(graph: bytes) -> dict[str, str]:
     return {entry.key: entry.value for entry in onnx.load_from_string(graph).metadata_props}
 
 
-def text_snippet(file_name: str) -> str:
-    """Python that loads a saved text classifier file and classifies texts with it."""
-    return f'''import fewshot_demo as fsd   # pip install fewshot-demo (this app's package)
-
-classifier = fsd.load("{file_name}")   # checks the file; the encoder it names is loaded for you
-for prediction in classifier.predict(["a text to classify", "another one"]):
-    print(prediction.label, prediction.probabilities)
-'''
-
-
-def push_to_hub(path: str | Path, repo_id: str, token: str | None = None) -> str:
-    """Upload a saved classifier (or an exported ONNX file) to a Hugging Face Hub model repository.
-
-    Offline, this answers at once: it checks that the Hub can be reached before the client's retries.
-
-    Args:
-        path: the file to upload.
-        repo_id: "user/name" (created as a model repository if it does not exist).
-        token: a write token; None uses the one saved by ``huggingface-cli login``.
-
-    Returns:
-        The file's URL on the Hub.
-
-    Raises:
-        UserInputError: for a malformed repository id, when the Hub cannot be reached, or when it refuses.
-    """
-    repo_id = (repo_id or "").strip()
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise UserInputError(f"name the repository as user/name (got {repo_id!r})")
-    reason = hub_unreachable_reason()
-    if reason is not None:
-        raise UserInputError(f"the Hugging Face Hub cannot be reached ({reason}); download the file instead and "
-                         "upload it when you are online")
-
-    api = HfApi(token=token or None)
-    path = Path(path)
-    try:
-        api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo_id, repo_type="model",
-                        commit_message=f"Add {path.name} from fewshot-demo")
-    except HfHubHTTPError as error:
-        raise UserInputError(f"the Hub refused the upload ({error}); check the token has write access") from None
-    return f"https://huggingface.co/{repo_id}/blob/main/{path.name}"

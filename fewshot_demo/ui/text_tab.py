@@ -24,8 +24,8 @@ from fewshot_demo.core.export import (
     OnnxExport,
     export_text_onnx,
     onnx_text_probabilities,
-    text_snippet,
 )
+from fewshot_demo.core.sharing import text_snippet
 from fewshot_demo.core.text_task import (
     build_text_support,
     classify_texts,

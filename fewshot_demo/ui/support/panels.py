@@ -12,7 +12,7 @@ import torch
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier
-from fewshot_demo.core.export import push_to_hub
+from fewshot_demo.core.sharing import push_to_hub
 from fewshot_demo.ui.cards import confusion_table, self_check_markdown
 from fewshot_demo.ui.figures import embedding_map_figure
 from fewshot_demo.ui.support.modality import SupportModality
