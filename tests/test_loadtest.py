@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tools import loadtest
+from tools import loadtest, server_probe
 
 
 def test_a_short_load_run_has_no_errors(app_url, capsys):
@@ -38,7 +38,7 @@ def test_percentiles_and_the_server_pid_lookup():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        assert loadtest.server_pid(server.getsockname()[1]) == os.getpid()
+        assert server_probe.server_pid(server.getsockname()[1]) == os.getpid()
 
 
 def test_the_report_reads_memory_growth_from_the_samples():

@@ -36,8 +36,8 @@ from typing import Any, Callable
 import httpx
 import torch
 
+from fewshot_demo.config.limits import Limits
 from fewshot_demo.config.settings import settings
-from fewshot_demo.core.classifier import MAX_CLASSES
 from fewshot_demo.core.image_task import (
     build_support,
     classify_images,
@@ -192,8 +192,8 @@ def _through_the_app(names: list[str], files: list[list[str]], queries: list[str
         began = time.perf_counter()
         uploaded = api.upload(support_paths + queries)
         timings.upload = time.perf_counter() - began
-        padded_names = names + [""] * (MAX_CLASSES - len(names))
-        padded_files = [[uploaded[f] for f in fs] for fs in files] + [None] * (MAX_CLASSES - len(names))
+        padded_names = names + [""] * (Limits.ROWS - len(names))
+        padded_files = [[uploaded[f] for f in fs] for fs in files] + [None] * (Limits.ROWS - len(names))
 
         def click(query: str) -> list[Any]:
             # The raw API takes every input, the session State too (the server fills it in), then
@@ -220,7 +220,7 @@ def _in_process(backbone: Any, names: list[str], files: list[list[str]], queries
     classifier = fit_image_classifier(support, backbone, "protonet")
     query_images = [load_image(q) for q in queries]
     rows = image_tab.load_example(EXAMPLE.name)
-    class_values = rows[1 : 1 + 2 * MAX_CLASSES]
+    class_values = rows[1 : 1 + 2 * Limits.ROWS]
     session, *_ = image_tab.classify("efficientnet_lite0", "protonet", 5, True, 0.5, [queries[0]], None, None,
                                      *class_values, progress=lambda *a, **k: None)
     found: dict[str, list[float]] = {"core": [], "handler": [], "floors": [], "core_ratios": [], "handler_ratios": []}

@@ -57,13 +57,13 @@ from fewshot_demo.bench.peer_rows import (
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import settings
 from fewshot_demo.core.runner import run_episodes
+from fewshot_demo.data.corpora import BENCHMARK_CORPORA
 from fewshot_demo.data.episodes import (
     Episode,
     EpisodeConfig,
     remap_labels,
     sample_episodes,
 )
-from fewshot_demo.data.corpora import BENCHMARK_CORPORA
 from fewshot_demo.data.texts import read_text_table
 from fewshot_demo.encoders.registry import get_encoder
 from fewshot_demo.encoders.text import parse_encoder_id

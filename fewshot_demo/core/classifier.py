@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from fewshot_demo.config.errors import UserInputError
-from fewshot_demo.config.limits import Limits
 from fewshot_demo.core.class_names import check_class_names
 from fewshot_demo.core.classifier_file import (
     LEARNER_PREFIX,
@@ -42,8 +41,6 @@ from fewshot_demo.methods.features import class_means
 
 #: The method the self-check refits when the real one trains the backbone or encoder.
 SELF_CHECK_STAND_IN = "linear"
-#: The class rows the app has (kept here while the UI still imports it from the classifier).
-MAX_CLASSES = Limits.ROWS
 
 
 @dataclass

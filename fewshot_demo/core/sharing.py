@@ -1,4 +1,5 @@
-"""Take a saved classifier to another machine: the Python that loads it, and an upload to the Hugging Face Hub."""
+"""Take a saved classifier to another machine: the Python that loads it (the snippets the app shows after
+Save), and an upload to the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.runtime.hub import hub_unreachable_reason
+
+
+def image_snippet(file_name: str, encoder_id: str) -> str:
+    """Python that loads a saved image classifier file and classifies a photo with it."""
+    return (f'import fewshot_demo as fsd   # pip install fewshot-demo (this app\'s package)\n\n'
+            f'classifier = fsd.load("{file_name}")   # checks the file; loads the {encoder_id} backbone\n'
+            'for prediction in classifier.predict(["photo.jpg"]):\n'
+            '    print(prediction.label, prediction.probabilities)\n')
 
 
 def text_snippet(file_name: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.data.corpora import load_bbc_news, load_chatterbot_topics
 from fewshot_demo.data.grayscale import fashion_mnist_dir, load_fashion_mnist
 from fewshot_demo.data.images import load_image
 from fewshot_demo.data.labelled import LoadedData, small
@@ -30,7 +31,6 @@ from fewshot_demo.data.splits import (
     TUXPAINT_EVAL_FOLDERS,
     tuxpaint_stamps_dir,
 )
-from fewshot_demo.data.corpora import load_bbc_news, load_chatterbot_topics
 
 
 @dataclass(frozen=True)

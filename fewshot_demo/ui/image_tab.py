@@ -30,6 +30,7 @@ from fewshot_demo.core.image_task import (
     fit_image_classifier,
     load_images,
 )
+from fewshot_demo.core.sharing import image_snippet
 from fewshot_demo.data.labelled import data_from_items
 from fewshot_demo.encoders.backbones import BACKBONES
 from fewshot_demo.encoders.image import ImageBackbone, load_backbone
@@ -189,10 +190,7 @@ class ImageModality(SupportModality):
         return predictions, encoder.embed(items), []  # embeddings are cached: no second forward pass
 
     def saved_snippet(self, file_name: str, classifier: FewShotClassifier) -> str:
-        return (f'import fewshot_demo as fsd   # pip install fewshot-demo (this app\'s package)\n\n'
-                f'classifier = fsd.load("{file_name}")   # checks the file; loads the {classifier.encoder_id} backbone\n'
-                'for prediction in classifier.predict(["photo.jpg"]):\n'
-                '    print(prediction.label, prediction.probabilities)\n')
+        return image_snippet(file_name, classifier.encoder_id)
 
     def export_onnx(self, classifier: FewShotClassifier, encoder: ImageBackbone, folder: Path,
                     items: Sequence[Any]) -> tuple[OnnxExport, str, list[Any]]:
