@@ -21,8 +21,8 @@ from fewshot_demo.core import runner
 from fewshot_demo.data.episodes import Episode
 from fewshot_demo.methods.base import FewShotLearner
 from fewshot_demo.serving.handles import HandleStore
-from fewshot_demo.ui.support import session as session_module
-from fewshot_demo.ui.support.session import SupportSession, latest_session
+from fewshot_demo.ui.support import modality as session_module
+from fewshot_demo.ui.support.modality import SupportSession, latest_session
 from fewshot_demo.ui.temp_files import TempFiles
 
 TTL = 100.0

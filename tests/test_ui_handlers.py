@@ -21,7 +21,7 @@ from fewshot_demo.ui import (
 )
 from fewshot_demo.ui.support import panels, wiring
 from fewshot_demo.ui.support import rows as class_rows
-from fewshot_demo.ui.support.session import SupportSession
+from fewshot_demo.ui.support.modality import SupportSession
 
 MAX_CLASSES = Limits.ROWS
 

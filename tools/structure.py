@@ -77,14 +77,6 @@ def _inside(node: ast.AST, parents: dict[ast.AST, ast.AST], kinds: tuple[type, .
     return False
 
 
-def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return True
-    return False
-
-
 def read_modules() -> dict[str, Module]:
     """Every module of the package, app.py and tools/, with its imports and functions."""
     paths = sorted((ROOT / PACKAGE).rglob("*.py")) + [ROOT / "app.py"] + sorted((ROOT / "tools").glob("*.py"))
@@ -107,8 +99,6 @@ def read_modules() -> dict[str, Module]:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
                 targets = [f"{base}.{alias.name}" for alias in node.names]
             else:
-                continue
-            if _type_checking_only(node, parents):
                 continue
             for target in targets:
                 resolved = _resolve(target, modules)

@@ -45,8 +45,7 @@ from fewshot_demo.ui.figures import (
     time_figure,
 )
 from fewshot_demo.ui.image_tab import IMAGE
-from fewshot_demo.ui.support.modality import SupportModality
-from fewshot_demo.ui.support.session import SupportSession, latest_session
+from fewshot_demo.ui.support.modality import SupportModality, SupportSession, latest_session
 from fewshot_demo.ui.text_tab import TEXT
 
 UPLOAD = "upload"

@@ -57,9 +57,8 @@ from fewshot_demo.ui.methods import (
 )
 from fewshot_demo.ui.style import page_style
 from fewshot_demo.ui.support.classify import classify as classify_support
-from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.modality import ProgressFn, Queries, SupportModality, SupportSession
 from fewshot_demo.ui.support.rows import fill_rows
-from fewshot_demo.ui.support.session import ProgressFn, Queries, SupportSession
 from fewshot_demo.ui.support.widgets import (
     ResultsUI,
     SupportSetUI,

@@ -24,8 +24,8 @@ from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.ui.events import Group, on
 from fewshot_demo.ui.gradio_fixes import guard_image_input
 from fewshot_demo.ui.image_gallery import gallery_values
+from fewshot_demo.ui.support.modality import SupportSession
 from fewshot_demo.ui.support.rows import INITIAL_CLASSES, ROWS, STALE_NOTE
-from fewshot_demo.ui.support.session import SupportSession
 from fewshot_demo.ui.support.widgets import SupportSetUI
 from fewshot_demo.ui.temp_files import TEMP_PREFIX
 from fewshot_demo.ui.values import file_paths

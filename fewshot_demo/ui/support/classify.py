@@ -9,9 +9,8 @@ from typing import Any, Sequence
 from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.ui.cards import prediction_cards_html, truth_summary
 from fewshot_demo.ui.messages import notes_markdown
-from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.modality import ProgressFn, SupportModality, SupportSession, no_progress
 from fewshot_demo.ui.support.rows import class_rows
-from fewshot_demo.ui.support.session import ProgressFn, SupportSession, no_progress
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from fewshot_demo.core.classifier import FewShotClassifier
 from fewshot_demo.core.sharing import push_to_hub
 from fewshot_demo.ui.cards import confusion_table, self_check_markdown
 from fewshot_demo.ui.figures import embedding_map_figure
-from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.modality import SupportModality, SupportSession
 from fewshot_demo.ui.support.rows import fill_rows
-from fewshot_demo.ui.support.session import SupportSession
 from fewshot_demo.ui.temp_files import TEMP_PREFIX
 from fewshot_demo.ui.values import file_paths
 

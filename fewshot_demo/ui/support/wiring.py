@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 
 from fewshot_demo.ui.events import StatusLine, on
+from fewshot_demo.ui.support.modality import SupportSession
 from fewshot_demo.ui.support.panels import (
     export_onnx,
     load_classifier,
@@ -17,7 +18,6 @@ from fewshot_demo.ui.support.panels import (
     self_check,
 )
 from fewshot_demo.ui.support.rows import STALE_NOTE, add_class, clear_all, remove_class
-from fewshot_demo.ui.support.session import SupportSession
 from fewshot_demo.ui.support.widgets import SupportSetUI
 
 
