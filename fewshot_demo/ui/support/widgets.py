@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from fewshot_demo.core.class_names import MAX_NAME_CHARS
 from fewshot_demo.ui.events import StatusLine
 from fewshot_demo.ui.support.modality import SupportModality
 from fewshot_demo.ui.support.rows import INITIAL_CLASSES, ROWS
@@ -129,7 +130,7 @@ def build_class_rows(modality: SupportModality) -> ClassRowsUI:
     for index in range(ROWS):
         with gr.Row(visible=index < INITIAL_CLASSES, elem_classes=["fs-class-row"]) as row:
             with gr.Column(scale=1, min_width=120):
-                names.append(gr.Textbox(label=f"Class {index + 1}", placeholder="class name", max_length=60,
+                names.append(gr.Textbox(label=f"Class {index + 1}", placeholder="class name", max_length=MAX_NAME_CHARS,
                                         elem_classes=["fs-class-name"]))
                 removes.append(gr.Button("Remove class", size="sm", min_width=70, variant="secondary"))
             item = modality.item_box()
