@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
 from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, BackboneSpec
+from fewshot_demo.encoders.feature_maps import FeatureMapNetwork, pools_its_feature_map
 from fewshot_demo.encoders.pixels import PixelBackbone
 from fewshot_demo.encoders.traced import cpu_inference_network
 from fewshot_demo.runtime.allocator import keep_freed_memory
@@ -36,6 +37,10 @@ class BackboneUnavailableError(ModelUnavailableError):
 #: image 0.57-0.66 s, of two 0.45-0.68 s, of five 0.70-0.86 s. A batch's activations (25 x 32 x 112
 #: x 112 floats = 40 MB at the first block) leave the caches; one image's stay close to them.
 CPU_BATCH_SIZE = 1
+
+#: Last feature maps kept (float16, 125 kB each for EfficientNet-Lite0's 1280 x 7 x 7): a fit's or a
+#: classification's images while their heat maps are drawn, and a re-classified query.
+MAP_CACHE_SIZE = 64
 
 
 class ImageBackbone:
@@ -72,8 +77,14 @@ class ImageBackbone:
             probe = torch.zeros(1, 3, spec.input_size, spec.input_size, device=device)
             self.feature_dim = int(self.model(probe).shape[-1])
         self._input_shape = (3, spec.input_size, spec.input_size)
-        self._cpu_network = (cpu_inference_network(self.model, self._input_shape)
+        # Where the features are the average of the last feature map, the network computes that map and
+        # pools it here: ``embed_with_maps`` then gets the map from the same pass, at no extra cost.
+        random_probe = torch.rand(2, *self._input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+        self.has_feature_maps = pools_its_feature_map(self.model, random_probe)
+        self._network = FeatureMapNetwork(self.model) if self.has_feature_maps else self.model
+        self._cpu_network = (cpu_inference_network(self._network, self._input_shape)
                              if device.type == "cpu" and optimize else None)
+        self._map_cache: OrderedDict[str, Tensor] = OrderedDict()
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
@@ -121,13 +132,25 @@ class ImageBackbone:
 
     @torch.inference_mode()
     def _forward(self, batch: Tensor) -> Tensor:
+        """(n, feature_dim) features of a (n, 3, size, size) batch."""
+        if self.has_feature_maps:
+            return self._forward_maps(batch).mean(dim=(2, 3))  # the network's own pooling
+        return self._run(batch)
+
+    @torch.inference_mode()
+    def _forward_maps(self, batch: Tensor) -> Tensor:
+        """(n, feature_dim, h, w) last feature maps of a batch (only where ``has_feature_maps``)."""
+        return self._run(batch)
+
+    def _run(self, batch: Tensor) -> Tensor:
         batch = (batch.to(self.device) - self._mean) / self._std
         # One thread per request on the CPU: see one_thread for the measurements.
-        network = self._cpu_network if self._cpu_network is not None and batch.shape[1:] == self._input_shape else self.model
+        network = self._cpu_network if self._cpu_network is not None and batch.shape[1:] == self._input_shape else self._network
         with one_thread(self.device.type == "cpu"):
             if self.flip_average:
-                both = network(torch.cat([batch, batch.flip(-1)]))  # (2 * n, d)
-                return (both[: len(batch)] + both[len(batch) :]) / 2
+                both = network(torch.cat([batch, batch.flip(-1)]))  # (2 * n, ...)
+                mirrored = both[len(batch) :].flip(-1) if both.ndim == 4 else both[len(batch) :]  # maps: back
+                return (both[: len(batch)] + mirrored) / 2
             return network(batch)
 
     def embed(self, images: Sequence[Image.Image], batch_size: int | None = None) -> Tensor:
@@ -161,6 +184,47 @@ class ImageBackbone:
                 self._cache.popitem(last=False)
         known.update(computed)
         return torch.stack([known[key] for key in keys]) if keys else torch.empty(0, self.feature_dim)
+
+    def embed_with_maps(self, images: Sequence[Image.Image], batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """``embed(images)`` and the (n_images, feature_dim, h, w) float32 last feature maps it pools,
+        from the same forward passes (an image whose map is cached costs none).
+
+        Raises:
+            ValueError: for a backbone without feature maps (``has_feature_maps`` is False).
+        """
+        if not self.has_feature_maps:
+            raise ValueError(f"backbone {self.id!r} has no feature map to pool")
+        batch_size = batch_size or self.batch_size
+        keys = [self._fingerprint(image) for image in images]
+        with self._lock:
+            maps = {key: self._map_cache[key] for key in keys if key in self._map_cache}
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in maps:
+                first.setdefault(key, i)
+        missing, pooled = list(first.values()), {}
+        for start in range(0, len(missing), batch_size):
+            PRIORITY.give_way()
+            chunk = missing[start : start + batch_size]
+            computed = self._forward_maps(torch.stack([self.preprocess(images[i]) for i in chunk])).float().cpu()
+            for i, feature_map in zip(chunk, computed):
+                pooled[keys[i]] = feature_map.mean(dim=(1, 2))  # what ``embed`` would compute
+                maps[keys[i]] = feature_map.half()
+        with self._lock:
+            for key, feature in pooled.items():
+                self._cache.setdefault(key, feature)
+                self._map_cache[key] = maps[key]
+            for key in keys:
+                if key in self._map_cache:
+                    self._map_cache.move_to_end(key)
+            while len(self._map_cache) > MAP_CACHE_SIZE:
+                self._map_cache.popitem(last=False)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        features = self.embed(images, batch_size)  # cached by now: no second pass
+        if not keys:
+            return features, torch.empty(0, self.feature_dim, 0, 0)
+        return features, torch.stack([maps[key] for key in keys]).float()
 
     def prepare(self, kind: str, images: Sequence[Image.Image], batch_size: int | None = None) -> Tensor:
         """Turn images into what a learner of ``input_kind == kind`` consumes.
