@@ -305,9 +305,19 @@ class TextEncoder:
         raise ValueError(f"the text encoder cannot prepare inputs of kind {kind!r}; use 'features' or 'tokens'")
 
 
-@functools.lru_cache(maxsize=4)
+#: First loads run one at a time: two threads importing transformers' lazy module at once fail with
+#: "cannot import name 'AutoModel'", and a second load of the same weights would only repeat the first.
+_FIRST_LOADS = threading.Lock()
+
+
 def _load_weights(name: str, device: torch.device) -> tuple[object, nn.Module]:
-    """The tokenizer and the frozen network of an encoder, loaded once per device."""
+    """The tokenizer and the frozen network of an encoder, loaded once per device, one load at a time."""
+    with _FIRST_LOADS:
+        return _weights(name, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _weights(name: str, device: torch.device) -> tuple[object, nn.Module]:
     from transformers import AutoModel, AutoTokenizer  # deferred: transformers takes seconds to import
 
     source = ENCODERS[name].locate()
