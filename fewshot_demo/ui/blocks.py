@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -14,7 +15,8 @@ from starlette.middleware import Middleware
 from fewshot_demo.config.settings import limits
 from fewshot_demo.runtime.allocator import keep_memory_flat
 from fewshot_demo.ui.gradio_fixes import DropsStaleCopies
-from fewshot_demo.ui.sessions import SessionGuard
+from fewshot_demo.ui.refusals import check_inputs, queue_full_message, refusal
+from fewshot_demo.ui.sessions import SessionGuard, owner_of_request
 from fewshot_demo.ui.temp_files import TempFiles, tracker
 
 
@@ -26,6 +28,8 @@ class GuardedBlocks(DropsStaleCopies):
     settings that keep a long-running server's memory flat (``allocator.keep_memory_flat``). Everything can
     still be overridden by arguments, as with ``gr.Blocks``. After each event's outputs, the
     session's state drops the copies Gradio would otherwise keep forever (``gradio_fixes.DropsStaleCopies``).
+    What Gradio refuses before a handler runs, and a full queue, get a message (``ui.refusals``); the
+    queue checks the session id it parsed against the request's owner (``SessionGuard.let_in``).
 
     Attributes:
         temp_files: the tracker of the temporary files the events' handlers write (``temp_files.tracker()``).
@@ -40,8 +44,35 @@ class GuardedBlocks(DropsStaleCopies):
 
     def queue(self, status_update_rate: Any = "auto", api_open: bool | None = None, max_size: int | None = None,
               *, default_concurrency_limit: Any = 2) -> "GuardedBlocks":
-        return super().queue(status_update_rate, api_open, max_size or limits().max_queue,
-                             default_concurrency_limit=default_concurrency_limit)
+        super().queue(status_update_rate, api_open, max_size or limits().max_queue,
+                      default_concurrency_limit=default_concurrency_limit)
+        self._queue.push = self._guarded_push(self._queue.push)  # type: ignore[method-assign]
+        return self
+
+    def _guarded_push(self, push: Any) -> Any:
+        """The queue's ``push``: the session it parsed must be the request's owner's; a full queue says what to do."""
+
+        async def guarded(body: Any, request: Any, username: Any) -> Any:
+            session = getattr(body, "session_hash", None)
+            if self.sessions is not None and session and owner_of_request(request) is not None:
+                refused = self.sessions.let_in(session, owner_of_request(request))
+                if refused:
+                    return False, refused, "error"
+            success, answer, state = await push(body, request, username)
+            if state == "queue_full":
+                answer = queue_full_message(self._queue.max_size)
+            return success, answer, state
+
+        return guarded
+
+    async def process_api(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Gradio's ``process_api``; what it refuses before the handler runs becomes a message (``ui.refusals``)."""
+        event = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        try:
+            check_inputs(event, inputs)
+            return await super().process_api(block_fn, inputs, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every refusal gets a message; a gr.Error stays as it is
+            raise refusal(error, event) from None
 
     def launch(self, *args: Any, app_kwargs: dict[str, Any] | None = None, max_file_size: Any = None,
                **kwargs: Any) -> Any:
@@ -64,5 +95,14 @@ class _SessionGuardOf(SessionGuard):
     """The session guard Starlette builds for a ``GuardedBlocks``, which keeps it to release sessions."""
 
     def __init__(self, app: Any, blocks: GuardedBlocks) -> None:
-        super().__init__(app)
+        super().__init__(app, session_of_event=functools.partial(_session_of_event, blocks))
         blocks.sessions = self
+
+
+def _session_of_event(blocks: GuardedBlocks, event_id: str) -> str | None:
+    """The session of a queued or just-finished event, found as Gradio finds it (``routes.simple_predict_get``)."""
+    queue = blocks._queue
+    event = queue.event_ids_to_events.get(event_id)
+    if event is not None:
+        return event.session_hash
+    return next((session for session, ids in list(queue.pending_event_ids_session.items()) if event_id in ids), None)
