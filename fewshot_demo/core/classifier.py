@@ -28,6 +28,7 @@ from fewshot_demo.core.classifier_file import (
     unusable,
     write_classifier_file,
 )
+from fewshot_demo.core.heatmap import SupportHeat, WhereItLooked
 from fewshot_demo.encoders.protocol import Encoder
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
@@ -53,12 +54,15 @@ class Prediction:
         prototype_distances: class name -> squared Euclidean distance from the query to the class
             prototype, on the normalised features (smaller is closer).
         nearest: (support index, cosine similarity) of the most similar support items, best first.
+        looked: where it looked (heat maps of the query and its nearest support pictures), where made
+            (``core.image_task.classify_images`` on a backbone with feature maps), else None.
     """
 
     label: str
     probabilities: dict[str, float]
     prototype_distances: dict[str, float]
     nearest: list[tuple[int, float]]
+    looked: WhereItLooked | None = None
 
 
 @dataclass
@@ -137,6 +141,8 @@ class FewShotClassifier:
                 learner.progress = progress
             learner.fit(self._learner_inputs(self.support_features, support_inputs, "support"), self.support_labels)
         self.learner = learner
+        #: The support pictures' heat (``core.heatmap``), set by an image fit that can draw heat maps.
+        self.support_heat: SupportHeat | None = None
         # Explanations always use prototypes on the same normalised features, whatever the method.
         self._explainer = PrototypicalNetwork().fit(self.support_features, self.support_labels)
 

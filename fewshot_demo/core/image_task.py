@@ -18,9 +18,11 @@ from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.class_names import check_class_names
 from fewshot_demo.core.classifier import FewShotClassifier, Prediction
+from fewshot_demo.core.heatmap import reads_feature_maps, support_heat, unit_prototypes, where_it_looked
 from fewshot_demo.core.support import Support
 from fewshot_demo.data.images import ImageSource, load_image
 from fewshot_demo.encoders.protocol import Encoder
+from fewshot_demo.methods import get_method
 
 
 @dataclass
@@ -107,14 +109,43 @@ def fit_image_classifier(
     learner_options: dict | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> FewShotClassifier:
-    """Embed the support images (cached by content) and fit the named method on them."""
-    return FewShotClassifier.fit(backbone, support.class_names, support.images, support.labels, method,
-                                 learner_options, progress)
+    """Embed the support images (cached by content) and fit the named method on them.
+
+    Where heat maps can be drawn (``draws_heat_maps``), the support's come from the same forward passes.
+    """
+    heat = None
+    if draws_heat_maps(backbone, method):
+        _, heat = support_heat(backbone, support.images, support.labels, len(support.class_names))
+    classifier = FewShotClassifier.fit(backbone, support.class_names, support.images, support.labels, method,
+                                       learner_options, progress)  # features cached above: no second pass
+    classifier.support_heat = heat
+    return classifier
+
+
+def draws_heat_maps(backbone: Encoder, method: str) -> bool:
+    """True when ``method`` classifies ``backbone``'s frozen features and the backbone gives feature maps:
+    the heat maps then show what the decision was made on (not so for a method that fine-tunes or
+    re-normalises the backbone)."""
+    return reads_feature_maps(backbone) and get_method(method).input_kind(backbone.modality) == "features"
 
 
 def classify_images(classifier: FewShotClassifier, backbone: Encoder, images: Sequence[Image.Image]) -> list[Prediction]:
-    """Embed query images (one forward pass each, batched) and classify them."""
-    return classifier.classify(backbone, images)
+    """Embed query images (one forward pass each, batched) and classify them.
+
+    Where heat maps can be drawn (``draws_heat_maps``), each prediction's ``looked`` holds them, from the
+    same forward passes: the query's and its nearest support pictures' for the predicted class.
+    """
+    if not draws_heat_maps(backbone, classifier.method) or backbone.id != classifier.encoder_id:
+        return classifier.classify(backbone, images)
+    _, maps = backbone.embed_with_maps(images)  # (n_query, d, h, w); the features are cached for classify
+    predictions = classifier.classify(backbone, images)
+    prototypes = unit_prototypes(classifier.support_features, classifier.support_labels, classifier.n_way)
+    looked = where_it_looked(maps, [image.size for image in images],
+                             [classifier.class_names.index(p.label) for p in predictions], classifier.class_names,
+                             prototypes, classifier.support_heat, [[i for i, _ in p.nearest] for p in predictions])
+    for prediction, heat in zip(predictions, looked):
+        prediction.looked = heat
+    return predictions
 
 
 class ImageReader:

@@ -10,7 +10,9 @@ from typing import Any, Sequence
 from PIL import Image
 
 from fewshot_demo.core.classifier import Prediction, SelfCheck
-from fewshot_demo.ui.style import CARD_CSS
+from fewshot_demo.core.heatmap import PictureHeat
+from fewshot_demo.ui.figures import heat_veil_data_uri
+from fewshot_demo.ui.style import CARD_CSS, HEAT_CSS
 
 
 def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:
@@ -55,6 +57,40 @@ def truth_summary(predictions: Sequence[Prediction], truths: Sequence[str | None
 def _short(text: str, limit: int = 48) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Sides, in CSS pixels, of the query's and the nearest support pictures' heat maps on a card.
+QUERY_HEAT_SIDE, SUPPORT_HEAT_SIDE = 96, 56
+
+
+def _heat_picture(picture: str | None, heat: PictureHeat, side: int, alt: str) -> str:
+    """A picture with its heat veil on top (both ``object-fit: contain`` in the same square)."""
+    if not picture:
+        return ""
+    return (f'<span class="fs-heat" style="width:{side}px;height:{side}px">'
+            f'<img src="{picture}" width="{side}" height="{side}" alt="{alt}">'
+            f'<img class="fs-veil" src="{heat_veil_data_uri(heat, side)}" width="{side}" height="{side}" alt=""></span>')
+
+
+def looked_html(prediction: Prediction, query_thumbnail: str | None, support_captions: Sequence[str],
+                support_thumbnails: Sequence[str | None] | None) -> str:
+    """The card's "Where it looked" column: the query's heat map and its nearest support pictures',
+    for the predicted class; "" where the prediction has none (a method that does not classify the
+    backbone's frozen features, a backbone without feature maps, a text)."""
+    looked = prediction.looked
+    if looked is None:
+        return ""
+    label = html.escape(looked.class_name)
+    nearest = []
+    for index, heat in looked.nearest.items():
+        picture = support_thumbnails[index] if support_thumbnails else None
+        caption = html.escape(support_captions[index])
+        if picture:
+            nearest.append(f"<figure>{_heat_picture(picture, heat, SUPPORT_HEAT_SIDE, caption)}</figure>")
+    return (f'<div class="fs-looked" data-class="{label}"><div class="fs-small">Where it looked</div>'
+            f"{_heat_picture(query_thumbnail, looked.query, QUERY_HEAT_SIDE, 'where the query looks like ' + label)}"
+            f'<div class="fs-nearest">{"".join(nearest)}</div>'
+            f'<div class="fs-small">brighter = looks more like {label}</div></div>')
 
 
 def prediction_cards_html(
@@ -113,9 +149,9 @@ def prediction_cards_html(
             f'<div class="fs-label">{label} <span class="fs-small">{confidence:.0%}</span>{mark}</div>{hint}{bars}</div>'
             f'<div><div class="fs-small">Distance to each class prototype</div>{distance_rows}</div>'
             f'<div><div class="fs-small">Most similar examples</div><div class="fs-nearest">{"".join(nearest)}</div></div>'
-            "</div>"
+            f"{looked_html(prediction, thumb, support_captions, support_thumbnails)}</div>"
         )
-    return CARD_CSS + '<div class="fs-cards">' + "".join(cards) + "</div>"
+    return CARD_CSS + HEAT_CSS + '<div class="fs-cards">' + "".join(cards) + "</div>"
 
 
 def self_check_markdown(check: SelfCheck, class_names: Sequence[str]) -> str:

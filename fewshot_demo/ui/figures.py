@@ -7,6 +7,8 @@ requests would share.
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any, Sequence
 
 import matplotlib
@@ -15,9 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from fewshot_demo.bench.comparison import method_label  # noqa: E402
 from fewshot_demo.bench.results import MethodResult  # noqa: E402
+from fewshot_demo.core.heatmap import PictureHeat, heat_levels, picture_box  # noqa: E402
 
 #: A comparison's bars and lines by family.
 FAMILY_COLORS = {"transfer": "#2f81f7", "meta": "#d1661a", "self-supervised": "#1a7f37", "baseline": "#6e7781"}
@@ -58,6 +62,25 @@ def embedding_map_figure(
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+#: How dark the heat veil makes the parts of a picture that do not look like the class (0..1).
+HEAT_VEIL_DARKNESS = 0.8
+
+
+def heat_veil_data_uri(heat: PictureHeat, side: int) -> str:
+    """A side x side PNG (inline) to lay over a picture shown ``object-fit: contain`` in a square:
+    black, transparent where the picture looks most like the class and darker where it does not, so
+    brighter = looks more like the class; clear outside the picture (the padding the backbone read)."""
+    levels = heat_levels(heat.shares, side)  # (side, side) in [0, 1]
+    alpha = np.zeros((side, side), dtype=np.float32)
+    left, top, width, height = picture_box(*heat.size, side)
+    alpha[top : top + height, left : left + width] = HEAT_VEIL_DARKNESS * (1.0 - levels[top : top + height, left : left + width])
+    veil = np.zeros((side, side, 4), dtype=np.uint8)
+    veil[..., 3] = np.round(alpha * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(veil).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def adaptation_figure(history: Sequence[dict]):

@@ -55,3 +55,13 @@ CARD_CSS = """
 .fs-summary{font-weight:600;margin:4px 0}
 </style>
 """
+
+#: The heat maps' rules on a prediction card (``cards.looked_html``): the veil lies on the picture.
+HEAT_CSS = """
+<style>
+.fs-card>div.fs-looked{flex:0 1 230px}
+.fs-heat{position:relative;display:inline-block;vertical-align:top}
+.fs-heat img{position:absolute;left:0;top:0;width:100%;height:100%}
+.fs-heat img.fs-veil{background:transparent;border-radius:4px}
+</style>
+"""
