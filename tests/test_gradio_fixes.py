@@ -8,11 +8,17 @@ A test named ``test_upstream_...`` FAILS when Gradio's behaviour changes: then t
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import hostile
+import httpx
 import pytest
 from gradio.data_classes import ImageData
 from gradio.state_holder import SessionState
@@ -20,6 +26,7 @@ from gradio.state_holder import SessionState
 from fewshot_demo.ui.blocks import GuardedBlocks
 from fewshot_demo.ui.gradio_fixes import (
     DropsStaleCopies,
+    check_every_file_payload,
     deleted_gallery_file,
     drop_stale_copies,
     guard_image_input,
@@ -164,3 +171,88 @@ def test_upstream_a_session_id_alone_lets_anyone_join_the_session():
         assert joined.status_code == 200  # nothing ties the session to whoever opened it
     finally:
         demo.close()
+
+
+# ------------------------------------------------------------------------------------------ refusals before a handler
+def _two(first: str, second: str) -> str:
+    return first + second
+
+
+def refusing_app(blocks_class: type[gr.Blocks], release: threading.Event) -> tuple[gr.Blocks, str]:
+    """A small app launched with ``blocks_class``: a picture, files, two text inputs, and a slow event
+    (one at a time, at most 2 waiting) that holds until ``release`` is set."""
+    with blocks_class() as demo:
+        picture, files, out = gr.Image(type="filepath"), gr.File(file_count="multiple"), gr.Textbox()
+        gr.Button().click(lambda path: "read", picture, out, api_name="picture")
+        gr.Button().click(lambda paths: "read", files, out, api_name="files")
+        gr.api(_two, api_name="two")
+        gr.Button().click(lambda: release.wait(20) and "done", None, out, api_name="slow", concurrency_limit=1)
+    _, url, _ = demo.queue(max_size=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    return demo, url
+
+
+def called(url: str, api: str, data: list, client: httpx.Client | None = None) -> tuple[str, Any]:
+    """POST /gradio_api/call/<api>, then read the result: ("complete" or "error", its data), or the refusal."""
+    http = client or httpx.Client()
+    posted = http.post(url + f"gradio_api/call/{api}", json={"data": data})
+    if posted.status_code != 200:
+        return f"http {posted.status_code}", posted.json()
+    stream = http.get(url + f"gradio_api/call/{api}/{posted.json()['event_id']}", timeout=30).text
+    event = next(line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: ") and
+                 not line.endswith("heartbeat"))
+    data_line = [line for line in stream.splitlines() if line.startswith("data: ")][-1]
+    return event, json.loads(data_line[len("data: "):])
+
+
+def file_data(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+#: What each refused call sends (the upload-less paths exist: their reading is what Gradio refuses).
+HOSTILE_CALLS = {
+    "a path never uploaded": ("picture", [file_data("/etc/passwd")]),
+    "an app file": ("files", [[file_data(str(Path(__file__).resolve()))]]),
+    "a URL refused by the host check": ("picture", [{**file_data("http://127.0.0.1:9/x.png"),
+                                                     "url": "http://127.0.0.1:9/x.png"}]),
+    "a bare data URL": ("picture", ["data:image/png;base64," + base64.b64encode(hostile.png()).decode()]),
+    "missing inputs": ("two", ["only one"]),
+}
+
+
+@pytest.fixture(scope="module")
+def plain_app():
+    release = threading.Event()
+    demo, url = refusing_app(gr.Blocks, release)
+    yield url, release
+    release.set()
+    demo.close()
+
+
+@pytest.mark.parametrize("case", HOSTILE_CALLS)
+def test_upstream_what_gradio_refuses_before_a_handler_comes_without_a_message(plain_app, case):
+    """Why ``GuardedBlocks.process_api`` goes through ``ui.refusals`` (``tests/test_refusals.py``)."""
+    api, data = HOSTILE_CALLS[case]
+    assert called(plain_app[0], api, data) == ("error", {"error": None})
+
+
+def test_upstream_a_full_queue_says_only_its_sizes(plain_app):
+    url, release = plain_app
+    answers = [httpx.post(url + "gradio_api/call/slow", json={"data": []}) for _ in range(5)]
+    release.set()
+    refused = [a.json()["detail"] for a in answers if a.status_code == 503]
+    assert refused and all(re.fullmatch(r"Queue is full\. Max size is 2 and size is 2\.", r) for r in refused)
+
+
+def test_upstream_a_file_payload_without_meta_skips_the_upload_check(plain_app, tmp_path):
+    """Why ``GuardedBlocks.process_api`` calls ``check_every_file_payload``."""
+    outside = hostile.write(tmp_path, "elsewhere.png", hostile.png())  # on the server, never uploaded
+    assert called(plain_app[0], "picture", [{"path": str(outside)}]) == ("complete", ["read"])  # opened and read
+    assert called(plain_app[0], "picture", [file_data(str(outside))]) == ("error", {"error": None})
+
+
+def test_every_file_payload_of_a_component_gets_checked():
+    image = gr.Image(render=False)  # a component with a data model
+    inputs = [{"path": "/etc/passwd"}, [{"path": "/x", "meta": {"_type": "other"}}]]
+    assert check_every_file_payload([image, image], inputs) == 2
+    assert all(item["meta"] == {"_type": "gradio.FileData"} for item in (inputs[0], inputs[1][0]))
+    assert check_every_file_payload([gr.Textbox(render=False)], [{"path": "/etc/passwd"}]) == 0  # no data model

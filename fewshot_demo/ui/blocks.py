@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 
 from fewshot_demo.config.settings import limits
 from fewshot_demo.runtime.allocator import keep_memory_flat
-from fewshot_demo.ui.gradio_fixes import DropsStaleCopies
+from fewshot_demo.ui.gradio_fixes import DropsStaleCopies, check_every_file_payload
 from fewshot_demo.ui.refusals import check_inputs, queue_full_message, refusal
 from fewshot_demo.ui.sessions import SessionGuard, owner_of_request
 from fewshot_demo.ui.temp_files import TempFiles, tracker
@@ -69,6 +69,7 @@ class GuardedBlocks(DropsStaleCopies):
         """Gradio's ``process_api``; what it refuses before the handler runs becomes a message (``ui.refusals``)."""
         event = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
         try:
+            check_every_file_payload(list(event.inputs), inputs)
             check_inputs(event, inputs)
             return await super().process_api(block_fn, inputs, *args, **kwargs)
         except Exception as error:  # noqa: BLE001 - every refusal gets a message; a gr.Error stays as it is

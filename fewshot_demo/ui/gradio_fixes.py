@@ -9,6 +9,9 @@ Gradio has changed, and the fix here can go (or must follow the change).
   size check, and fails on a damaged file with Pillow's bare exception, not a message.
 - ``deleted_gallery_file``: a gallery's delete event sends ``{"file": FileData, "index": i}``,
   which ``gr.DeletedFileData`` (made for ``gr.File``, a bare FileData) cannot read.
+- ``check_every_file_payload``: Gradio checks that a file argument was uploaded only when its
+  payload carries FileData's ``meta``; a ``{"path": ...}`` without it reaches the component as it
+  is, so a file component would open any file on the server.
 - ``session_of_request``: Gradio hands an event's request only to a handler that declares a
   ``gr.Request`` parameter; the temporary-file tracker needs it for every handler, so it reads
   Gradio's context variable.
@@ -31,6 +34,7 @@ from typing import Any
 
 import gradio as gr
 from gradio.context import LocalContext
+from gradio_client.utils import is_file_obj_with_meta
 
 from fewshot_demo.data.images import check_image_header
 from fewshot_demo.ui.messages import user_message
@@ -111,6 +115,36 @@ def deleted_gallery_file(event: gr.EventData | None) -> str | None:
     file = data.get("file") if isinstance(data, dict) else None
     path = file.get("path") if isinstance(file, dict) else None
     return path if isinstance(path, str) and path else None
+
+
+FILE_DATA_META = {"_type": "gradio.FileData"}
+
+
+def check_every_file_payload(components: list[Any], inputs: list[Any]) -> int:
+    """Give FileData's ``meta`` to every ``{"path": ...}`` payload of a component with a data model, so that
+    Gradio checks it was uploaded (and refuses it otherwise); returns how many were marked.
+
+    Upstream: ``processing_utils.async_move_files_to_cache`` finds file payloads by their ``meta``
+    (``client_utils.is_file_obj_with_meta``); one without it skips the upload-folder check and the
+    component's data model takes it as it is, so ``gr.Image.preprocess`` opened ``{"path": "/etc/passwd"}``
+    and a picture of another session's unpacked zip could be read into a stranger's support set.
+    Components without a data model (``gr.api``'s inputs) are left alone: ``ui.api.upload`` checks those.
+    """
+    marked = 0
+    for component, value in zip(components, inputs):
+        if getattr(component, "data_model", None) is None:
+            continue
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, dict):
+                if isinstance(item.get("path"), str) and not is_file_obj_with_meta(item):
+                    item["meta"] = dict(FILE_DATA_META)
+                    marked += 1
+                pending.extend(v for k, v in item.items() if k != "meta")
+            elif isinstance(item, list):
+                pending.extend(item)
+    return marked
 
 
 def session_of_request() -> str | None:
