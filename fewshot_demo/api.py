@@ -5,6 +5,7 @@
     classifier = fsd.fit({"cat": ["cat1.jpg", "cat2.jpg"], "dog": ["dog1.jpg", "dog2.jpg"]})
     classifier = fsd.fit("support/")                     # one sub-folder of images per class
     classifier = fsd.fit("support.csv", method="finetune")  # a text,label table (CSV, TSV or JSONL)
+    classifier = fsd.fit("demo-project.zip")           # a project saved in the app: its classes, method, options
     prediction = classifier.predict(["query.jpg"])[0]
     prediction.label, prediction.probabilities, prediction.nearest
     classifier.self_check().accuracy                     # leave-one-out on the support set
@@ -29,6 +30,7 @@ from fewshot_demo.bench.pools import embed_pool
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.classifier import FewShotClassifier, Prediction, SelfCheck
 from fewshot_demo.core.evaluation import EvaluationSummary
+from fewshot_demo.core.project import is_zip, open_upload
 from fewshot_demo.core.readers import reader_for
 from fewshot_demo.data.image_folder import IMAGE_SUFFIXES, list_image_folder
 from fewshot_demo.data.labelled import LoadedData, read_image_folder, read_text_file
@@ -110,7 +112,8 @@ def fit(
     Args:
         support: {class name: items}, where items are image paths / PIL images or strings; or a
             folder with one sub-folder of images per class; or a CSV/TSV/JSONL file with ``text``
-            and ``label`` columns.
+            and ``label`` columns; or a project file (.zip, the app's Save project), whose method,
+            options and encoder apply unless given here (a zip of class folders works too).
         method: a registry key (default: ``default_method`` of the modality: ProtoNet for images,
             the linear probe for text).
         encoder: image backbone or text encoder id (default: ``default_encoder`` of the modality:
@@ -124,6 +127,8 @@ def fit(
         UserInputError: bad input, with what to do; ``MethodNotApplicableError`` when the method
             cannot run on the encoder.
     """
+    if is_zip(support):
+        return _fit_project(Path(support), method, encoder, modality, options)
     reader = reader_for(modality) if modality is not None else None
     classes, found = _read_support(support)
     reader = reader or reader_for(found)
@@ -135,6 +140,19 @@ def fit(
     fitted = FewShotClassifier.fit(chosen, read.class_names, read.items, read.labels,
                                    method or default_method(reader.modality), options)
     return Classifier(fitted, reader.modality, read.notes, read.captions)
+
+
+def _fit_project(path: Path, method: str | None, encoder: str | None, modality: str | None,
+                 options: dict[str, Any]) -> Classifier:
+    """Fit on a project file: its method's options apply unless another method is named; ``options`` win."""
+    with open_upload(path) as project:
+        if modality is not None and modality != project.modality:
+            raise UserInputError(f"{path.name} holds {project.modality}s, not {modality}s")
+        kept = project.options if method in (None, project.method) else {}
+        classifier = fit(dict(project.classes), method or project.method, encoder or project.encoder_id,
+                         modality=project.modality, **(kept | options))
+    classifier.notes[:0] = list(project.notes)
+    return classifier
 
 
 def load(path: str | Path) -> Classifier:
