@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from fewshot_demo.bench.comparison import method_label
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,8 @@ def test_api_streams_partial_results_then_exports_and_details(compare_client, cl
     status, table, verdict, *_plots, choice, csv_path, json_path = job.result()
     assert "Done: 6 result(s)" in status
     rows = table["data"]
-    assert [(r[0], r[3]) for r in rows] == [(m, k) for k in (1, 5) for m in ("protonet", "linear", "baselinepp")]  # cheapest first
+    assert [(r[0], r[3]) for r in rows] == [(method_label(m), k) for k in (1, 5)
+                                            for m in ("protonet", "linear", "baselinepp")]  # cheapest first, by label
     assert all(r[4] == 10 and 20 <= r[5] <= 100 for r in rows)  # episodes, accuracy in %
     assert len(job.outputs()) > 3  # partial updates came before the end
     assert first_table_at is not None

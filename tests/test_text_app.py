@@ -132,6 +132,7 @@ def test_api_save_then_load_the_classifier(client, tmp_path):
 
 def test_classes_entered_in_the_text_tab_can_be_compared(client):
     """The text tab feeds the comparison tab's 'classes from the app' data set, like the image tab."""
+    from fewshot_demo.bench.comparison import method_label
     from fewshot_demo.ui.compare_tab import TAB_DATA
 
     classes, queries = _example(client, "topics")
@@ -139,7 +140,7 @@ def test_classes_entered_in_the_text_tab_can_be_compared(client):
     job = client.submit(TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], api_name="/compare_run")
     status, table = job.result(timeout=300)[:2]
     assert "in the text tab" in status, status
-    assert {row[0] for row in table["data"]} == {"protonet", "linear"}
+    assert {row[0] for row in table["data"]} == {method_label("protonet"), method_label("linear")}
 
 
 def test_browser_text_tab_loads_an_example_and_shows_predictions(app_url, browser, artifacts):

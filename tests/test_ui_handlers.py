@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fewshot_demo.bench.comparison import method_label
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.limits import Limits
 from fewshot_demo.methods.maml import AdaptationOptions
@@ -180,7 +181,7 @@ def test_text_tab_classes_reach_the_comparison(single_thread):
     outputs = list(compare_tab.run(compare_tab.TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], None, None, text_session))
     status, table = outputs[-1][0], outputs[-1][1]
     assert "Done" in status and "in the text tab" in status
-    assert {row[0] for row in table} == {"protonet", "linear"}
+    assert {row[0] for row in table} == {method_label("protonet"), method_label("linear")}
 
 
 def test_the_tab_classified_last_wins(single_thread):

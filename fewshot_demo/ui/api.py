@@ -24,6 +24,7 @@ from gradio.utils import get_upload_folder
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
+from fewshot_demo.core.project import Project, open_upload
 from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.encoders.registry import default_method
 from fewshot_demo.encoders.text import load_encoder
@@ -87,15 +88,26 @@ def _texts(values: Any, what: str) -> list[str] | None:
     return list(values)
 
 
+def _project_setup(project: Project, modality: str, method: str | None, options: dict[str, Any] | None,
+                   encoder: str | None) -> tuple[str, dict[str, Any], str]:
+    """(method, options, encoder) for a fit on a project: its own unless the caller names others."""
+    if project.modality != modality:
+        other = {"image": "/fit_images", "text": "/fit_texts"}[project.modality]
+        raise UserInputError(f"this project holds {project.modality}s; send it to {other}")
+    kept = project.options if method in (None, project.method) else {}
+    merged = kept | options if isinstance(options, dict) else options or kept  # the service refuses a non-object
+    return method or project.method, merged, encoder or project.encoder_id
+
+
 # ------------------------------------------------------------------------------------------ endpoints
-def fit_images(support: list[FileData], labels: list[str] | None = None, method: str = default_method("image"),
+def fit_images(support: list[FileData], labels: list[str] | None = None, method: str | None = None,
                options: dict[str, Any] | None = None, encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot image classifier and keep it: returns a handle for /predict, the classes and notes.
 
     Args:
-        support: the support images, one class name per image in labels; or a single .zip holding one folder of images per class (labels empty).
+        support: the support images, one class name per image in labels; or a single .zip (labels empty): a project saved with Save project, or one folder of images per class.
         labels: the class name of each support image, in order.
-        method: protonet (default), maml, linear, finetune, ... (any image method of the registry).
+        method: protonet (default; a project's own method), maml, linear, finetune, ... (any image method of the registry).
         options: the method's options, e.g. {"inner_steps": 5} for maml; checked against their bounds.
         encoder: the image backbone (default: the bundled efficientnet_lite0).
     Returns:
@@ -103,10 +115,16 @@ def fit_images(support: list[FileData], labels: list[str] | None = None, method:
     """
     current = limits()
     files = uploads(support, "support images", current.max_classes * current.max_images_per_class)
+    if len(files) == 1 and files[0].name.lower().endswith(".zip") and not labels:
+        with open_upload(files[0].path, files[0].name) as project:  # its files go when the fit is done
+            items, names = project.labelled
+            setup = _project_setup(project, "image", method, options, encoder)
+            fitted = service().fit_images([Upload(str(item), item.name) for item in items], names, *setup)
+        return fitted | {"notes": [*project.notes, *fitted["notes"]]}
     return service().fit_images(files, _texts(labels, "labels"), method, options, encoder)
 
 
-def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, method: str = default_method("text"),
+def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, method: str | None = None,
               table: FileData | None = None, options: dict[str, Any] | None = None,
               encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot text classifier and keep it: returns a handle for /predict, the classes and notes.
@@ -114,15 +132,20 @@ def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, m
     Args:
         texts: the support texts, one class name per text in labels.
         labels: the class name of each support text, in order.
-        method: linear (default), protonet, finetune, ...
-        table: instead of texts and labels, a CSV, TSV or JSONL file with text and label columns.
+        method: linear (default; a project's own method), protonet, finetune, ...
+        table: instead of texts and labels, a CSV, TSV or JSONL file with text and label columns, or a text project (.zip) saved with Save project.
         options: the method's options, e.g. {"steps": 10} for finetune.
         encoder: the text encoder (default: the bundled minilm:layers).
     Returns:
         {"handle", "modality", "method", "encoder", "classes", "support_per_class", "expires_after_idle_s", "notes"}.
     """
-    return service().fit_texts(_texts(texts, "texts"), _texts(labels, "labels"),
-                               upload(table, "the table") if table is not None else None, method, options, encoder)
+    file = upload(table, "the table") if table is not None else None
+    if file is not None and file.name.lower().endswith(".zip") and not texts:
+        with open_upload(file.path, file.name) as project:
+            items, names = project.labelled
+            fitted = service().fit_texts(items, names, None, *_project_setup(project, "text", method, options, encoder))
+        return fitted | {"notes": [*project.notes, *fitted["notes"]]}
+    return service().fit_texts(_texts(texts, "texts"), _texts(labels, "labels"), file, method, options, encoder)
 
 
 def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from fewshot_demo.bench.reading import reading
 from fewshot_demo.bench.results import ComparisonUpdate, MethodResult
 from fewshot_demo.config.checks import check_episodes
 from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.core.project import labelled_from_upload
 from fewshot_demo.data.builtin import BUILTIN_DATASETS
 from fewshot_demo.data.labelled import LoadedData, data_from_items
-from fewshot_demo.data.zips import data_from_upload
 from fewshot_demo.methods import all_methods, available_methods, cheapest_first
 from fewshot_demo.ui.events import COMPARE, UNLIMITED, StatusLine, on
 from fewshot_demo.ui.figures import (
@@ -111,9 +111,9 @@ def method_choices() -> list[tuple[str, str]]:
 
 
 def results_table(results: Sequence[MethodResult]) -> list[list[Any]]:
-    """Rows for the results Dataframe (accuracy and CI in %)."""
+    """Rows for the results Dataframe (accuracy and CI in %); methods by their labels, as the plots name them."""
     return [[
-        r.method, r.family, r.encoder_id, r.n_shot, r.summary.episodes, round(100 * r.summary.accuracy, 2),
+        method_label(r.method), r.family, r.encoder_id, r.n_shot, r.summary.episodes, round(100 * r.summary.accuracy, 2),
         round(100 * r.summary.ci95, 2), round(r.summary.ms_per_episode, 2),
         None if r.summary.peak_mb is None else round(r.summary.peak_mb, 1),
     ] for r in results]
@@ -152,7 +152,7 @@ def comparison_data(source_id: str, upload_value: Any, session: CompareSession |
         raise UserInputError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
     if session is not None and session.upload == path:
         return session.data, path  # same file: reuse its embeddings
-    return ComparisonData.from_data(Path(path).name, data_from_upload(path)), path
+    return ComparisonData.from_data(Path(path).name, labelled_from_upload(path)), path
 
 
 def run(source_id: str, upload_value: Any, way: float, shot_values: list, episode_count: float,
@@ -281,7 +281,7 @@ def build_compare_inputs(tabs: Sequence[str]) -> CompareInputsUI:
         with gr.Column(scale=2):
             source = gr.Dropdown(choices=choices, value=(installed or [UPLOAD])[0], label="Data set",
                                  elem_id="compare-source")
-            upload = gr.File(label="Upload (zip of class folders, or CSV/TSV/JSONL with text,label)",
+            upload = gr.File(label="Upload (a project .zip, a zip of class folders, or CSV/TSV/JSONL with text,label)",
                              file_types=[".zip", ".csv", ".tsv", ".jsonl"], file_count="single", height=130)
         with gr.Column(scale=2):
             methods = gr.CheckboxGroup(choices=method_choices(), value=[m for m in DEFAULT_METHODS if m in available_methods()],
