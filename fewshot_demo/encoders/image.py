@@ -145,7 +145,8 @@ class ImageBackbone:
     def _run(self, batch: Tensor) -> Tensor:
         batch = (batch.to(self.device) - self._mean) / self._std
         # One thread per request on the CPU: see one_thread for the measurements.
-        network = self._cpu_network if self._cpu_network is not None and batch.shape[1:] == self._input_shape else self._network
+        traced = self._cpu_network is not None and batch.shape[1:] == self._input_shape
+        network = self._cpu_network if traced else self._network
         with one_thread(self.device.type == "cpu"):
             if self.flip_average:
                 both = network(torch.cat([batch, batch.flip(-1)]))  # (2 * n, ...)

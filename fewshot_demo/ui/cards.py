@@ -69,7 +69,8 @@ def _heat_picture(picture: str | None, heat: PictureHeat, side: int, alt: str) -
         return ""
     return (f'<span class="fs-heat" style="width:{side}px;height:{side}px">'
             f'<img src="{picture}" width="{side}" height="{side}" alt="{alt}">'
-            f'<img class="fs-veil" src="{heat_veil_data_uri(heat, side)}" width="{side}" height="{side}" alt=""></span>')
+            f'<img class="fs-veil" src="{heat_veil_data_uri(heat, side)}" width="{side}" height="{side}" alt="">'
+            "</span>")
 
 
 def looked_html(prediction: Prediction, query_thumbnail: str | None, support_captions: Sequence[str],

@@ -75,7 +75,8 @@ def heat_veil_data_uri(heat: PictureHeat, side: int) -> str:
     levels = heat_levels(heat.shares, side)  # (side, side) in [0, 1]
     alpha = np.zeros((side, side), dtype=np.float32)
     left, top, width, height = picture_box(*heat.size, side)
-    alpha[top : top + height, left : left + width] = HEAT_VEIL_DARKNESS * (1.0 - levels[top : top + height, left : left + width])
+    inside = (slice(top, top + height), slice(left, left + width))
+    alpha[inside] = HEAT_VEIL_DARKNESS * (1.0 - levels[inside])
     veil = np.zeros((side, side, 4), dtype=np.uint8)
     veil[..., 3] = np.round(alpha * 255).astype(np.uint8)
     buffer = io.BytesIO()
