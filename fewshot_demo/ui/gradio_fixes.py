@@ -16,6 +16,10 @@ Gradio has changed, and the fix here can go (or must follow the change).
   ``gr.Request`` parameter; the temporary-file tracker needs it for every handler, so it reads
   Gradio's context variable.
 
+What Gradio refuses before a handler runs (paths never uploaded, URLs, missing inputs, a full
+queue) gets its message in ``ui.refusals``, through ``GuardedBlocks``; the upstream behaviour is
+pinned here too (``test_upstream_what_gradio_refuses_before_a_handler_comes_without_a_message``).
+
 Two more limitations shape code elsewhere, each named where it bites and pinned by a test there:
 
 - ``gr.api`` reads an endpoint's return type from its annotation object: under ``from __future__
