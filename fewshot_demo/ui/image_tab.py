@@ -60,6 +60,7 @@ from fewshot_demo.ui.methods import (
 from fewshot_demo.ui.style import page_style
 from fewshot_demo.ui.support.classify import classify as classify_support
 from fewshot_demo.ui.support.modality import ProgressFn, Queries, SupportModality, SupportSession
+from fewshot_demo.ui.support.project import ProjectControls, wire_project
 from fewshot_demo.ui.support.rows import fill_rows
 from fewshot_demo.ui.support.widgets import (
     ClassRowsUI,
@@ -336,11 +337,24 @@ def build_image_tab() -> SupportSetUI:
     classified = wire_classify_button(controls, widget, controls.classify_button.click, api="image_classify")
     on(classified.success, lambda: None, None, burst)  # a finished recording is now fitted
     row_events += wire_examples(examples, controls, widget)
+    row_events.append(wire_project(widget, project_controls(controls)))
     follow_class_names(webcam, capture, widget, row_events)
     return widget
 
 
 # ------------------------------------------------------------------------------------ events
+def project_controls(controls: ControlsUI) -> ProjectControls:
+    """What an image project holds beyond the class rows: backbone, method, settings, query images."""
+    def settings(options: dict[str, Any], keep: Any = gr.skip()) -> list[Any]:  # inner_lr None: meta-learned
+        return [options.get("inner_steps", keep), keep if (lr := options.get("inner_lr", keep)) is keep else lr is None,
+                keep if lr is None else lr, options.get("steps", keep), options.get("target_weight", keep)]
+    return ProjectControls(controls.backbone, controls.method, [controls.inner_steps, controls.learned_lr,
+                           controls.inner_lr, controls.finetune_steps, controls.target_weight],
+                           [controls.query_files, controls.query_capture], method_options, settings,
+                           lambda files, captured: file_paths(files) + ([captured] if captured else []),
+                           lambda paths: [list(paths) or None, None], file_paths, lambda paths: list(paths) or None)
+
+
 def wire_controls(controls: ControlsUI) -> None:
     """The settings follow the method; the methods follow the backbone."""
     on(controls.method.change, settings_visibility, controls.method,

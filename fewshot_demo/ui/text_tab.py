@@ -58,6 +58,7 @@ from fewshot_demo.ui.methods import (
 from fewshot_demo.ui.style import page_style
 from fewshot_demo.ui.support.classify import classify as classify_support
 from fewshot_demo.ui.support.modality import ProgressFn, Queries, SupportModality, SupportSession
+from fewshot_demo.ui.support.project import ProjectControls, wire_project
 from fewshot_demo.ui.support.rows import fill_rows
 from fewshot_demo.ui.support.widgets import (
     ResultsUI,
@@ -352,6 +353,7 @@ def build_text_tab() -> SupportSetUI:
     # The status keeps what was read; everything else that showed the last fit is cleared.
     on(uploaded.success, lambda: widget.stale_values("")[1:], None, widget.stale_outputs[1:])
     wire_classify_button(controls, widget, controls.classify_button.click, api="text_classify")
+    wire_project(widget, project_controls(controls))
     for loader, api, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
                                          (load_example_card, None, example_cards, example_cards.click)):
         loaded = on(trigger, loader, source, [*rows.outputs, controls.queries], api=api)
@@ -359,6 +361,19 @@ def build_text_tab() -> SupportSetUI:
                      show_progress="hidden")
         wire_classify_button(controls, widget, cleared.success)
     return widget
+
+
+def project_settings(options: dict[str, Any]) -> list[Any]:
+    """A project's options as the fine-tune settings' values (steps, 0 for automatic; loss)."""
+    steps = (options.get("steps") or 0) if "steps" in options else gr.skip()
+    return [steps, options.get("loss", gr.skip())]
+
+
+def project_controls(controls: ControlsUI) -> ProjectControls:
+    """What a text project holds beyond the class rows: encoder, method, fine-tune settings, query texts."""
+    return ProjectControls(controls.encoder, controls.method, [controls.steps, controls.loss], [controls.queries],
+                           method_options, project_settings, lambda text: (text or "").splitlines(),
+                           lambda lines: ["\n".join(lines)], split_lines, "\n".join)
 
 
 def wire_classify_button(controls: ControlsUI, widget: SupportSetUI, trigger: Any, api: str | None = None) -> Any:

@@ -11,6 +11,7 @@ import gradio as gr
 from fewshot_demo.core.class_names import MAX_NAME_CHARS
 from fewshot_demo.ui.events import StatusLine
 from fewshot_demo.ui.support.modality import SupportModality
+from fewshot_demo.ui.support.project import ProjectUI, build_project_buttons, build_project_outputs
 from fewshot_demo.ui.support.rows import INITIAL_CLASSES, ROWS
 
 
@@ -27,6 +28,7 @@ class ClassRowsUI:
     clear_button: gr.Button
     displays: list[gr.Component] = dataclasses.field(default_factory=list)
     edits: list[Any] = dataclasses.field(default_factory=list)
+    project: ProjectUI | None = None
 
     @property
     def values(self) -> list[gr.Component]:
@@ -143,7 +145,9 @@ def build_class_rows(modality: SupportModality) -> ClassRowsUI:
     with gr.Row():
         add_button = gr.Button("+ Add class", size="sm")
         clear_button = gr.Button("Clear all", size="sm")
-    return ClassRowsUI(count, rows, names, items, removes, add_button, clear_button, displays, edits)
+        project = build_project_buttons()
+    build_project_outputs(project)
+    return ClassRowsUI(count, rows, names, items, removes, add_button, clear_button, displays, edits, project)
 
 
 def build_panels(onnx: str | None = None) -> PanelsUI:
