@@ -6,6 +6,7 @@ The same hostile calls as ``tests/test_gradio_fixes.py`` (where plain Gradio ans
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from pathlib import Path
@@ -96,3 +97,19 @@ def test_a_file_payload_without_meta_is_checked_like_any_upload(guarded_app, tmp
     outside.write_bytes(b"\x89PNG")
     event, answer = called(guarded_app[0], "picture", [{"path": str(outside)}])
     assert event == "error" and answer["error"].startswith("elsewhere.png was never uploaded to this server")
+
+
+def test_a_webcam_frame_sent_as_a_bare_data_url_is_refused_with_a_message(app_url):
+    """The camera's stream event (private: named "this event"), joined through the queue as the page does."""
+    http = httpx.Client()
+    config = http.get(app_url + "config").json()
+    kinds = {component["id"]: component["type"] for component in config["components"]}
+    stream = next(d for d in config["dependencies"] if [t[1] for t in d["targets"]] == ["stream"])
+    frame = "data:image/png;base64,iVBORw0KGgo="
+    data = [frame if kinds[i] == "image" else None for i in stream["inputs"]]
+    joined = http.post(app_url + "gradio_api/queue/join", json={
+        "data": data, "fn_index": stream["id"], "session_hash": "bare-frame", "trigger_id": stream["targets"][0][0]})
+    assert joined.status_code == 200
+    with http.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "bare-frame"}, timeout=60) as s:
+        completed = next(json.loads(line[6:]) for line in s.iter_lines() if "process_completed" in line)
+    assert completed["output"]["error"].startswith("An input of this event is not in the form its component takes")

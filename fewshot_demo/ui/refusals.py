@@ -86,8 +86,10 @@ def _error(message: str) -> gr.Error:
 
 
 def _event_name(block_fn: Any) -> str:
+    """``/name`` of an API endpoint; "this event" for a private one (its generated name means nothing to a user)."""
     api_name = getattr(block_fn, "api_name", None)
-    return f"/{api_name}" if isinstance(api_name, str) and api_name else f"event {getattr(block_fn, 'name', '')}".strip()
+    private = getattr(block_fn, "api_visibility", "public") == "private"
+    return f"/{api_name}" if isinstance(api_name, str) and api_name and not private else "this event"
 
 
 def _input_names(block_fn: Any) -> list[str]:
