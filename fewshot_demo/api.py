@@ -9,6 +9,7 @@
     prediction = classifier.predict(["query.jpg"])[0]
     prediction.label, prediction.probabilities, prediction.nearest
     classifier.self_check().accuracy                     # leave-one-out on the support set
+    classifier.suggestions(["q1.jpg", "q2.jpg"]).queries[0]  # what to add next: the query worth labelling first
     classifier.save("pets.safetensors")
     classifier = fsd.load("pets.safetensors")
     fsd.evaluate("photos/", methods=["protonet", "linear"], n_shots=(1, 5))  # accuracy ± 95% CI on episodes
@@ -32,6 +33,7 @@ from fewshot_demo.core.classifier import FewShotClassifier, Prediction, SelfChec
 from fewshot_demo.core.evaluation import EvaluationSummary
 from fewshot_demo.core.project import is_zip, open_upload
 from fewshot_demo.core.readers import reader_for
+from fewshot_demo.core.suggestions import Suggestions
 from fewshot_demo.data.image_folder import IMAGE_SUFFIXES, list_image_folder
 from fewshot_demo.data.labelled import LoadedData, read_image_folder, read_text_file
 from fewshot_demo.data.texts import TEXT_FILE_EXTENSIONS, read_text_table
@@ -89,6 +91,26 @@ class Classifier:
         encoder = get_encoder(self.fitted.encoder_id)
         items, notes = reader_for(self.modality).queries(queries, encoder)
         return self.fitted.classify(encoder, items), notes
+
+    def predict_and_suggest(self, queries: Sequence[Any],
+                            n_queries: int = 5) -> tuple[list[Prediction], Suggestions, list[str]]:
+        """As ``predict_with_notes``, with ``suggestions`` on these queries from the same forward pass."""
+        queries = list(queries)
+        if not queries:
+            raise UserInputError("give at least one query")
+        encoder = get_encoder(self.fitted.encoder_id)
+        items, notes = reader_for(self.modality).queries(queries, encoder)
+        predictions, features, inputs = self.fitted.classify_with_features(encoder, items)
+        return predictions, self.fitted.suggestions(features, inputs, n_queries=n_queries), notes
+
+    def suggestions(self, queries: Sequence[Any] = (), n_queries: int = 5) -> Suggestions:
+        """What to add next: the confused pairs with the examples that cause them, the classes with too
+        few or too spread-out examples, and (given unlabelled ``queries``) those that would help most
+        if labelled, best first (``Suggestions.queries[i].index`` is a position in ``queries``).
+        ``to_dict()`` gives it as JSON."""
+        if not list(queries):
+            return self.fitted.suggestions()
+        return self.predict_and_suggest(queries, n_queries)[1]
 
     def self_check(self) -> SelfCheck:
         """Leave-one-out accuracy, per-class accuracy and confusions on the support set alone."""

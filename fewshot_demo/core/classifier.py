@@ -29,6 +29,7 @@ from fewshot_demo.core.classifier_file import (
     write_classifier_file,
 )
 from fewshot_demo.core.heatmap import SupportHeat, WhereItLooked
+from fewshot_demo.core.suggestions import DEFAULT_RULE, Suggestions, suggest
 from fewshot_demo.encoders.protocol import Encoder
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
@@ -180,6 +181,12 @@ class FewShotClassifier:
         Raises:
             UserInputError: when ``encoder`` is not the one the classifier was fitted with.
         """
+        return self.classify_with_features(encoder, items, n_nearest)[0]
+
+    def classify_with_features(self, encoder: Encoder, items: Sequence[Any],
+                               n_nearest: int = 3) -> tuple[list[Prediction], Tensor, Tensor | None]:
+        """As ``classify``, with the (n_query, d) frozen features and the learner's inputs (None: the
+        features), for ``suggestions`` without a second forward pass."""
         if encoder.id != self.encoder_id:
             raise UserInputError(
                 f"this classifier was fitted on {self.encoder_id!r} features but {encoder.id!r} is selected; "
@@ -187,7 +194,8 @@ class FewShotClassifier:
             )
         items = list(items)
         inputs = None if self.consumes_features else encoder.prepare(self.input_kind, items)
-        return self.predict(encoder.embed(items), n_nearest=n_nearest, query_inputs=inputs)
+        features = encoder.embed(items)
+        return self.predict(features, n_nearest=n_nearest, query_inputs=inputs), features, inputs
 
     @property
     def consumes_features(self) -> bool:
@@ -292,6 +300,24 @@ class FewShotClassifier:
             predictions=predictions,
             confused_pairs=sorted(pairs, key=lambda pair: -pair[2]),
         )
+
+    @torch.no_grad()
+    def suggestions(self, query_features: Tensor | None = None, query_inputs: Tensor | None = None,
+                    self_check: SelfCheck | None = None, n_queries: int = 5, rule: str = DEFAULT_RULE) -> Suggestions:
+        """What to add next (``core.suggestions``) from the self-check (run once, then kept) and the
+        (n_query, d) frozen query features; a learner that does not consume features and gets no
+        ``query_inputs`` has its queries ranked by the prototypes on the frozen features."""
+        self._kept_check = self_check or getattr(self, "_kept_check", None) or self.self_check()
+        probabilities = None
+        if query_features is not None and len(query_features):
+            query_features = query_features.float()
+            use_learner = self.consumes_features or query_inputs is not None
+            probabilities = (self.learner.predict_proba(self._learner_inputs(query_features, query_inputs, "query"))
+                             if use_learner else self._explainer.predict_proba(query_features))
+        normalize = self._explainer.normalizer
+        return suggest(normalize(self.support_features), self.support_labels, self.class_names,
+                       self._kept_check.predictions, probabilities,
+                       None if probabilities is None else normalize(query_features), n_queries, rule)
 
     @torch.no_grad()
     def embedding_map(self, query_features: Tensor | None = None) -> dict[str, np.ndarray]:

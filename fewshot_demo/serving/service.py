@@ -5,9 +5,10 @@
     service.predict(fitted["handle"], ["query.jpg"])["predictions"][0]["label"]
 
 Every answer is plain JSON (dicts, lists, strings, numbers): per query the label, the probability of
-each class and the most similar support items. A fitted classifier is kept under a handle: a random,
-unguessable token (knowing it is what lets a caller use the classifier) that expires after a while
-without use, in a store bounded in count and in memory; the least recently used goes first.
+each class and the most similar support items; beside the predictions, ``suggestions``: what to add
+next. A fitted classifier is kept under a handle: a random, unguessable token (knowing it is what
+lets a caller use the classifier) that expires after a while without use, in a store bounded in count
+and in memory; the least recently used goes first.
 
 Every limit (``fewshot_demo.config.limits``) is checked on counts and sizes before a file is read, and
 every problem is a ``UserInputError`` with the fix in its message. The web endpoints in
@@ -23,6 +24,7 @@ from fewshot_demo.config.checks import check_count, check_file_sizes
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.config.settings import limits
 from fewshot_demo.core.classifier import Prediction
+from fewshot_demo.core.suggestions import Suggestions
 from fewshot_demo.data.images import load_image
 from fewshot_demo.data.texts import clean_text, read_text_table
 from fewshot_demo.data.zips import zip_classes
@@ -61,6 +63,25 @@ def prediction_json(prediction: Prediction, query: str, support_items: Sequence[
         "nearest": nearest,
     }
 
+
+def suggestions_json(suggestions: Suggestions, query_names: Sequence[str],
+                     support_items: Sequence[str]) -> dict[str, Any]:
+    """``Suggestions.to_dict`` with each query and support index also named (a query by its name, a
+    support item as ``prediction_json`` quotes it)."""
+    def item(index: int | None) -> str | None:
+        if index is None:
+            return None
+        name = support_items[index] if index < len(support_items) else f"support item {index + 1}"
+        return name if len(name) <= QUOTE_CHARS else name[: QUOTE_CHARS - 1] + "…"
+
+    answer = suggestions.to_dict()
+    for pair in answer["confused_pairs"]:
+        pair["examples"] = [{"example": item(a), "looks_like": item(b)} for a, b in pair["examples"]]
+    for advice in answer["classes"]:
+        advice["outlier"] = item(advice["outlier"])
+    for query in answer["queries"]:
+        query["query"] = query_names[query["index"]]
+    return answer
 
 
 class Service:
@@ -191,18 +212,19 @@ class Service:
 
     def _predict(self, classifier: Classifier, queries: Sequence[Any]) -> dict[str, Any]:
         answer = {"image": self._answer_images, "text": self._answer_texts}[classifier.modality]
-        answers, notes = answer(classifier, list(queries or []))
+        answers, notes, suggestions = answer(classifier, list(queries or []))
         fitted = classifier.fitted
         return {"method": fitted.method, "encoder": fitted.encoder_id, "classes": list(fitted.class_names),
-                "predictions": answers, "notes": notes}
+                "predictions": answers, "notes": notes, "suggestions": suggestions}
 
-    def _answer_texts(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str]]:
+    def _answer_texts(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str], dict]:
         self._check_text_queries(queries)
         texts = [clean_text(query) for query in queries]
-        predictions, notes = classifier.predict_with_notes(texts)
-        return [_answer(classifier, prediction, text) for prediction, text in zip(predictions, texts)], notes
+        predictions, suggestions, notes = classifier.predict_and_suggest(texts)
+        return ([_answer(classifier, prediction, text) for prediction, text in zip(predictions, texts)], notes,
+                suggestions_json(suggestions, texts, classifier.support_items))
 
-    def _answer_images(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str]]:
+    def _answer_images(self, classifier: Classifier, queries: list[Any]) -> tuple[list[dict], list[str], dict]:
         """Read every query (a file, or the bytes of a data URL, from ``_check_image_queries``; one
         that cannot be read gets an "error" entry), classify the rest in one batch."""
         sources = self._check_image_queries(queries)
@@ -219,10 +241,13 @@ class Service:
         if not images:
             raise UserInputError("none of the query files is a usable image; " + "; ".join(notes))
         fitted = classifier.fitted
-        predictions = fitted.classify(get_encoder(fitted.encoder_id), images, n_nearest=N_NEAREST)
+        predictions, features, inputs = fitted.classify_with_features(get_encoder(fitted.encoder_id), images,
+                                                                      n_nearest=N_NEAREST)
         for position, prediction in zip(positions, predictions):
             answers.append((position, _answer(classifier, prediction, names[position])))
-        return [answer for _, answer in sorted(answers, key=lambda pair: pair[0])], notes
+        suggestions = suggestions_json(fitted.suggestions(features, inputs), [names[p] for p in positions],
+                                       classifier.support_items)
+        return [answer for _, answer in sorted(answers, key=lambda pair: pair[0])], notes, suggestions
 
 
 def _answer(classifier: Classifier, prediction: Prediction, query: str) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""What to add next: the ranking rules, the advice on a synthetic support set, the labelling loop's
+pairing, and the suggestions in the Python and web API answers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fewshot_demo.bench.labelling import LoopConfig, episode_splits, format_result, run_loop
+from fewshot_demo.core.classifier import FewShotClassifier
+from fewshot_demo.core.suggestions import margins, pick, suggest, typicality
+
+
+def _clusters(seed: int = 0, per_class: int = 6, spread: tuple[float, ...] = (0.3, 0.3, 0.3)) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(len(spread), 32, generator=generator), dim=1) * 4
+    features = torch.cat([centres[i] + s * torch.randn(per_class, 32, generator=generator)
+                          for i, s in enumerate(spread)])
+    return centres, features, torch.arange(len(spread)).repeat_interleave(per_class)
+
+
+def test_margin_rule_ranks_the_smallest_top_two_margin_first():
+    probabilities = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.6, 0.3, 0.1], [0.5, 0.1, 0.4]])
+    assert torch.allclose(margins(probabilities), torch.tensor([0.85, 0.05, 0.3, 0.1]))
+    features = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    assert pick("margin", probabilities, features, features[:0], 4) == [1, 3, 2, 0]
+    advice = suggest(features, torch.tensor([0, 1, 2, 0]), ["a", "b", "c"], [-1] * 4, probabilities, features,
+                     rule="margin")
+    assert [q.index for q in advice.queries] == [1, 3, 2, 0]
+    assert (advice.queries[0].label, advice.queries[0].runner_up) == ("a", "b")
+
+
+def test_typical_rules_prefer_cluster_centres_and_spread_their_picks():
+    centres, features, labels = _clusters()
+    outlier = centres[0] * -1  # far from everything
+    candidates = torch.cat([features, outlier[None]])
+    typical = typicality(candidates, candidates)
+    assert int(typical.argmin()) == len(candidates) - 1
+    flat = torch.full((len(candidates), 3), 1 / 3)  # every candidate equally uncertain
+    chosen = pick("typical_margin", flat, candidates, candidates[:0], 3)
+    assert len(candidates) - 1 not in chosen
+    assert sorted(int(labels[i]) for i in chosen) == [0, 1, 2]  # one per cluster, not three from one
+
+
+def test_a_confused_pair_is_reported_with_the_examples_that_cause_it():
+    centres, features, labels = _clusters(spread=(0.3, 0.3, 0.3))
+    features[0] = centres[1] + 0.05  # an "a" example that looks like the "b"s
+    classifier = FewShotClassifier("linear", ["a", "b", "c"], features, labels, "efficientnet_lite0")
+    advice = classifier.suggestions()
+    pair = advice.confused_pairs[0]
+    assert (pair.true_class, pair.predicted_class, pair.mistakes) == ("a", "b", 1)
+    mistaken, cause = pair.examples[0]
+    assert mistaken == 0 and int(labels[cause]) == 1
+    assert advice.queries == []
+
+
+def test_few_and_spread_out_classes_are_named():
+    _, features, labels = _clusters(spread=(0.2, 0.2, 1.5))
+    keep = torch.cat([torch.arange(0, 2), torch.arange(6, 18)])  # class a keeps 2 examples
+    advice = suggest(features[keep], labels[keep], ["a", "b", "c"], [-1] * len(keep))
+    reasons = {(c.name, c.reason) for c in advice.classes}
+    assert ("a", "few") in reasons and ("c", "spread") in reasons and ("b", "spread") not in reasons
+    assert advice.classes[0].name == "a"  # too few comes first
+
+
+def test_the_labelling_loop_is_paired_and_its_pool_is_every_other_item():
+    _, features, labels = _clusters(per_class=20, spread=(1.0,) * 6)
+    config = LoopConfig(n_way=3, n_test=4, rounds=3, episodes=12, seed=3)
+    for start, test, pool, episode_label in episode_splits(labels, config):
+        used = torch.cat([start, test, pool])
+        assert len(set(used.tolist())) == len(used)  # disjoint
+        assert len(used) == int((episode_label >= 0).sum())  # every item of the episode's classes
+        assert len(pool) == 3 * (20 - 1 - 4)
+    result = run_loop(features, labels, "protonet_plain", "efficientnet_lite0", ["margin", "typical_margin"], config)
+    runs = result.accuracies
+    assert set(runs) == {"margin", "typical_margin", "random"}
+    assert all(len(r) == 12 and all(len(a) == 4 for a in r) for r in runs.values())
+    assert [r[0] for r in runs["margin"]] == [r[0] for r in runs["random"]]  # the same start, paired
+    assert runs["margin"] != runs["random"]
+    again = run_loop(features, labels, "protonet_plain", "efficientnet_lite0", ["margin"], config)
+    assert again.accuracies["random"] == runs["random"]  # the random picks are seeded per episode
+    assert result.difference("margin")[0] == (0.0, 0.0)
+    assert "margin − random" in format_result(result)
+
+
+def test_python_and_web_answers_carry_the_suggestions():
+    from fewshot_demo.api import fit
+    from fewshot_demo.serving.service import Service
+
+    support = {"greeting": ["hello there", "good morning", "hi, how are you"],
+               "weather": ["will it rain?", "is it hot today", "storm warning tonight"]}
+    queries = ["hey!", "sunny or cloudy?", "good evening, is it raining?"]
+    classifier = fit(support)
+    predictions, advice, _ = classifier.predict_and_suggest(queries)
+    assert sorted(q.index for q in advice.queries) == [0, 1, 2]
+    for query in advice.queries:  # the margins are those of the predictions shown
+        top = sorted(predictions[query.index].probabilities.values(), reverse=True)
+        assert abs(query.margin - (top[0] - top[1])) < 1e-5 and query.label == predictions[query.index].label
+    texts = [t for items in support.values() for t in items]
+    labels = [name for name, items in support.items() for _ in items]
+    answer = Service().predict_texts(texts, labels, queries)
+    suggested = answer["suggestions"]
+    assert {q["query"] for q in suggested["queries"]} == set(queries)
+    assert suggested["rule"] == advice.rule and isinstance(suggested["classes"], list)
