@@ -240,7 +240,7 @@ class _TextLayout(_Layout):
                 classes.setdefault(label, []).append(text)
         added = [label for label in classes if label not in {entry["name"] for entry in entries}]
         if added:
-            notes.append(f"{SUPPORT_CSV} names classes the manifest does not list, added at the end: {', '.join(added)}.")
+            notes.append(f"{SUPPORT_CSV} names classes the manifest does not list, added last: {', '.join(added)}.")
         _check_names(list(classes), name)
         queries = _query_texts(root / QUERY_CSV, name)
         return list(classes.items()), queries, notes
@@ -365,7 +365,7 @@ def open_upload(path: str | Path, name: str | None = None) -> Iterator[Project]:
     current = limits()
     check_file_sizes([path], current.max_upload_mb)
     most = current.max_classes * current.max_images_per_class + current.max_query_images
-    with unpacked_zip(path, name, max_files=most) as unpacked:
+    with unpacked_zip(path, name, max_files=most, again="save the project again (or zip class folders)") as unpacked:
         root = _manifest_root(unpacked)
         if root is None:
             yield _from_folders(unpacked, name)

@@ -71,7 +71,7 @@ def _zip_members(archive: zipfile.ZipFile, name: str, max_files: int, max_bytes:
 
 
 def _safe_extract(archive: zipfile.ZipFile, target: Path, name: str, max_files: int = MAX_ZIP_FILES,
-                  max_bytes: int = MAX_ZIP_BYTES) -> None:
+                  max_bytes: int = MAX_ZIP_BYTES, again: str | None = None) -> None:
     """Unpack the checked members under ``target``, counting the bytes really written (a member may
     unpack to more than its header says), each member at most the upload limit.
 
@@ -102,12 +102,13 @@ def _safe_extract(archive: zipfile.ZipFile, target: Path, name: str, max_files: 
         except _ZIP_READ_ERRORS as error:
             reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
             reason = reason.replace(str(target), "")
-            raise UserInputError(f"{name} is damaged ({reason}); zip the class folders again and upload the new file") from None
+            raise UserInputError(f"{name} is damaged ({reason}); {again or 'zip the class folders again'} and upload "
+                                 "the new file") from None
 
 
 @contextlib.contextmanager
 def unpacked_zip(path: str | Path, name: str | None = None, max_files: int = MAX_ZIP_FILES,
-                 max_bytes: int = MAX_ZIP_BYTES) -> Iterator[Path]:
+                 max_bytes: int = MAX_ZIP_BYTES, again: str | None = None) -> Iterator[Path]:
     """Unpack a zip of class folders into a temporary folder, removed when the block ends.
 
     Yields the folder that holds the class folders: the zip's top, or the one folder at its top.
@@ -117,6 +118,7 @@ def unpacked_zip(path: str | Path, name: str | None = None, max_files: int = MAX
         name: what messages call it (default: its file name; never its folder).
         max_files: most image files it may hold.
         max_bytes: most bytes it may unpack to.
+        again: how a damaged file is made again, for its message ("save the project again").
 
     Raises:
         UserInputError: for a file that is not a zip, or a damaged, encrypted, unsafe or oversized one.
@@ -126,10 +128,11 @@ def unpacked_zip(path: str | Path, name: str | None = None, max_files: int = MAX
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        raise UserInputError(f"{name} is not a valid zip file; zip a folder of class sub-folders again") from None
+        again = again or "zip a folder of class sub-folders again"
+        raise UserInputError(f"{name} is not a valid zip file; {again}") from None
     with tempfile.TemporaryDirectory(prefix="fewshot-unzip-") as folder, archive:
         target = Path(folder)
-        _safe_extract(archive, target, name, max_files, max_bytes)
+        _safe_extract(archive, target, name, max_files, max_bytes, again)
         root = target
         entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         if len(entries) == 1 and entries[0].is_dir() and not any(f.is_file() for f in entries[0].iterdir()):
