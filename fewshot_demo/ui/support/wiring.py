@@ -124,9 +124,20 @@ def show_rows(widget: SupportSetUI, event: Any) -> None:
            show_progress="hidden")
 
 
+def scroll_into_view(elem_id: str) -> str:
+    """JavaScript that scrolls the element to the top of the window unless its top is already in the
+    window's upper half (a one-click example's results start below the fold)."""
+    return (f"() => {{ const el = document.getElementById({elem_id!r}); if (!el) return; "
+            "const top = el.getBoundingClientRect().top; "
+            "if (top < 0 || top > window.innerHeight / 2) el.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+
+
 def wire_classify(widget: SupportSetUI, event: Any) -> None:
-    """After a Classify: clear the panels when they show an older fit than the session's."""
+    """After a Classify: clear the panels when they show an older fit than the session's; bring the
+    results into view."""
     panels = widget.panels
     outputs = [*panels.fit_outputs, panels.shown_fit]
     on(event.success, functools.partial(panels_after_fit, len(outputs), panels.empty),
        [widget.session, panels.shown_fit], outputs, show_progress="hidden")
+    if widget.results is not None and widget.results.status.elem_id:
+        on(event.success, None, js=scroll_into_view(widget.results.status.elem_id))
