@@ -43,7 +43,7 @@ class GuardedBlocks(DropsStaleCopies):
         self.temp_files: TempFiles = tracker()
 
     def queue(self, status_update_rate: Any = "auto", api_open: bool | None = None, max_size: int | None = None,
-              *, default_concurrency_limit: Any = 2) -> "GuardedBlocks":
+              *, default_concurrency_limit: Any = 2) -> GuardedBlocks:
         super().queue(status_update_rate, api_open, max_size or limits().max_queue,
                       default_concurrency_limit=default_concurrency_limit)
         self._queue.push = self._guarded_push(self._queue.push)  # type: ignore[method-assign]

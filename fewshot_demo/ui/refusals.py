@@ -23,8 +23,9 @@ from __future__ import annotations
 import html
 import inspect
 import re
+from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 import pydantic

@@ -26,7 +26,8 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fewshot_demo.config.settings import limits

@@ -13,6 +13,7 @@ from fewshot_demo.ui.events import StatusLine
 from fewshot_demo.ui.support.modality import SupportModality
 from fewshot_demo.ui.support.project import ProjectUI, build_project_buttons, build_project_outputs
 from fewshot_demo.ui.support.rows import INITIAL_CLASSES, ROWS
+from fewshot_demo.ui.support.suggestions import SuggestionsUI, build_suggestions
 
 
 @dataclass
@@ -92,6 +93,7 @@ class PanelsUI:
     hub_status: gr.Markdown
     load_file: gr.File
     load_status: gr.Markdown
+    suggestions: SuggestionsUI | None = None
 
     @property
     def fit_outputs(self) -> list[gr.Component]:
@@ -118,11 +120,13 @@ class SupportSetUI:
 
     @property
     def stale_outputs(self) -> list[gr.Component]:
-        """Everything that shows a fit: the results and the panels."""
-        return [*(self.results.components if self.results else []), *self.panels.fit_outputs]
+        """Everything that shows a fit: the results, the panels and what to add next."""
+        suggestions = self.panels.suggestions.outputs if self.panels.suggestions else []
+        return [*(self.results.components if self.results else []), *self.panels.fit_outputs, *suggestions]
 
     def stale_values(self, status: str) -> list[Any]:
-        return [*(self.results.empty(status) if self.results else []), *self.panels.empty()]
+        suggestions = self.panels.suggestions.empty() if self.panels.suggestions else []
+        return [*(self.results.empty(status) if self.results else []), *self.panels.empty(), *suggestions]
 
 
 def build_class_rows(modality: SupportModality) -> ClassRowsUI:
@@ -155,6 +159,7 @@ def build_panels(onnx: str | None = None) -> PanelsUI:
     elsewhere: save/load (.safetensors), an ONNX export (its button says ``onnx``; None: no export),
     Python to use it, the Hub."""
     shown_fit = gr.State(None)  # the fit the panels show (SupportSession.fitted_at), or None
+    suggestions = build_suggestions()
     with gr.Accordion("Check the support set", open=True):
         check_button = gr.Button("Run self-check (leave-one-out) and map", size="sm")
         check_text = gr.Markdown(elem_classes=["fs-check-text"])
@@ -181,4 +186,4 @@ def build_panels(onnx: str | None = None) -> PanelsUI:
             load_status = gr.Markdown()
     return PanelsUI(shown_fit, check_button, check_text, confusion, map_plot, save_button, saved_file, export_button,
                     export_file, export_status, code, hub_repo, hub_token, hub_button, hub_status, load_file,
-                    load_status)
+                    load_status, suggestions)

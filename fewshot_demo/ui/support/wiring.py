@@ -18,6 +18,7 @@ from fewshot_demo.ui.support.panels import (
     self_check,
 )
 from fewshot_demo.ui.support.rows import STALE_NOTE, add_class, clear_all, remove_class
+from fewshot_demo.ui.support.suggestions import add_suggested, relabel_button, show_suggestions
 from fewshot_demo.ui.support.widgets import SupportSetUI
 
 
@@ -139,5 +140,31 @@ def wire_classify(widget: SupportSetUI, event: Any) -> None:
     outputs = [*panels.fit_outputs, panels.shown_fit]
     on(event.success, functools.partial(panels_after_fit, len(outputs), panels.empty),
        [widget.session, panels.shown_fit], outputs, show_progress="hidden")
+    suggestions = panels.suggestions
+    if suggestions is not None and suggestions.queries is not None:  # what to add next, from this fit
+        on(event.success, show_suggestions, [widget.session, suggestions.queries], suggestions.outputs,
+           show_progress="hidden")
     if widget.results is not None and widget.results.status.elem_id:
         on(event.success, None, js=scroll_into_view(widget.results.status.elem_id))
+
+
+def wire_suggestions(widget: SupportSetUI, queries: gr.Component, refit: Callable[[Any], Any]) -> None:
+    """The "What to add next" panel: shown after every Classify wired after this call (``wire_classify``);
+    each suggested query's button moves it from ``queries`` into the chosen class row, then ``refit``
+    (the tab's Classify, given the trigger) fits and classifies again.
+
+    Call it before the tab wires its Classify events.
+    """
+    suggestions, rows = widget.panels.suggestions, widget.rows
+    if suggestions is None:
+        return
+    suggestions.queries = queries
+    for slot, (chosen, button) in enumerate(zip(suggestions.classes, suggestions.buttons)):
+        on(chosen.input, relabel_button, chosen, button, show_progress="hidden")
+        added = on(button.click, functools.partial(add_suggested, widget.modality.name, slot),
+                   [suggestions.shown, chosen, queries, *rows.values], [queries, *rows.items],
+                   api=f"{widget.modality.name}_add_suggested_{slot}" if slot == 0 else None)
+        show_rows(widget, added)
+        cleared = on(added.success, lambda: widget.stale_values(""), None, widget.stale_outputs,
+                     show_progress="hidden")
+        refit(cleared.success)
