@@ -28,6 +28,8 @@ FEATURE_CACHE_ENV_VAR = "FEWSHOT_FEATURE_CACHE"
 TUXPAINT_ENV_VAR = "TUXPAINT_STAMPS_DIR"
 FASHION_MNIST_ENV_VAR = "FASHION_MNIST_DIR"
 TUNE_MALLOC_ENV_VAR = "FEWSHOT_TUNE_MALLOC"
+DEFAULT_BACKBONE_ENV_VAR = "FEWSHOT_DEFAULT_BACKBONE"
+DEFAULT_TEXT_ENCODER_ENV_VAR = "FEWSHOT_DEFAULT_TEXT_ENCODER"
 #: glibc's own variables for what ``fewshot_demo.runtime.allocator`` sets: when one is present, it all stays as glibc has it.
 GLIBC_MALLOC_ENV_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
@@ -57,6 +59,13 @@ class Settings:
         tune_malloc: ``FEWSHOT_TUNE_MALLOC``: "0" leaves glibc's allocator as it is (default: tuned
             for forward passes and a flat server, see ``fewshot_demo.runtime.allocator``); also off when
             ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` is set.
+        default_backbone: ``FEWSHOT_DEFAULT_BACKBONE``: the image backbone used when none is named (the
+            image tab's first choice, the API, the bench, the warm-up at start); None: the bundled
+            EfficientNet-Lite0. Checked against the backbones on offer where it is read
+            (``fewshot_demo.encoders.backbones.configured_backbone``).
+        default_text_encoder: ``FEWSHOT_DEFAULT_TEXT_ENCODER``: the same for text encoders (an id such as
+            ``bert-base-uncased`` or ``minilm:cls``); None: the bundled MiniLM with its last and middle
+            layer (``fewshot_demo.encoders.text.configured_encoder`` checks it).
         limits: what one request may ask and the server's fairness settings, each from its own
             ``FEWSHOT_MAX_...`` variable (see ``fewshot_demo.config.limits.Limits``).
     """
@@ -68,6 +77,8 @@ class Settings:
     tuxpaint_stamps_dir: Path = Path("/usr/share/tuxpaint/stamps")
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     tune_malloc: bool = True
+    default_backbone: str | None = None
+    default_text_encoder: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -81,7 +92,8 @@ class Settings:
         environ = os.environ if environ is None else environ
         found = {name: environ.get(name, "").strip() for name in (
             DEVICE_ENV_VAR, THREADS_ENV_VAR, CHECKPOINTS_ENV_VAR, FEATURE_CACHE_ENV_VAR, TUXPAINT_ENV_VAR,
-            FASHION_MNIST_ENV_VAR, TUNE_MALLOC_ENV_VAR, *GLIBC_MALLOC_ENV_VARS,
+            FASHION_MNIST_ENV_VAR, TUNE_MALLOC_ENV_VAR, DEFAULT_BACKBONE_ENV_VAR,
+            DEFAULT_TEXT_ENCODER_ENV_VAR, *GLIBC_MALLOC_ENV_VARS,
         )}
         values: dict[str, object] = {}
         if found[DEVICE_ENV_VAR]:
@@ -95,6 +107,10 @@ class Settings:
                                 (TUXPAINT_ENV_VAR, "tuxpaint_stamps_dir"), (FASHION_MNIST_ENV_VAR, "fashion_mnist_dir")):
             if found[name]:
                 values[attribute] = Path(found[name]).expanduser()
+        for name, attribute in ((DEFAULT_BACKBONE_ENV_VAR, "default_backbone"),
+                                (DEFAULT_TEXT_ENCODER_ENV_VAR, "default_text_encoder")):
+            if found[name]:
+                values[attribute] = found[name]
         if found[TUNE_MALLOC_ENV_VAR] == "0" or any(found[name] for name in GLIBC_MALLOC_ENV_VARS):
             values["tune_malloc"] = False
         values["limits"] = Limits.from_environment(environ)

@@ -19,7 +19,8 @@ from PIL import Image
 from torch import Tensor
 
 from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
-from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, BackboneSpec
+from fewshot_demo.config.settings import DEFAULT_BACKBONE_ENV_VAR
+from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, BackboneSpec, configured_backbone
 from fewshot_demo.encoders.feature_maps import FeatureMapNetwork, pools_its_feature_map
 from fewshot_demo.encoders.pixels import PixelBackbone
 from fewshot_demo.encoders.traced import cpu_inference_network
@@ -284,13 +285,15 @@ def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
     return ImageBackbone(BACKBONES[backbone_id], device)
 
 
-def load_backbone(backbone_id: str = BUNDLED_BACKBONE, device: torch.device | str | None = None) -> ImageBackbone:
-    """Return the (shared, cached) backbone for an id.
+def load_backbone(backbone_id: str | None = None, device: torch.device | str | None = None) -> ImageBackbone:
+    """Return the (shared, cached) backbone for an id (None: the one ``FEWSHOT_DEFAULT_BACKBONE`` names, else
+    the bundled ``efficientnet_lite0``).
 
     Raises:
         UserInputError: for an unknown id.
         BackboneUnavailableError: when a hub backbone cannot be downloaded, naming the offline default.
     """
+    backbone_id = backbone_id or configured_backbone() or BUNDLED_BACKBONE
     if backbone_id not in BACKBONES:
         raise UserInputError(f"unknown backbone {backbone_id!r}; choose from {', '.join(BACKBONES)}")
     resolved = device if isinstance(device, torch.device) else pick_device(device)
@@ -299,7 +302,9 @@ def load_backbone(backbone_id: str = BUNDLED_BACKBONE, device: torch.device | st
     except Exception as error:  # hub and network errors come in many types
         if BACKBONES[backbone_id].bundled:
             raise
+        hint = (f" {DEFAULT_BACKBONE_ENV_VAR} makes it the default: unset it to start offline."
+                if configured_backbone() == backbone_id else "")
         raise BackboneUnavailableError(
             f"could not load backbone {backbone_id!r} from the Hugging Face Hub ({error}). "
-            f"It needs a network connection; the bundled default {BUNDLED_BACKBONE!r} works offline."
+            f"It needs a network connection; the bundled default {BUNDLED_BACKBONE!r} works offline.{hint}"
         ) from error

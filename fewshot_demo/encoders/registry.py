@@ -16,10 +16,10 @@ import torch
 
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.data.labelled import MODALITIES
-from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE
+from fewshot_demo.encoders.backbones import BACKBONES, BUNDLED_BACKBONE, configured_backbone
 from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.encoders.protocol import Encoder
-from fewshot_demo.encoders.text import BUNDLED_ENCODER, ENCODERS, TOKENS, load_encoder
+from fewshot_demo.encoders.text import BUNDLED_ENCODER, ENCODERS, TOKENS, configured_encoder, load_encoder
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class ModalityDefaults:
     """What a modality uses when the caller names no encoder or method.
 
     Attributes:
-        encoder: the bundled, offline backbone or encoder id.
+        encoder: the bundled, offline backbone or encoder id (``FEWSHOT_DEFAULT_BACKBONE`` and
+            ``FEWSHOT_DEFAULT_TEXT_ENCODER`` name another: see ``default_encoder``).
         method: a method that runs on every encoder of the modality, meta-trained where it can be.
     """
 
@@ -41,6 +42,8 @@ DEFAULTS = {
     "image": ModalityDefaults(encoder=BUNDLED_BACKBONE, method="protonet"),
     "text": ModalityDefaults(encoder=f"{BUNDLED_ENCODER}:layers", method="linear"),
 }
+#: Each modality's configured default (from the environment, checked), None where none is set.
+CONFIGURED = {"image": configured_backbone, "text": configured_encoder}
 
 
 def _check_modality(modality: str) -> str:
@@ -50,8 +53,14 @@ def _check_modality(modality: str) -> str:
 
 
 def default_encoder(modality: str) -> str:
-    """The encoder id a modality uses by default."""
-    return DEFAULTS[_check_modality(modality)].encoder
+    """The encoder id a modality uses by default: the one ``FEWSHOT_DEFAULT_BACKBONE`` (images) or
+    ``FEWSHOT_DEFAULT_TEXT_ENCODER`` (text) names, else the bundled one.
+
+    Raises:
+        UserInputError: when the variable names no backbone or encoder on offer (the app then stops at start).
+    """
+    modality = _check_modality(modality)
+    return CONFIGURED[modality]() or DEFAULTS[modality].encoder
 
 
 def default_method(modality: str) -> str:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from fewshot_demo.config.errors import ModelUnavailableError, UserInputError
+from fewshot_demo.config.settings import DEFAULT_TEXT_ENCODER_ENV_VAR, settings
 from fewshot_demo.encoders.text_pooling import pack_tokens, pool, window_numbers
 from fewshot_demo.runtime.allocator import keep_freed_memory
 from fewshot_demo.runtime.device import pick_device
@@ -125,6 +126,22 @@ def parse_encoder_id(encoder_id: str) -> tuple[EncoderSpec, str]:
     if pooling not in POOLINGS:
         raise UserInputError(f"unknown pooling {pooling!r} in {encoder_id!r}; choose from {', '.join(POOLINGS)}")
     return spec, pooling
+
+
+def configured_encoder() -> str | None:
+    """The text encoder ``FEWSHOT_DEFAULT_TEXT_ENCODER`` names, or None when it is unset.
+
+    Raises:
+        UserInputError: when it names no text encoder or pooling, listing the known ones.
+    """
+    chosen = settings().default_text_encoder
+    if chosen is not None:
+        try:
+            parse_encoder_id(chosen)
+        except UserInputError as error:
+            raise UserInputError(f"{DEFAULT_TEXT_ENCODER_ENV_VAR}={chosen!r}: {error}, or unset it for the bundled "
+                                 f"{BUNDLED_ENCODER!r}") from error
+    return chosen
 
 
 class TextEncoder:
@@ -337,13 +354,15 @@ def _load_encoder(name: str, pooling: str, device: torch.device) -> TextEncoder:
     return TextEncoder(spec, pooling, device)
 
 
-def load_encoder(encoder_id: str = BUNDLED_ENCODER, device: torch.device | str | None = None) -> TextEncoder:
-    """Return the (shared, cached) text encoder for an id such as "minilm" or "minilm:cls".
+def load_encoder(encoder_id: str | None = None, device: torch.device | str | None = None) -> TextEncoder:
+    """Return the (shared, cached) text encoder for an id such as "minilm" or "minilm:cls" (None: the one
+    ``FEWSHOT_DEFAULT_TEXT_ENCODER`` names, else the bundled ``minilm``).
 
     Raises:
         UserInputError: for an unknown id or pooling.
         EncoderUnavailableError: when a hub encoder cannot be downloaded, naming the offline default.
     """
+    encoder_id = encoder_id or configured_encoder() or BUNDLED_ENCODER
     spec, pooling = parse_encoder_id(encoder_id)
     resolved = device if isinstance(device, torch.device) else pick_device(device)
     try:
@@ -351,7 +370,10 @@ def load_encoder(encoder_id: str = BUNDLED_ENCODER, device: torch.device | str |
     except Exception as error:  # hub and network errors come in many types
         if spec.bundled:
             raise
+        configured = configured_encoder()
+        hint = (f" {DEFAULT_TEXT_ENCODER_ENV_VAR} makes it the default: unset it to start offline."
+                if configured is not None and parse_encoder_id(configured)[0] is spec else "")
         raise EncoderUnavailableError(
             f"could not load text encoder {spec.id!r} from the Hugging Face Hub ({error}). "
-            f"It needs a network connection; the bundled default {BUNDLED_ENCODER!r} works offline."
+            f"It needs a network connection; the bundled default {BUNDLED_ENCODER!r} works offline.{hint}"
         ) from error
