@@ -256,3 +256,19 @@ def test_every_file_payload_of_a_component_gets_checked():
     assert check_every_file_payload([image, image], inputs) == 2
     assert all(item["meta"] == {"_type": "gradio.FileData"} for item in (inputs[0], inputs[1][0]))
     assert check_every_file_payload([gr.Textbox(render=False)], [{"path": "/etc/passwd"}]) == 0  # no data model
+
+
+#: Calls a route refuses before any event is queued: (method, path, body).
+ROUTE_REFUSALS = {
+    "an unknown parameter": ("gradio_api/call/v2/two", {"first": "a", "nope": 1}),
+    "an unknown endpoint": ("gradio_api/call/nope", {"data": []}),
+    "an unknown event number": ("gradio_api/queue/join", {"data": [], "fn_index": 99999, "session_hash": "s-99"}),
+}
+
+
+@pytest.mark.parametrize("case", ROUTE_REFUSALS)
+def test_upstream_a_route_that_raises_answers_a_bare_internal_server_error(plain_app, case):
+    """Why ``GuardedBlocks`` installs ``ui.refusals.RouteRefusals``."""
+    path, body = ROUTE_REFUSALS[case]
+    answer = httpx.post(plain_app[0] + path, json=body)
+    assert (answer.status_code, answer.text) == (500, "Internal Server Error")

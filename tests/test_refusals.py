@@ -16,7 +16,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from test_gradio_fixes import HOSTILE_CALLS, called, file_data, refusing_app
+from test_gradio_fixes import HOSTILE_CALLS, ROUTE_REFUSALS, called, file_data, refusing_app
 
 from fewshot_demo.ui.blocks import GuardedBlocks
 from fewshot_demo.ui.refusals import check_inputs, refusal
@@ -113,3 +113,14 @@ def test_a_webcam_frame_sent_as_a_bare_data_url_is_refused_with_a_message(app_ur
     with http.stream("GET", app_url + "gradio_api/queue/data", params={"session_hash": "bare-frame"}, timeout=60) as s:
         completed = next(json.loads(line[6:]) for line in s.iter_lines() if "process_completed" in line)
     assert completed["output"]["error"].startswith("An input of this event is not in the form its component takes")
+
+
+@pytest.mark.parametrize(("case", "status", "message"), [
+    ("an unknown parameter", 400, "Parameter `nope` is not a valid key-word argument"),
+    ("an unknown endpoint", 404, "No endpoint or event of that name or number: /gradio_api/info lists the endpoints"),
+    ("an unknown event number", 404, "No endpoint or event of that name or number"),
+])
+def test_a_route_that_raises_answers_a_message(guarded_app, case, status, message):
+    path, body = ROUTE_REFUSALS[case]
+    answer = httpx.post(guarded_app[0] + path, json=body)
+    assert answer.status_code == status and answer.json()["error"].startswith(message)

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from fewshot_demo.config.settings import limits
 from fewshot_demo.runtime.allocator import keep_memory_flat
 from fewshot_demo.ui.gradio_fixes import DropsStaleCopies, check_every_file_payload
-from fewshot_demo.ui.refusals import check_inputs, queue_full_message, refusal
+from fewshot_demo.ui.refusals import RouteRefusals, check_inputs, queue_full_message, refusal
 from fewshot_demo.ui.sessions import SessionGuard, owner_of_request
 from fewshot_demo.ui.temp_files import TempFiles, tracker
 
@@ -80,7 +80,8 @@ class GuardedBlocks(DropsStaleCopies):
         current = limits()
         keep_memory_flat()  # before the first upload is decoded
         app_kwargs = dict(app_kwargs or {})
-        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(_SessionGuardOf, blocks=self)]
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(_SessionGuardOf, blocks=self),
+                                    Middleware(RouteRefusals)]
         self.temp_files.start_sweeping(every_s=max(60.0, min(600.0, self.temp_files.max_age_s / 2)))
         return super().launch(*args, app_kwargs=app_kwargs,
                               max_file_size=max_file_size or int(current.max_upload_mb * 2**20), **kwargs)

@@ -69,7 +69,7 @@ from fewshot_demo.ui.support.widgets import (
     build_class_rows,
     build_panels,
 )
-from fewshot_demo.ui.support.wiring import show_rows, wire_classify, wire_support_set
+from fewshot_demo.ui.support.wiring import show_rows, wire_classify, wire_suggestions, wire_support_set
 from fewshot_demo.ui.values import file_paths
 from fewshot_demo.ui.webcam import (
     build_capture_panel,
@@ -327,7 +327,7 @@ def build_image_tab() -> SupportSetUI:
             controls = build_controls()
     widget = build_results(session, rows)
     burst = gr.State(None)  # the last recording (a Burst) until the next Classify, or None
-
+    wire_suggestions(widget, controls.query_files, lambda trigger: wire_classify_button(controls, widget, trigger))
     row_events = wire_support_set(
         widget, controls.backbone, clear_outputs=[controls.query_files, controls.query_capture, webcam.status,
                                                   capture.status], clear_values=[None, None, "", ""],

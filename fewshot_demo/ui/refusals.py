@@ -12,7 +12,10 @@ a message that says what to do (``refusal``):
   ``InvalidPathError``);
 - an input that is not in the shape of its component, such as a picture sent as a bare data URL
   (the component's data model, a pydantic ``ValidationError``);
-- a full queue (``queueing.Queue.push``): ``queue_full_message``.
+- a full queue (``queueing.Queue.push``): ``queue_full_message``;
+- what a route raises before any event is queued (an unknown parameter of ``/call/v2/<name>``, an
+  unknown event number), which Starlette answers with a bare "Internal Server Error":
+  ``RouteRefusals``.
 
 Anything else that is no ``gr.Error`` becomes the incident message of ``ui.messages`` (logged).
 ``tests/test_refusals.py`` shows each upstream refusal and its message.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import json
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
@@ -31,9 +35,10 @@ import gradio as gr
 import pydantic
 from gradio.exceptions import Error as GradioError
 from gradio.exceptions import InvalidPathError
+from gradio.route_utils import FnIndexInferError
 from gradio_client.utils import is_file_obj_with_meta, is_http_url_like
 
-from fewshot_demo.ui.messages import gradio_error
+from fewshot_demo.ui.messages import gradio_error, scrub, user_text
 
 HOW_TO_SEND_A_FILE = ("upload the file first (gradio_client: handle_file(path); HTTP: POST it to /gradio_api/upload "
                       "and send the path it answers as {\"path\": ..., \"meta\": {\"_type\": \"gradio.FileData\"}}), "
@@ -80,6 +85,47 @@ def queue_full_message(max_size: int | None) -> str:
     """What a caller refused by a full queue reads (Gradio's says only the sizes)."""
     return (f"The server is busy: {max_size} requests are already waiting, the most it holds. Try again in a "
             "minute (in the page: click again; from a script: retry after a pause).")
+
+
+class RouteRefusals:
+    """ASGI middleware: an exception a Gradio route raises before it answers becomes a JSON refusal
+    ``{"error": message}`` (400 for a call that does not fit its endpoint, 404 for an unknown event,
+    else 500 with the incident message, logged), not a bare "Internal Server Error"."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as error:  # every refusal gets a message
+            if started:
+                raise
+            status, message = route_refusal(error)
+            body = json.dumps({"error": message}).encode()
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def route_refusal(error: Exception) -> tuple[int, str]:
+    """The status and message for an exception a route raised before answering."""
+    if isinstance(error, TypeError) and "argument" in str(error):  # client_utils.construct_args
+        return 400, f"{scrub(str(error))} (/gradio_api/info lists each endpoint's parameters)"
+    if isinstance(error, (KeyError, FnIndexInferError)):  # route_utils.get_fn: no event of that number or name
+        return 404, ("No endpoint or event of that name or number: /gradio_api/info lists the endpoints, "
+                     "and a page's events come from its /config")
+    return 500, user_text(error)
 
 
 def _error(message: str) -> gr.Error:

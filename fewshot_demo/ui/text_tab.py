@@ -66,7 +66,7 @@ from fewshot_demo.ui.support.widgets import (
     build_class_rows,
     build_panels,
 )
-from fewshot_demo.ui.support.wiring import wire_classify, wire_support_set
+from fewshot_demo.ui.support.wiring import wire_classify, wire_suggestions, wire_support_set
 from fewshot_demo.ui.text_examples import (
     class_blocks,
     example_caption,
@@ -350,8 +350,8 @@ def build_text_tab() -> SupportSetUI:
        [controls.encoder, controls.method], controls.method)
     uploaded = on(upload.upload, upload_classes, upload, [*rows.outputs, status], api="text_upload")
     # The status keeps what was read; everything else that showed the last fit is cleared.
-    # The status keeps what was read; everything else that showed the last fit is cleared.
     on(uploaded.success, lambda: widget.stale_values("")[1:], None, widget.stale_outputs[1:])
+    wire_suggestions(widget, controls.queries, lambda trigger: wire_classify_button(controls, widget, trigger))
     wire_classify_button(controls, widget, controls.classify_button.click, api="text_classify")
     wire_project(widget, project_controls(controls))
     for loader, api, source, trigger in ((load_example, "text_load_example", example_choice, example_button.click),
