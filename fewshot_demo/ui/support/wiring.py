@@ -130,7 +130,7 @@ def scroll_into_view(elem_id: str) -> str:
     window's upper half (a one-click example's results start below the fold)."""
     return (f"() => {{ const el = document.getElementById({elem_id!r}); if (!el) return; "
             "const top = el.getBoundingClientRect().top; "
-            "if (top < 0 || top > window.innerHeight / 2) el.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+            "if (top < 0 || top > window.innerHeight / 2) el.scrollIntoView({block: 'start'}); }")
 
 
 def wire_classify(widget: SupportSetUI, event: Any) -> None:
