@@ -87,13 +87,49 @@ def _read(path: str | Path, name: str) -> tuple[dict[str, Any], dict[str, Tensor
     try:
         header = json.loads(metadata["fewshot_demo"])
         fmt = header["format"]
-    except (KeyError, TypeError, json.JSONDecodeError):
+    except (KeyError, TypeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise UserInputError(f"{name} is a safetensors file but not a saved few-shot classifier; {_HINT}") from None
+    if not isinstance(header, dict):
+        raise UserInputError(f"{name} is a safetensors file but not a saved few-shot classifier; {_HINT}")
     if fmt != FILE_FORMAT or header.get("format_version") != FILE_FORMAT_VERSION:
         raise UserInputError(f"{name} has format {fmt!r} v{header.get('format_version')}, not ours; {_HINT}")
     if header.get("checksum") != checksum(tensors, {k: v for k, v in header.items() if k != "checksum"}):
         raise UserInputError(f"{name} was modified after it was saved (checksum mismatch); {_HINT}")
     return header, tensors
+
+
+def _is_text(value: Any, longest: int = 200) -> bool:
+    return isinstance(value, str) and 0 < len(value.strip()) and len(value) <= longest
+
+
+#: Each header field this module reads, what it must be, and how to say it (a checksum only shows
+#: that nothing changed since the file was written, not that a forger wrote sensible values).
+HEADER_FIELDS: dict[str, tuple[Any, str]] = {
+    "encoder_id": (_is_text, "an encoder id (text)"),
+    "method": (_is_text, "a method name (text)"),
+    "feature_dim": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20,
+                    "a positive whole number"),
+    "class_names": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of class names"),
+    "learner_options": (lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+                        "an object of option values"),
+    "learner_config": (lambda v: v is None or isinstance(v, dict), "an object"),
+}
+
+
+def check_header(header: dict[str, Any], name: str) -> None:
+    """Check every header field this version reads (``HEADER_FIELDS``) before any is used.
+
+    Raises:
+        UserInputError: naming the first field that is missing or of the wrong kind.
+    """
+    for key, (valid, expected) in HEADER_FIELDS.items():
+        if key not in header and key in ("learner_options", "learner_config"):
+            continue
+        if key not in header:
+            raise UserInputError(f"{name} lacks its {key!r} field; {_HINT}")
+        if not valid(header[key]):
+            shown = json.dumps(header[key])[:40]
+            raise UserInputError(f"{name} has {key!r} = {shown}, not {expected}; {_HINT}")
 
 
 def read_classifier_file(path: str | Path, expected_encoder_id: str | None = None) -> SavedClassifier:
@@ -109,18 +145,19 @@ def read_classifier_file(path: str | Path, expected_encoder_id: str | None = Non
     """
     name = Path(path).name
     header, tensors = _read(path, name)
-    encoder_id = header.get("encoder_id")
+    check_header(header, name)
+    encoder_id = header["encoder_id"]
     if expected_encoder_id is not None and encoder_id != expected_encoder_id:
         raise UserInputError(
             f"{name} was made with backbone {encoder_id!r}, but {expected_encoder_id!r} is selected; "
             f"select {encoder_id!r} and load it again, or refit with the current backbone"
         )
-    method = header.get("method")
+    method = header["method"]
     if method not in available_methods():
         raise UserInputError(f"{name} uses method {method!r}, which this version does not have; {_HINT}")
     try:
         features, labels = tensors["support_features"], tensors["support_labels"]
-        class_names = list(header["class_names"])
+        class_names = header["class_names"]
     except KeyError as missing:
         raise UserInputError(f"{name} lacks {missing}; {_HINT}") from None
     if features.ndim != 2 or features.shape[1] != header.get("feature_dim") or labels.shape != (features.shape[0],):

@@ -168,8 +168,9 @@ def _read_jsonl(content: str, name: str) -> list[tuple[str, str]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserInputError(f"line {number} of {name} is not valid JSON ({error.msg}); "
+        except (json.JSONDecodeError, RecursionError, ValueError) as error:  # nesting too deep; a huge number
+            reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply or too long a number"
+            raise UserInputError(f"line {number} of {name} is not valid JSON ({reason}); "
                              "JSONL needs one object per line, like {\"text\": \"...\", \"label\": \"...\"}") from None
         if not isinstance(record, dict):
             raise UserInputError(f"line {number} of {name} is not a JSON object; expected {{\"text\": ..., \"label\": ...}}")
@@ -179,6 +180,11 @@ def _read_jsonl(content: str, name: str) -> list[tuple[str, str]]:
                 f"line {number} of {name} has keys {sorted(record)[:10]}; each line needs 'text' and 'label'"
             )
         text, label = record[keys["text"]], record[keys["label"]]
+        for key, value in (("text", text), ("label", label)):
+            if isinstance(value, (dict, list)):
+                kind = "an object" if isinstance(value, dict) else "an array"
+                raise UserInputError(f"line {number} of {name}: {key!r} is {kind}; give it as a string, "
+                                     f"like {{\"{key}\": \"...\"}}")
         pairs.append(("" if text is None else str(text), "" if label is None else str(label)))
     return pairs
 

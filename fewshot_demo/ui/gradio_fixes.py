@@ -7,6 +7,8 @@ Gradio has changed, and the fix here can go (or must follow the change).
   component copies a prop update makes, under new ids, forever (``Blocks.postprocess_data``).
 - ``guard_image_input``: an image input's ``preprocess`` opens and decodes the file before any
   size check, and fails on a damaged file with Pillow's bare exception, not a message.
+- ``guard_number_input``: ``gr.Slider.preprocess`` compares what it is sent with its bounds as
+  it came, so a string from a raw API call fails with a TypeError, not a message.
 - ``deleted_gallery_file``: a gallery's delete event sends ``{"file": FileData, "index": i}``,
   which ``gr.DeletedFileData`` (made for ``gr.File``, a bare FileData) cannot read.
 - ``check_every_file_payload``: Gradio checks that a file argument was uploaded only when its
@@ -104,6 +106,24 @@ def guard_image_input(component: gr.Image) -> gr.Image:
         except Exception as error:  # noqa: BLE001 - Pillow fails in many ways on a damaged file
             raise gr.Error(f"{html.escape(Path(str(path or 'the picture')).name)} could not be read as an image; "
                            "take the picture again or upload a PNG or JPEG", print_exception=False) from error
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def guard_number_input(component: gr.Slider, what: str) -> gr.Slider:
+    """Refuse a value that is not a number with a message naming ``what``; return the component.
+
+    Upstream: ``gr.Slider.preprocess`` checks the payload against its minimum and maximum as it came
+    (``Number.raise_if_out_of_bounds``), so ``"abc"`` or ``null`` from a raw API call fails with a TypeError.
+    """
+    original = component.preprocess
+
+    @functools.wraps(original)
+    def preprocess(payload: Any) -> Any:
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)):  # None too: it fails the same way
+            raise gr.Error(f"{what} must be a number, not {html.escape(str(payload)[:40])!r}", print_exception=False)
+        return original(payload)
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component

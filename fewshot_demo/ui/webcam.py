@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ from fewshot_demo.core.image_task import classify_images
 from fewshot_demo.data.images import to_rgb
 from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.ui.events import Group, on
-from fewshot_demo.ui.gradio_fixes import guard_image_input
+from fewshot_demo.ui.gradio_fixes import guard_image_input, guard_number_input
 from fewshot_demo.ui.image_gallery import gallery_values
 from fewshot_demo.ui.support.modality import SupportSession
 from fewshot_demo.ui.support.rows import INITIAL_CLASSES, ROWS, STALE_NOTE
@@ -39,10 +40,34 @@ CAMERA_STREAMS = Group(limit=4)
 MAX_BURST, BURST_FRAMES = 30, 8
 
 
+# ------------------------------------------------------------------------------------ arguments
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite number (a raw API call can send anything), or a UserInputError saying what to send."""
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise UserInputError(f"{what} must be a number, not {str(value)[:40]!r}")
+    return number
+
+
+def _visible_class(target: Any, count: Any, action: str) -> int:
+    """The class row ``target`` names (None: the first), checked to be one of the ``count`` visible ones."""
+    count = max(0, min(int(_number(count, "the number of classes")), ROWS))
+    position = 0.0 if target is None or target == "" else _number(target, "the class to " + action)
+    if position != int(position) or not 0 <= position < count:
+        raise UserInputError(f"choose one of the visible classes to {action}")
+    return int(position)
+
+
 # ------------------------------------------------------------------------------------ handlers
 def capture_targets(count: int, *names: str) -> list[Any]:
     """The 'Add to' and 'Record into' choices: the visible classes, by name when they have one."""
-    choices = [(names[i] or f"Class {i + 1}", i) for i in range(count)]
+    count = max(0, min(int(_number(count, "the number of classes")), ROWS, len(names)))
+    choices = [(str(names[i] or "") or f"Class {i + 1}", i) for i in range(count)]
     return [gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)]
 
 
@@ -59,9 +84,7 @@ def add_capture(image_path: str | None, target: int | None, count: int, *files: 
     """Add a clipboard or uploaded picture to a class: [*files, *galleries, cleared capture, confirmation]."""
     if not image_path:
         raise UserInputError("paste or upload a picture first, then press 'Add to class'")
-    target = int(target or 0)
-    if target >= count:
-        raise UserInputError("choose one of the visible classes to add the picture to")
+    target = _visible_class(target, count, "add the picture to")
     files = _add_files(files, target, [image_path])
     total = len(file_paths(files[target]))
     return [*files, *gallery_values(files), None,
@@ -105,11 +128,9 @@ def start_burst(target: int | None, frames: float, count: int, *class_values: An
 
     ``class_values`` are the class rows' names, then their files.
     """
-    target = int(target or 0)
-    if target >= count:
-        raise UserInputError("choose one of the visible classes to record into")
+    target = _visible_class(target, count, "record into")
     names, files = class_values[:ROWS], class_values[ROWS:2 * ROWS]
-    wanted = max(1, min(int(frames), MAX_BURST))
+    wanted = max(1, min(int(_number(frames, "the number of frames to record")), MAX_BURST))
     base = file_paths(files[target]) if target < len(files) else []
     if len(base) + wanted > limits().max_images_per_class:
         raise UserInputError(f"a class holds at most {limits().max_images_per_class} images; delete some or record fewer frames")
@@ -214,8 +235,9 @@ def build_webcam_panel() -> WebcamUI:
                                    elem_id="live-toggle")
         with gr.Row():
             burst_target = _class_choice("Record into", scale=2, min_width=120)
-            burst_frames = gr.Slider(1, MAX_BURST, value=BURST_FRAMES, step=1, label="Frames", scale=2,
-                                     min_width=120, elem_id="burst-frames")
+            burst_frames = guard_number_input(gr.Slider(1, MAX_BURST, value=BURST_FRAMES, step=1, label="Frames",
+                                                        scale=2, min_width=120, elem_id="burst-frames"),
+                                              "the number of frames to record")
             burst_button = gr.Button("Record frames", scale=1, min_width=100, elem_id="burst")
         status = gr.Markdown(elem_id="camera-status")
     return WebcamUI(camera, live_label, live, burst_target, burst_frames, burst_button, status)
