@@ -89,7 +89,7 @@ class LoopResult:
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "encoder": self.encoder, "method": self.method,
-                "config": vars(self.config) | {}, "seconds": round(self.seconds, 2),
+                "config": dict(vars(self.config)), "seconds": round(self.seconds, 2),
                 "curves": {rule: self.curve(rule) for rule in self.accuracies},
                 "vs_random": {rule: self.difference(rule) for rule in self.accuracies if rule != "random"}}
 
@@ -170,23 +170,26 @@ def format_result(result: LoopResult) -> str:
     return "\n".join(lines)
 
 
-def plot_results(results: Sequence[LoopResult], path: Path) -> Path:
-    """Accuracy per round with 95% CIs (top), each rule minus random, paired (bottom); one column per data set."""
+def plot_results(results: Sequence[dict], path: Path) -> Path:
+    """Accuracy per round with 95% CIs (top), each rule minus random, paired (bottom); one column per data
+    set. ``results`` are ``LoopResult.to_dict()``s (what ``--out`` writes)."""
     figure, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6.4), squeeze=False)
     for column, result in enumerate(results):
-        labelled = [result.config.n_way * (1 + r) for r in range(result.config.rounds + 1)]
-        for rule in result.accuracies:
-            mean, ci = zip(*result.curve(rule))
+        config = result["config"]
+        labelled = [config["n_way"] * (1 + r) for r in range(config["rounds"] + 1)]
+        for rule, curve in result["curves"].items():
+            mean, ci = zip(*curve)
             axes[0][column].errorbar(labelled, mean, yerr=ci, label=rule, capsize=3, marker="o", markersize=3)
-            if rule != "random":
-                mean, ci = zip(*result.difference(rule))
-                axes[1][column].errorbar(labelled, mean, yerr=ci, label=rule, capsize=3, marker="o", markersize=3)
-        axes[0][column].set_title(f"{result.dataset} ({result.method})")
+        for rule, curve in result["vs_random"].items():
+            mean, ci = zip(*curve)
+            axes[1][column].errorbar(labelled, mean, yerr=ci, label=rule, capsize=3, marker="o", markersize=3)
+        axes[0][column].set_title(f"{result['dataset']} ({result['method']}, {config['n_way']}-way)")
         axes[0][column].set_ylabel("test accuracy")
         axes[1][column].axhline(0, color="grey", linewidth=0.8)
         axes[1][column].set_ylabel("minus random (paired)")
         axes[1][column].set_xlabel("labelled items")
     axes[0][0].legend(fontsize=8)
+    axes[1][0].legend(fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -208,11 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None)
     parser.add_argument("--png", type=Path, default=None, help="plot the curves here")
     parser.add_argument("--out", type=Path, default=None, help="write the curves as JSON here")
+    parser.add_argument("--plot-only", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="only plot curves written by --out (one or more files) to --png")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.plot_only:
+        rows = [row for path in args.plot_only for row in json.loads(path.read_text())]
+        print(f"plot: {plot_results(rows, args.png or Path('labelling-loop.png'))}")
+        return 0
     torch.set_num_threads(1)  # small matrices: one thread is faster than several fighting over the cores
     device = pick_device(args.device)
     config = LoopConfig(args.n_way, args.n_test, 5, args.rounds, args.episodes, args.seed)
@@ -228,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_result(result))
         print(f"\n({embed_seconds:.1f} s to read the features, {result.seconds:.1f} s for the loops)\n", flush=True)
     if args.png:
-        print(f"plot: {plot_results(results, args.png)}")
+        print(f"plot: {plot_results([r.to_dict() for r in results], args.png)}")
     if args.out:
         args.out.write_text(json.dumps([r.to_dict() for r in results], indent=1))
     return 0
