@@ -155,7 +155,7 @@ def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:
         handle: what /fit_images or /fit_texts returned.
         queries: image files for an image classifier (or images inline as data URLs, "data:image/png;base64,...", which spares the upload), strings for a text one.
     Returns:
-        {"method", "encoder", "classes", "predictions", "notes"}; one prediction per query: {"query", "label", "probabilities": {class: p}, "nearest": [{"item", "class", "similarity"}]}, or {"query", "error"} for an image that cannot be read.
+        {"method", "encoder", "classes", "predictions", "notes", "suggestions"}; one prediction per query: {"query", "label", "probabilities": {class: p}, "nearest": [{"item", "class", "similarity"}]}, or {"query", "error"} for an image that cannot be read; suggestions, what to add next: {"rule", "confused_pairs": [{"true_class", "predicted_class", "mistakes", "torn_queries", "examples": [{"example", "looks_like"}]}], "classes": [{"name", "reason" ("few" or "spread"), "n_examples", "spread", "outlier", "message"}], "queries": [{"query", "index", "label", "runner_up", "margin", "typicality", "score"}], most useful first}.
     """
     if not isinstance(queries, (list, tuple)):
         raise UserInputError("send the queries as a list (image files or strings)")
