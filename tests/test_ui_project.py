@@ -7,6 +7,15 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import gradio as gr
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.ui import image_tab, text_tab
+from fewshot_demo.ui.support import project as project_ui
+from fewshot_demo.ui.support.rows import ROWS
+
 CARD_LABELS = "cs => cs.map(c => c.dataset.label)"
 
 
@@ -39,7 +48,7 @@ def test_browser_a_saved_project_reopens_and_classifies_the_same(app_url, browse
         top = "document.getElementById('image-status').getBoundingClientRect().top"
         try:
             page.wait_for_function(f"() => {top} > -2 && {top} < window.innerHeight / 2", timeout=10_000)
-        except Exception:
+        except PlaywrightTimeout:
             raise AssertionError(f"the results are not in view: top {page.evaluate(top)}, "
                                  f"scrolled {page.evaluate('window.scrollY')}") from None
         page.screenshot(path=str(artifacts / "project-example-in-view.png"))
@@ -84,3 +93,24 @@ def test_browser_a_saved_project_reopens_and_classifies_the_same(app_url, browse
         page.screenshot(path=str(artifacts / "project-refused.png"))
     finally:
         page.close()
+
+
+def test_the_text_tab_saves_and_opens_its_rows_method_settings_and_queries():
+    with gr.Blocks():
+        text_controls, image_controls = text_tab.build_controls(), image_tab.build_controls()
+    text, image = text_tab.project_controls(text_controls), image_tab.project_controls(image_controls)
+    rows = text_tab.load_example("intents")
+    names, blocks, queries = rows[1:1 + ROWS], rows[1 + ROWS:1 + 2 * ROWS], rows[-1]
+    saved, status = project_ui.save_project(text_tab.TEXT, text, "minilm:layers", "finetune", 7, "cross_entropy",
+                                            queries, *names, *blocks)
+    assert "Saved the project" in status and "5 classes, 40 examples, 8 queries" in status
+    opened = project_ui.open_project(text_tab.TEXT, text, saved.value["path"])
+    filled = 1 + 3 * ROWS
+    assert opened[:1 + 2 * ROWS] == rows[:1 + 2 * ROWS]  # count, names, example blocks as they were
+    assert opened[filled:filled + 5] == ["minilm:layers", "finetune", 7, "cross_entropy", queries]
+    assert opened[-2] is None and "Opened fewshot-text-project.zip" in opened[-1]  # the old fit is gone
+    with pytest.raises(UserInputError, match="holds texts; open it in the Text tab"):
+        project_ui.open_project(image_tab.IMAGE, image, saved.value["path"])
+    with pytest.raises(UserInputError, match="add classes with examples first"):
+        project_ui.save_project(text_tab.TEXT, text, "minilm:layers", "linear", 0, "contrastive", "",
+                                *[""] * (2 * ROWS))

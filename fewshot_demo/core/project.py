@@ -94,7 +94,7 @@ class Project:
         items = [item for _, values in self.classes for item in values]
         return items, [name for name, values in self.classes for _ in values]
 
-    def copied_to(self, folder: Path) -> "Project":
+    def copied_to(self, folder: Path) -> Project:
         """This project with its files copied into ``folder`` (they outlive ``open_upload``'s block)."""
         def copy(item: Any, where: str) -> Any:
             if not isinstance(item, Path):
@@ -340,7 +340,11 @@ def read_manifest(path: Path, name: str) -> dict[str, Any]:
 
 def _from_folders(root: Path, name: str) -> Project:
     """A zip of class folders without a manifest, as an image project at the defaults."""
-    listing = read_zip_folder(root, name)
+    try:
+        listing = read_zip_folder(root, name)
+    except UserInputError:
+        raise UserInputError(f"{name} is neither a project (it has no {MANIFEST}) nor a zip of class folders of "
+                             "images; open a file saved with Save project, or zip one folder per class") from None
     classes: dict[str, list[Path]] = {}
     for file, label in zip(listing.paths, listing.labels):
         classes.setdefault(label, []).append(file)
