@@ -156,8 +156,8 @@ def format_result(result: LoopResult) -> str:
     """A markdown table: accuracy per round per rule with 95% CIs, and each rule minus random, paired."""
     rules = list(result.accuracies)
     rounds = len(result.accuracies[rules[0]][0])
-    shots = [f"{1 + r} ({result.config.n_way * (1 + r)} labelled)" for r in range(rounds)]
-    head = "| rule | " + " | ".join(f"round {r}: {s}" for r, s in enumerate(shots)) + " |"
+    head = "| rule | " + " | ".join(f"round {r} ({result.config.n_way * (1 + r)} labelled)"
+                                    for r in range(rounds)) + " |"
     lines = [f"**{result.dataset}** ({result.encoder}, {result.method}, {result.config.n_way}-way, "
              f"{len(result.accuracies[rules[0]])} paired episodes, {result.config.n_test} test items per class)", "",
              head, "|---" * (rounds + 1) + "|"]
