@@ -21,6 +21,7 @@ import torch
 from fewshot_demo.bench.builtin_pools import builtin_pool
 from fewshot_demo.bench.pools import CachedInputs, EmbeddedPool, embed_pool
 from fewshot_demo.config.errors import UserInputError
+from fewshot_demo.core.class_names import check_distinct
 from fewshot_demo.data.builtin import get_dataset, load_dataset
 from fewshot_demo.data.labelled import LoadedData
 from fewshot_demo.encoders.backbones import BUNDLED_BACKBONE
@@ -129,7 +130,12 @@ class ComparisonData:
     @classmethod
     def from_data(cls, name: str, data: LoadedData, device: torch.device | None = None,
                   image_backbone: str = BUNDLED_BACKBONE, text_encoder: str = BUNDLED_ENCODER) -> "ComparisonData":
-        """User data (an upload, or the image/text tab's classes), on ``image_backbone`` or ``text_encoder``."""
+        """User data (an upload, or the image/text tab's classes), on ``image_backbone`` or ``text_encoder``.
+
+        Raises:
+            UserInputError: for two class names that look the same (``core.class_names.check_distinct``).
+        """
+        check_distinct(data.class_names)
         encoder = {"image": image_backbone, "text": text_encoder}[data.modality]
         return cls(name, data, encoder, None, device or pick_device(None))
 
