@@ -23,6 +23,7 @@ from fewshot_demo.core.project import (
     write_project,
 )
 from fewshot_demo.data.texts import read_text_table
+from fewshot_demo.data.zips import data_from_upload, zip_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 ANIMALS = ROOT / "examples" / "images" / "animals"
@@ -118,6 +119,11 @@ def test_the_comparison_reads_a_project_and_a_plain_zip(tmp_path):
     assert labelled_from_upload(plain).class_names == ["bird", "bovine", "fish"]
     with open_upload(plain) as opened:  # no manifest: class folders, the default method, and a note saying so
         assert opened.method == "protonet" and "no fewshot-project.json" in opened.notes[0]
+    # The readers of plain class-folder zips do not take a project's folders for classes.
+    with pytest.raises(UserInputError, match="is a project file: open it with Open project"):
+        data_from_upload(path)
+    with pytest.raises(UserInputError, match="is a project file: open it with Open project"), zip_classes(path):
+        pass
 
 
 # ---- refusals ------------------------------------------------------------------------------------

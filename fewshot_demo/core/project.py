@@ -43,14 +43,14 @@ from fewshot_demo.core.class_names import MAX_NAME_CHARS
 from fewshot_demo.data.image_folder import IMAGE_SUFFIXES
 from fewshot_demo.data.labelled import MODALITIES, LoadedData, data_from_items
 from fewshot_demo.data.texts import clean_text, read_text_table
-from fewshot_demo.data.zips import data_from_upload, read_zip_folder, unpacked_zip
+from fewshot_demo.data.zips import PROJECT_MANIFEST, data_from_upload, read_zip_folder, unpacked_zip
 from fewshot_demo.encoders.registry import default_encoder, default_method, modality_of
 from fewshot_demo.methods import get_method
 
 PROJECT_FORMAT = "fewshot-demo-project"
 #: The format version this app writes and the newest it reads.
 PROJECT_VERSION = 1
-MANIFEST = "fewshot-project.json"
+MANIFEST = PROJECT_MANIFEST
 #: The largest manifest read (it names classes and options only).
 MAX_MANIFEST_BYTES = 2**20
 SUPPORT_DIR, QUERY_DIR, SUPPORT_CSV, QUERY_CSV = "support", "query", "support.csv", "query.csv"

@@ -33,6 +33,8 @@ from fewshot_demo.data.labelled import (
 #: Largest uploaded zip we unpack (uncompressed bytes) and the most files in it.
 MAX_ZIP_BYTES = 300 * 2**20
 MAX_ZIP_FILES = 5000
+#: The manifest of a project file (``core.project``): such a zip is not a plain zip of class folders.
+PROJECT_MANIFEST = "fewshot-project.json"
 #: Compression methods Python's zipfile reads (stored, deflate, bzip2, LZMA).
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
                zipfile.ZIP_LZMA: "LZMA"}
@@ -142,7 +144,14 @@ def unpacked_zip(path: str | Path, name: str | None = None, max_files: int = MAX
 
 def read_zip_folder(root: Path, name: str, **kwargs: Any) -> Any:
     """``list_image_folder`` or ``read_image_folder`` (by ``kwargs``) on an unpacked zip, with messages
-    that name the zip, not the temporary folder."""
+    that name the zip, not the temporary folder.
+
+    Raises:
+        UserInputError: for no images in class folders, or a project file (its folders are not classes).
+    """
+    if (root / PROJECT_MANIFEST).is_file():
+        raise UserInputError(f"{name} is a project file: open it with Open project, or fit on it with fsd.fit, "
+                             "/fit_images or /fit_texts (then /predict with the handle)")
     try:
         listing = list_image_folder(root)
     except ValueError:  # its message names the temporary folder
