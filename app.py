@@ -13,10 +13,10 @@ import torch
 
 from fewshot_demo.config.settings import limits, settings
 from fewshot_demo.ui import api, compare_tab, events
-from fewshot_demo.ui.blocks import GuardedBlocks
 from fewshot_demo.ui.compare_tab import build_compare_tab
 from fewshot_demo.ui.image_examples import EXAMPLES_DIR
 from fewshot_demo.ui.image_tab import build_image_tab
+from fewshot_demo.ui.mcp_server import McpBlocks
 from fewshot_demo.ui.text_tab import build_text_tab
 
 TITLE = "Few-shot learning demo"
@@ -50,17 +50,18 @@ def end_session(request: gr.Request) -> None:
     demo.end_session(request.session_hash)
 
 
-def build_demo() -> GuardedBlocks:
+def build_demo() -> McpBlocks:
     """Build the whole app. Nothing heavy happens here: models load in the background at launch.
 
     Every event is declared where it is wired, with its API visibility, concurrency group, error
-    policy and GPU time (``fewshot_demo.ui.events``); nothing rewrites them afterwards.
+    policy and GPU time (``fewshot_demo.ui.events``); nothing rewrites them afterwards. The public
+    endpoints are also MCP tools (``fewshot_demo.ui.mcp_server``; ``FEWSHOT_MCP=0`` turns that off).
     """
     # One intra-op thread per request: a small server spends its cores on concurrent users, and a
     # second thread on a busy core turns a 16 ms forward pass into seconds (see device.one_thread).
     torch.set_num_threads(settings().torch_threads)
     age = int(limits().temp_max_age_s)
-    with GuardedBlocks(title=TITLE, delete_cache=(max(60, min(600, age // 2)), age)) as built:
+    with McpBlocks(title=TITLE, delete_cache=(max(60, min(600, age // 2)), age)) as built:
         gr.Markdown(INTRO)
         with gr.Tab("Images", id="images"):
             images = build_image_tab()

@@ -30,6 +30,7 @@ FASHION_MNIST_ENV_VAR = "FASHION_MNIST_DIR"
 TUNE_MALLOC_ENV_VAR = "FEWSHOT_TUNE_MALLOC"
 DEFAULT_BACKBONE_ENV_VAR = "FEWSHOT_DEFAULT_BACKBONE"
 DEFAULT_TEXT_ENCODER_ENV_VAR = "FEWSHOT_DEFAULT_TEXT_ENCODER"
+MCP_ENV_VAR = "FEWSHOT_MCP"
 #: glibc's own variables for what ``fewshot_demo.runtime.allocator`` sets: when one is present, it all stays as glibc has it.
 GLIBC_MALLOC_ENV_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 
@@ -59,6 +60,8 @@ class Settings:
         tune_malloc: ``FEWSHOT_TUNE_MALLOC``: "0" leaves glibc's allocator as it is (default: tuned
             for forward passes and a flat server, see ``fewshot_demo.runtime.allocator``); also off when
             ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` is set.
+        mcp_server: ``FEWSHOT_MCP``: "0" launches the app without its Model Context Protocol server
+            (default: served at ``/gradio_api/mcp/``, see ``fewshot_demo.ui.mcp_server``).
         default_backbone: ``FEWSHOT_DEFAULT_BACKBONE``: the image backbone used when none is named (the
             image tab's first choice, the API, the bench, the warm-up at start); None: the bundled
             EfficientNet-Lite0. Checked against the backbones on offer where it is read
@@ -79,6 +82,7 @@ class Settings:
     tune_malloc: bool = True
     default_backbone: str | None = None
     default_text_encoder: str | None = None
+    mcp_server: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -92,7 +96,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         found = {name: environ.get(name, "").strip() for name in (
             DEVICE_ENV_VAR, THREADS_ENV_VAR, CHECKPOINTS_ENV_VAR, FEATURE_CACHE_ENV_VAR, TUXPAINT_ENV_VAR,
-            FASHION_MNIST_ENV_VAR, TUNE_MALLOC_ENV_VAR, DEFAULT_BACKBONE_ENV_VAR,
+            FASHION_MNIST_ENV_VAR, TUNE_MALLOC_ENV_VAR, MCP_ENV_VAR, DEFAULT_BACKBONE_ENV_VAR,
             DEFAULT_TEXT_ENCODER_ENV_VAR, *GLIBC_MALLOC_ENV_VARS,
         )}
         values: dict[str, object] = {}
@@ -113,6 +117,8 @@ class Settings:
                 values[attribute] = found[name]
         if found[TUNE_MALLOC_ENV_VAR] == "0" or any(found[name] for name in GLIBC_MALLOC_ENV_VARS):
             values["tune_malloc"] = False
+        if found[MCP_ENV_VAR] == "0":
+            values["mcp_server"] = False
         values["limits"] = Limits.from_environment(environ)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -12,12 +12,19 @@ wired. Every endpoint answers JSON; every refusal is a readable message.
 """
 
 # No "from __future__ import annotations": gr.api reads the return types as objects (ui.gradio_fixes).
+import base64
+import binascii
+import contextvars
 import functools
 import logging
 import os
+import re
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
 
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
@@ -28,14 +35,19 @@ from fewshot_demo.core.project import Project, open_upload
 from fewshot_demo.encoders.image import load_backbone
 from fewshot_demo.encoders.registry import default_method
 from fewshot_demo.encoders.text import load_encoder
-from fewshot_demo.serving.requests import Upload
+from fewshot_demo.serving.requests import DATA_URL, Upload
 from fewshot_demo.serving.service import Service
 from fewshot_demo.ui import events
+from fewshot_demo.ui.temp_files import TEMP_PREFIX
 
 logger = logging.getLogger("fewshot_demo.app")
 
 #: The endpoints the API page lists; every other event is callable but undocumented, or private.
 PUBLIC_ENDPOINTS = ("fit_images", "fit_texts", "predict_images", "predict_texts", "predict", "forget", "warmup")
+#: The public endpoints an MCP client sees as tools (``ui.mcp_server``); /warmup is for scripts, not agents.
+MCP_TOOLS = ("fit_images", "fit_texts", "predict", "predict_images", "predict_texts", "forget")
+#: A link to a file uploaded to this server, as Gradio serves it: ``<app>/gradio_api/file=<path>``.
+FILE_URL = re.compile(r"https?://[^/]+(?:/[^?#]*)?/gradio_api/file=(?P<path>[^?#]+)", re.IGNORECASE)
 
 
 @functools.cache
@@ -50,14 +62,27 @@ def upload(value: Any, what: str) -> Upload:
 
     Only files uploaded to this server are accepted (Gradio checked a FileData's path on arrival;
     a bare path string, or a path outside the upload folder, is refused), so a caller cannot make
-    the server read its own files.
+    the server read its own files. A string may be this server's link to an uploaded file
+    (``.../gradio_api/file=<path>``), or, in an endpoint's call (``InlineFiles.scope``), an image
+    itself as a data URL ("data:image/png;base64,..."): MCP clients send every file as a string
+    (Gradio's MCP layer passes list and optional file arguments on as the strings it got). No URL
+    is fetched.
 
     Raises:
         UserInputError: for anything else, saying how to send a file.
     """
+    if isinstance(value, str) and DATA_URL.match(value) and (inline := InlineFiles.current()) is not None:
+        return inline.save(value, what)
+    if isinstance(value, str) and (link := FILE_URL.fullmatch(value.strip())):
+        value = {"path": unquote(link.group("path"))}
     path = value.get("path") if isinstance(value, dict) else getattr(value, "path", None)
     if not isinstance(path, str) or not path:
-        raise UserInputError(f"send {what} as an uploaded file (gradio_client: handle_file(path)), not as text")
+        if isinstance(value, str) and urlsplit(value.strip()).scheme in ("http", "https"):
+            raise UserInputError(f"{what}: this server fetches no URLs; send the image inline as a data URL "
+                                 "(data:image/jpeg;base64,...), or upload it (POST /gradio_api/upload) and send its "
+                                 "/gradio_api/file= link")
+        raise UserInputError(f"send {what} as an uploaded file (gradio_client: handle_file(path)) or inline as a "
+                             "data URL (data:image/jpeg;base64,...), not as text")
     uploads = Path(get_upload_folder()).resolve()
     resolved = Path(os.path.abspath(path)).resolve()
     if not resolved.is_relative_to(uploads):
@@ -77,6 +102,60 @@ def uploads(values: Any, what: str, limit: int) -> list[Upload]:
     if len(values) > limit:
         raise UserInputError(f"{len(values)} {what}; at most {limit} in one call: split them into batches")
     return [upload(value, what) for value in values]
+
+
+class InlineFiles:
+    """The images one call sent inline as data URLs, written to a temporary folder made on the first
+    one and removed when the call returns (a fitted classifier keeps no file).
+
+    ``InlineFiles.scope(fn)`` is ``fn`` with such a folder open during each call; ``upload`` saves
+    into the one open, named ``<support|query>-<n>.<type>`` (the name answers quote).
+    """
+
+    _open: contextvars.ContextVar["InlineFiles | None"] = contextvars.ContextVar("inline_files", default=None)
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def current(cls) -> "InlineFiles | None":
+        return cls._open.get()
+
+    @classmethod
+    def scope(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            files = cls()
+            token = cls._open.set(files)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cls._open.reset(token)
+                if files.folder is not None:
+                    shutil.rmtree(files.folder, ignore_errors=True)
+
+        return call
+
+    def save(self, data_url: str, what: str) -> Upload:
+        """The image in ``data_url`` as a file, checked as an upload is (size, then base64)."""
+        start = DATA_URL.match(data_url)
+        role = what.split()[0]
+        self.counts[role] = self.counts.get(role, 0) + 1
+        name = f"{role}-{self.counts[role]}.{data_url[len('data:image/'):start.end() - len(';base64,')].lower()}"
+        payload, max_mb = data_url[start.end():], limits().max_upload_mb
+        if len(payload) * 3 / 4 > max_mb * 2**20:
+            raise UserInputError(f"{what}: {name} is larger than the {max_mb:g} MB this server accepts; "
+                                 "resize the image and send it again")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise UserInputError(f"{what}: {name} is not valid base64 after its data: prefix; encode it again") from None
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "inline-"))
+        path = self.folder / name
+        path.write_bytes(data)
+        return Upload(str(path), name)
 
 
 def _texts(values: Any, what: str) -> list[str] | None:
@@ -104,6 +183,11 @@ def fit_images(support: list[FileData], labels: list[str] | None = None, method:
                options: dict[str, Any] | None = None, encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot image classifier and keep it: returns a handle for /predict, the classes and notes.
 
+    Send each image inline as a data URL ("data:image/jpeg;base64,...", the way for MCP clients), as
+    an uploaded file (gradio_client: handle_file(path)), or as the /gradio_api/file= link an upload
+    to this server returned; other URLs are not fetched.
+    Then classify new images with predict(handle, queries), as often as needed; forget(handle) when done.
+
     Args:
         support: the support images, one class name per image in labels; or a single .zip (labels empty): a project saved with Save project, or one folder of images per class.
         labels: the class name of each support image, in order.
@@ -129,6 +213,9 @@ def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, m
               encoder: str | None = None) -> dict[str, Any]:
     """Fit a few-shot text classifier and keep it: returns a handle for /predict, the classes and notes.
 
+    Send a few example texts per class (texts, with one class name each in labels). Then classify
+    new texts with predict(handle, queries), as often as needed; forget(handle) when done.
+
     Args:
         texts: the support texts, one class name per text in labels.
         labels: the class name of each support text, in order.
@@ -149,11 +236,15 @@ def fit_texts(texts: list[str] | None = None, labels: list[str] | None = None, m
 
 
 def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:
-    """Classify queries with a fitted classifier, without sending its support set again.
+    """Classify queries with the classifier a handle from fit_images or fit_texts names, without sending its support set again.
+
+    For an image classifier send images inline as data URLs ("data:image/jpeg;base64,...", which
+    spares an upload; the way for MCP clients), as uploaded files or their /gradio_api/file= links;
+    for a text classifier, the texts.
 
     Args:
-        handle: what /fit_images or /fit_texts returned.
-        queries: image files for an image classifier (or images inline as data URLs, "data:image/png;base64,...", which spares the upload), strings for a text one.
+        handle: the "handle" /fit_images or /fit_texts returned: a secret token, valid until expires_after_idle_s pass without use.
+        queries: the images or texts to classify, as above.
     Returns:
         {"method", "encoder", "classes", "predictions", "notes", "suggestions"}; one prediction per query: {"query", "label", "probabilities": {class: p}, "nearest": [{"item", "class", "similarity"}]}, or {"query", "error"} for an image that cannot be read; suggestions, what to add next: {"rule", "confused_pairs": [{"true_class", "predicted_class", "mistakes", "torn_queries", "examples": [{"example", "looks_like"}]}], "classes": [{"name", "reason" ("few" or "spread"), "n_examples", "spread", "outlier", "message"}], "queries": [{"query", "index", "label", "runner_up", "margin", "typicality", "score"}], most useful first}.
     """
@@ -163,7 +254,8 @@ def predict(handle: str, queries: list[FileData | str]) -> dict[str, Any]:
     limit = max(current.max_query_images, current.max_query_texts)
     if len(queries) > limit:
         raise UserInputError(f"{len(queries)} queries; at most {limit} in one call: split them into batches")
-    items = [query if isinstance(query, str) else upload(query, "query images") for query in queries]
+    items = [query if isinstance(query, str) and not FILE_URL.fullmatch(query.strip()) else upload(query, "query images")
+             for query in queries]
     return service().predict(str(handle or ""), items)
 
 
@@ -172,10 +264,14 @@ def predict_images(support: list[FileData], labels: list[str] | None, queries: l
                    encoder: str | None = None) -> dict[str, Any]:
     """Fit on support images and classify query images in one call (nothing is kept on the server).
 
+    Send each image inline as a data URL ("data:image/jpeg;base64,...", the way for MCP clients), as
+    an uploaded file (gradio_client: handle_file(path)), or as the /gradio_api/file= link an upload
+    to this server returned; other URLs are not fetched.
+
     Args:
         support: the support images, one class name per image in labels; or a single .zip holding one folder of images per class (labels empty).
         labels: the class name of each support image, in order.
-        queries: the images to classify.
+        queries: the images to classify, sent as the support images are.
         method: protonet (default), maml, linear, finetune, ...
         options: the method's options, e.g. {"inner_steps": 5} for maml.
         encoder: the image backbone (default: the bundled efficientnet_lite0).
@@ -210,10 +306,10 @@ def predict_texts(texts: list[str] | None, labels: list[str] | None, queries: li
 
 
 def forget(handle: str) -> dict[str, Any]:
-    """Forget a fitted classifier now instead of when it expires.
+    """Forget a fitted classifier now instead of when it expires: its handle stops working.
 
     Args:
-        handle: what /fit_images or /fit_texts returned.
+        handle: the "handle" /fit_images or /fit_texts returned.
     Returns:
         {"handle", "forgotten"}: forgotten is false for an unknown or expired handle.
     """
@@ -235,7 +331,7 @@ def add_endpoints(warmup: Any) -> None:
                  "predict": (predict, events.PREDICT), "forget": (forget, events.UNLIMITED),
                  "warmup": (warmup, events.UNLIMITED)}
     for name, (fn, group) in endpoints.items():
-        events.endpoint(fn, name, group)
+        events.endpoint(InlineFiles.scope(fn), name, group)
 
 
 # ------------------------------------------------------------------------------------------ warm-up
