@@ -27,6 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from fewshot_demo.methods.features import class_means
+from fewshot_demo.runtime.device import one_thread
 
 #: Support pictures whose maps are held at once while their heat is computed at fit.
 SUPPORT_CHUNK = 16
@@ -61,10 +62,11 @@ def class_shares(maps: Tensor, prototypes: Tensor) -> Tensor:
     Returns:
         (n, k, h, w) shares; summed over (h, w) they are the (n, k) cosine similarities.
     """
-    maps = maps.float()
-    pooled_norm = maps.mean(dim=(2, 3)).norm(dim=1).clamp_min(1e-12)  # (n,)
-    cells = maps.shape[2] * maps.shape[3]
-    return torch.einsum("kd,ndhw->nkhw", prototypes.float(), maps) / (cells * pooled_norm[:, None, None, None])
+    n, d, h, w = maps.shape
+    cells = maps.float().reshape(n, d, h * w)  # (n, d, h*w)
+    pooled_norm = cells.mean(dim=2).norm(dim=1).clamp_min(1e-12)  # (n,)
+    shares = torch.matmul(prototypes.float(), cells) / (h * w * pooled_norm[:, None, None])  # (n, k, h*w)
+    return shares.reshape(n, -1, h, w)
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,12 @@ class SupportHeat:
     Attributes:
         shares: (n_support, n_way, h, w), see ``class_shares``.
         sizes: (width, height) of each support picture.
+        prototypes: (n_way, d) the unit prototypes the shares are for.
     """
 
     shares: Tensor
     sizes: list[tuple[int, int]]
+    prototypes: Tensor
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,11 @@ def support_heat(encoder: FeatureMapEncoder, images: Sequence[Image.Image], labe
         features.append(chunk_features)
         maps_per_chunk.append(chunk_maps.half())
     all_features = torch.cat(features)  # (n_support, d)
-    prototypes = unit_prototypes(all_features, labels, n_way)
-    for chunk_maps in maps_per_chunk:
-        shares_per_chunk.append(class_shares(chunk_maps, prototypes))
-    return all_features, SupportHeat(torch.cat(shares_per_chunk), [image.size for image in images])
+    with one_thread(True):  # small products: a second thread only waits for a busy core
+        prototypes = unit_prototypes(all_features, labels, n_way)
+        for chunk_maps in maps_per_chunk:
+            shares_per_chunk.append(class_shares(chunk_maps, prototypes))
+    return all_features, SupportHeat(torch.cat(shares_per_chunk), [image.size for image in images], prototypes)
 
 
 def where_it_looked(query_maps: Tensor, query_sizes: Sequence[tuple[int, int]], predicted: Sequence[int],
@@ -142,7 +147,8 @@ def where_it_looked(query_maps: Tensor, query_sizes: Sequence[tuple[int, int]], 
         heat: the support's shares, or None (a classifier loaded from a file has no pictures).
         nearest: per query, the support indices shown as most similar.
     """
-    shares = class_shares(query_maps, prototypes)  # (n_query, n_way, h, w)
+    with one_thread(True):
+        shares = class_shares(query_maps, prototypes)  # (n_query, n_way, h, w)
     results = []
     for row, c in enumerate(predicted):
         own = {} if heat is None else {
@@ -155,7 +161,8 @@ def heat_levels(shares: np.ndarray, side: int) -> np.ndarray:
     """(side, side) heat in [0, 1] over the picture's padded square: the shares upsampled
     (bilinear), negative shares as 0, the largest share as 1."""
     grid = torch.as_tensor(np.clip(shares, 0.0, None), dtype=torch.float32)[None, None]
-    square = torch.nn.functional.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)[0, 0]
+    with one_thread(True):
+        square = torch.nn.functional.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)[0, 0]
     top = float(square.max())
     return (square / top).numpy() if top > 0 else np.zeros((side, side), dtype=np.float32)
 

@@ -137,12 +137,14 @@ def classify_images(classifier: FewShotClassifier, backbone: Encoder, images: Se
     """
     if not draws_heat_maps(backbone, classifier.method) or backbone.id != classifier.encoder_id:
         return classifier.classify(backbone, images)
-    _, maps = backbone.embed_with_maps(images)  # (n_query, d, h, w); the features are cached for classify
-    predictions = classifier.classify(backbone, images)
-    prototypes = unit_prototypes(classifier.support_features, classifier.support_labels, classifier.n_way)
+    features, maps = backbone.embed_with_maps(images)  # (n_query, d), (n_query, d, h, w)
+    predictions = classifier.predict(features)  # what classify does for a method on the frozen features
+    heat = classifier.support_heat
+    prototypes = heat.prototypes if heat is not None else unit_prototypes(  # a loaded classifier: no pictures
+        classifier.support_features, classifier.support_labels, classifier.n_way)
     looked = where_it_looked(maps, [image.size for image in images],
                              [classifier.class_names.index(p.label) for p in predictions], classifier.class_names,
-                             prototypes, classifier.support_heat, [[i for i, _ in p.nearest] for p in predictions])
+                             prototypes, heat, [[i for i, _ in p.nearest] for p in predictions])
     for prediction, heat in zip(predictions, looked):
         prediction.looked = heat
     return predictions

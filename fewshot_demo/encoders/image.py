@@ -223,10 +223,13 @@ class ImageBackbone:
                 self._map_cache.popitem(last=False)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        features = self.embed(images, batch_size)  # cached by now: no second pass
+            # A cached map's features are cached too, unless evicted since: then pooled from the map.
+            features = [pooled.get(key, self._cache.get(key)) for key in keys]
         if not keys:
-            return features, torch.empty(0, self.feature_dim, 0, 0)
-        return features, torch.stack([maps[key] for key in keys]).float()
+            return torch.empty(0, self.feature_dim), torch.empty(0, self.feature_dim, 0, 0)
+        with one_thread(True):  # copies of a few MB: a second thread only waits for a busy core
+            features = [maps[key].float().mean(dim=(1, 2)) if f is None else f for key, f in zip(keys, features)]
+            return torch.stack(features), torch.stack([maps[key] for key in keys]).float()
 
     def prepare(self, kind: str, images: Sequence[Image.Image], batch_size: int | None = None) -> Tensor:
         """Turn images into what a learner of ``input_kind == kind`` consumes.

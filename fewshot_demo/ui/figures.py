@@ -80,7 +80,7 @@ def heat_veil_data_uri(heat: PictureHeat, side: int) -> str:
     veil = np.zeros((side, side, 4), dtype=np.uint8)
     veil[..., 3] = np.round(alpha * 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(veil).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(veil).save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
