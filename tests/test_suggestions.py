@@ -102,3 +102,21 @@ def test_python_and_web_answers_carry_the_suggestions():
     suggested = answer["suggestions"]
     assert {q["query"] for q in suggested["queries"]} == set(queries)
     assert suggested["rule"] == advice.rule and isinstance(suggested["classes"], list)
+
+
+def test_prototype_held_out_is_the_brute_force_leave_one_out():
+    from fewshot_demo.core.suggestions import prototype_held_out
+
+    _, features, labels = _clusters(seed=2, per_class=4, spread=(1.5, 1.5, 1.5))
+    labels = labels.clone()
+    labels[-1] = 3  # a class with a single item: not held out
+    expected = []
+    for index in range(len(labels)):
+        if int((labels == labels[index]).sum()) < 2:
+            expected.append(-1)
+            continue
+        keep = torch.arange(len(labels)) != index
+        means = torch.stack([features[keep & (labels == c)].mean(dim=0) for c in range(4)])
+        expected.append(int(((means - features[index]) ** 2).sum(dim=1).argmin()))
+    assert prototype_held_out(features, labels) == expected
+    assert any(e not in (-1, int(t)) for e, t in zip(expected, labels))  # the case has mistakes to find

@@ -29,7 +29,7 @@ from fewshot_demo.core.classifier_file import (
     write_classifier_file,
 )
 from fewshot_demo.core.heatmap import SupportHeat, WhereItLooked
-from fewshot_demo.core.suggestions import DEFAULT_RULE, Suggestions, suggest
+from fewshot_demo.core.suggestions import DEFAULT_RULE, SELF_CHECK_ITEMS, Suggestions, prototype_held_out, suggest
 from fewshot_demo.encoders.protocol import Encoder
 from fewshot_demo.encoders.registry import modality_of
 from fewshot_demo.methods import (
@@ -307,16 +307,19 @@ class FewShotClassifier:
         """What to add next (``core.suggestions``) from the self-check (run once, then kept) and the
         (n_query, d) frozen query features; a learner that does not consume features and gets no
         ``query_inputs`` has its queries ranked by the prototypes on the frozen features."""
-        self._kept_check = self_check or getattr(self, "_kept_check", None) or self.self_check()
+        normalize = self._explainer.normalizer
+        if self_check is None and len(self.support_labels) > SELF_CHECK_ITEMS:  # one refit per item: too slow
+            held_out = prototype_held_out(normalize(self.support_features), self.support_labels)
+        else:
+            self._kept_check = self_check or getattr(self, "_kept_check", None) or self.self_check()
+            held_out = self._kept_check.predictions
         probabilities = None
         if query_features is not None and len(query_features):
             query_features = query_features.float()
             use_learner = self.consumes_features or query_inputs is not None
             probabilities = (self.learner.predict_proba(self._learner_inputs(query_features, query_inputs, "query"))
                              if use_learner else self._explainer.predict_proba(query_features))
-        normalize = self._explainer.normalizer
-        return suggest(normalize(self.support_features), self.support_labels, self.class_names,
-                       self._kept_check.predictions, probabilities,
+        return suggest(normalize(self.support_features), self.support_labels, self.class_names, held_out, probabilities,
                        None if probabilities is None else normalize(query_features), n_queries, rule)
 
     @torch.no_grad()

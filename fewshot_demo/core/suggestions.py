@@ -28,6 +28,9 @@ DEFAULT_RULE = "typical_margin"
 FEW_EXAMPLES = 3
 #: A class is "too spread out" when its mean distance to its prototype exceeds the median class's by this factor.
 SPREAD_FACTOR = 1.3
+#: Above this many support items the advice holds out items against prototypes (``prototype_held_out``)
+#: instead of running the method's self-check, one refit per item.
+SELF_CHECK_ITEMS = 60
 #: Neighbours that define an item's typicality (the mean cosine similarity to them).
 TYPICAL_NEIGHBOURS = 5
 
@@ -174,6 +177,21 @@ def _diverse(score: Tensor, candidates: Tensor, labelled: Tensor, n: int) -> lis
 
 
 # ------------------------------------------------------------------------------------------ advice
+def prototype_held_out(support: Tensor, labels: Tensor) -> list[int]:
+    """Leave-one-out predictions of nearest-prototype on (n_support, d) features, in closed form: each
+    item against its class mean without it (-1 for a class's only item). The self-check's cheap
+    stand-in for large support sets, where one refit per item would take too long."""
+    n_way = int(labels.max()) + 1
+    sums = torch.zeros(n_way, support.shape[1]).index_add_(0, labels, support.float())
+    counts = torch.bincount(labels, minlength=n_way).float()
+    distances = torch.cdist(support.float(), sums / counts.clamp_min(1)[:, None]).pow(2)  # (n_support, n_way)
+    own = counts[labels]
+    without = (sums[labels] - support.float()) / (own - 1).clamp_min(1)[:, None]
+    distances[torch.arange(len(labels)), labels] = (support.float() - without).pow(2).sum(dim=1)
+    predicted = distances.argmin(dim=1)
+    return [int(p) if o > 1 else -1 for p, o in zip(predicted, own)]
+
+
 def suggest(support_features: Tensor, support_labels: Tensor, class_names: Sequence[str], held_out: Sequence[int],
             query_probabilities: Tensor | None = None, query_features: Tensor | None = None,
             n_queries: int = 5, rule: str = DEFAULT_RULE) -> Suggestions:
