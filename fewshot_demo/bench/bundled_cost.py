@@ -4,8 +4,8 @@ and a first prediction next to its floor, timed in the same run.
     python -m fewshot_demo.bench.bundled_cost            # or: python -m fewshot_demo.bench.bundled --latency
 
 The floor of a prediction is the backbone's own forward passes for one image, preprocessed
-beforehand: one pass of Lite0; for the ensemble, each member on the image and its mirror image (3 x 2
-passes, each member reading its own side). A first prediction is ``FewShotClassifier.classify`` on an image
+beforehand, through the network the app runs: one pass of Lite0; for the ensemble, each member on the
+image and its mirror image (3 x 2 passes). A first prediction is ``FewShotClassifier.classify`` on an image
 the classifier has not seen (read, preprocessed, embedded, classified), fitted before on a 5-way
 1-shot support set of other images. Each prediction is timed right after its floor; the ratio is the
 median of these pairs, which share the machine's load. One thread, as the app runs a request.
@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from fewshot_demo.core.classifier import FewShotClassifier
-from fewshot_demo.encoders.backbones import BACKBONES
 from fewshot_demo.encoders.image import ImageBackbone, load_backbone
 from fewshot_demo.runtime.device import one_thread
 
@@ -41,37 +39,32 @@ def _images(count: int, seed: int) -> list[Image.Image]:
 
 @torch.inference_mode()
 def _floor_seconds(backbone: ImageBackbone, image: Image.Image) -> float:
-    """Seconds of the network's own forward passes for one preprocessed image (see the module docstring)."""
+    """Seconds of the network's forward passes for one image preprocessed beforehand, through the network
+    the app runs (the traced one on the CPU): Lite0's one pass; the ensemble's six (3 members x the image
+    and its mirror) with the resizing between them."""
     batch = (backbone.preprocess(image)[None] - backbone._mean.cpu()) / backbone._std.cpu()
-    members = getattr(backbone.model, "members", None)
-    if members is None:
-        start = time.perf_counter()
-        backbone.model(batch)
-        return time.perf_counter() - start
-    views = [F.interpolate(batch, size=(s, s), mode="bilinear", antialias=True) for s in backbone.model.input_sizes]
-    views = [torch.cat([v, v.flip(-1)]) for v in views]
+    network = backbone._cpu_network if backbone._cpu_network is not None else backbone.model
     start = time.perf_counter()
-    for member, view in zip(members, views):
-        member(view)
+    network(batch)
     return time.perf_counter() - start
 
 
 def measure(backbone_id: str, repeats: int = 7) -> dict:
-    """Load time, memory and the first-prediction timings of one backbone (a fresh instance)."""
+    """Load time (the first load in this process: build, weights, traced CPU network), the resident
+    memory it added, and the first-prediction timings of one backbone."""
     before = _resident_mb()
     start = time.perf_counter()
-    backbone = ImageBackbone(BACKBONES[backbone_id], torch.device("cpu"))
+    backbone = load_backbone(backbone_id)  # the instance the app's classifiers use (built once)
     load_s = time.perf_counter() - start
     resident = _resident_mb() - before
-    shared = load_backbone(backbone_id)  # the instance the app's classifiers use (built once)
-    classifier = FewShotClassifier.fit(shared, [f"class {i}" for i in range(5)], _images(5, seed=1),
+    classifier = FewShotClassifier.fit(backbone, [f"class {i}" for i in range(5)], _images(5, seed=1),
                                        torch.arange(5), "protonet")
     floors, predictions = [], []
     with one_thread(True):
         for image in _images(repeats, seed=2):
             floors.append(_floor_seconds(backbone, image))
             start = time.perf_counter()
-            classifier.classify(shared, [image])
+            classifier.classify(backbone, [image])
             predictions.append(time.perf_counter() - start)
     ratios = [p / f for p, f in zip(predictions, floors)]
     return {"backbone": backbone_id, "load_s": load_s, "resident_mb": resident,
