@@ -12,6 +12,7 @@ from gradio.context import LocalContext
 from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.ui import events, image_tab, text_tab
 from fewshot_demo.ui.api import PUBLIC_ENDPOINTS
+from fewshot_demo.ui.support.suggestions import SLOTS
 from fewshot_demo.ui.temp_files import TempFiles
 
 
@@ -40,7 +41,8 @@ def test_only_the_public_endpoints_are_public_every_named_event_is_undocumented_
 def test_every_classify_is_in_the_classify_group_even_when_an_example_starts_it(demo):
     classifies = [fn for fn in demo.fns.values()
                   if fn.fn is not None and _innermost(fn.fn) in (image_tab.classify, text_tab.classify)]
-    assert len(classifies) == 6  # each tab: its button, the API's example by name, the example cards
+    # each tab: its button, the API's example by name, the example cards, and each suggested query's "Add to"
+    assert len(classifies) == 2 * (3 + SLOTS)
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in classifies} == {("classify", 2)}
     assert sum(fn.api_visibility == "undocumented" for fn in classifies) == 2  # /image_classify, /text_classify
 
