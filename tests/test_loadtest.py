@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tools import loadtest, server_probe
+from tools import loadtest, loadtest_stress, server_probe
 
 
 def test_a_short_load_run_has_no_errors(app_url, capsys):
@@ -17,6 +17,37 @@ def test_a_short_load_run_has_no_errors(app_url, capsys):
     assert rows["/fit_images"][0] >= 3 and rows["/predict"][0] >= 10 and rows["/compare_run"][0] >= 1, printed
     assert all(errors == 0 for _, errors in rows.values()) and "errors: 0" in printed
     assert re.search(r"server memory \(RSS\): \d+ MB", printed)
+
+
+def test_a_short_stress_run_reports_its_throughput_against_the_floor(app_url, capsys):
+    status = loadtest_stress.main(["--url", app_url, "--seconds", "4", "--concurrency", "2"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    answered = re.search(r"(\d+) requests, 0 errors, ([\d.]+) answered per second; p50 \d+ ms, p95 \d+ ms", printed)
+    floor = re.search(r"floor: (\d+) cores / ([\d.]+) ms per forward pass = ([\d.]+) per second; "
+                      r"throughput / floor = ([\d.]+)", printed)
+    assert answered and floor and int(answered.group(1)) >= 4, printed
+    cores, pass_ms, per_second, ratio = int(floor.group(1)), *map(float, floor.groups()[1:])
+    assert per_second == pytest.approx(cores * 1000 / pass_ms, rel=0.01)
+    assert ratio == pytest.approx(float(answered.group(2)) / per_second, abs=0.011) and 0 < ratio < 2
+    assert re.search(r"server memory \(RSS\): \d+ MB after warm-up", printed)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--url", "http://example.com:7860/"], "only drives an app on this machine"),
+    (["--concurrency", "500"], "--concurrency must be between 1 and 64"),
+    (["--seconds", "0"], "--seconds must be above 0"),
+])
+def test_the_stress_command_stays_on_this_machine_and_within_bounds(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        loadtest_stress.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_the_profile_summary_ranks_functions_by_their_own_samples(tmp_path):
+    (tmp_path / "profile.txt").write_text("main (a.py:1);forward (b.py:2) 30\nmain (a.py:1);json (c.py:3) 10\n")
+    top = loadtest_stress.top_functions(tmp_path / "profile.txt")
+    assert top[0].startswith(" 75.0% self,  75.0% incl  forward") and "25.0% self" in top[1]
 
 
 @pytest.mark.parametrize("argv, message", [
