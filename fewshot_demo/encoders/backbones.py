@@ -94,7 +94,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             # Lite0 + Lite1 + Lite2, each flip-averaged (6 forward passes an image): the most accurate
             # bundled features (docs/results.md, "The bundled weights at their best").
             id="lite_ensemble",
-            label="EfficientNet-Lite0+1+2 (bundled, most accurate, ~8x slower)",
+            label="EfficientNet-Lite0+1+2 (bundled, most accurate, ~5x slower)",
             input_size=260,
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
