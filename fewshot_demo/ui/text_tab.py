@@ -112,9 +112,12 @@ def encoder_choices() -> list[tuple[str, str]]:
     """(label, id) of every text encoder, with the bundled encoder's other poolings as their own choices."""
     choices = [(spec.label, spec.id) for spec in ENCODERS.values()]
     choices[1:1] = [
-        ("all-MiniLM-L6-v2, last + middle layer (bundled, offline; most accurate)", DEFAULT_TEXT_ENCODER),
+        ("all-MiniLM-L6-v2, last + middle layer (bundled, offline; most accurate)", f"{BUNDLED_ENCODER}:layers"),
         ("all-MiniLM-L6-v2 with [CLS] pooling instead of the mean (bundled, offline)", f"{BUNDLED_ENCODER}:cls"),
     ]
+    # FEWSHOT_DEFAULT_TEXT_ENCODER may name a pooling of a hub encoder that is not listed above
+    if DEFAULT_TEXT_ENCODER not in {encoder_id for _, encoder_id in choices}:
+        choices.insert(0, (DEFAULT_TEXT_ENCODER, DEFAULT_TEXT_ENCODER))
     return choices
 
 
