@@ -131,5 +131,5 @@ def test_classes_entered_in_the_image_tab_can_be_compared(client):
     job = client.submit(TAB_DATA, None, 3, [1], 10, ["protonet", "linear"], api_name="/compare_run")
     outputs = job.result(timeout=300)
     status, table = outputs[0], outputs[1]
-    assert "protonet" in str(table) and "linear" in str(table), status
+    assert "ProtoNet" in str(table) and "Linear probe" in str(table), status  # the table names methods by label
     assert "in the image tab" in status

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import re
 from pathlib import Path
@@ -36,6 +37,13 @@ QUERIES = [ANIMALS / "query" / "bird" / "pigeon.jpg", ANIMALS / "query" / "fish"
 DATA_URL_BODY = re.compile(r"base64,([A-Za-z0-9+/=]+)")  # the transcript shows a data URL by its start
 TEXTS = {"texts": ["hello there", "good morning", "will it rain?", "is it hot today"],
          "labels": ["greeting", "greeting", "weather", "weather"]}
+
+
+def run_apart(coroutine):
+    """asyncio.run in a thread of its own: an earlier test (playwright's sync API) may leave an event loop
+    running in this one, where asyncio.run refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def data_url(path: Path) -> str:
@@ -79,7 +87,7 @@ def transcript(artifacts):
 
 
 def test_tools_are_the_public_api_described_for_an_agent(mcp_url, transcript):
-    tools = asyncio.run(session_calls(mcp_url, lambda call, tools: asyncio.sleep(0, tools)))
+    tools = run_apart(session_calls(mcp_url, lambda call, tools: asyncio.sleep(0, tools)))
     assert sorted(tool.name for tool in tools) == sorted(MCP_TOOLS)  # no /warmup, no tab event
     by_name = {tool.name: tool for tool in tools}
     for name in ("fit_images", "predict_images", "predict"):
@@ -108,7 +116,7 @@ def test_texts_fit_then_predict_by_handle_and_in_one_call_as_the_http_api(mcp_ur
         transcript.call("predict_texts", {**TEXTS, "queries": queries}, one_call[1])
         return handle, by_handle, one_call
 
-    handle, (error, by_handle), (one_error, one_call) = asyncio.run(session_calls(mcp_url, steps))
+    handle, (error, by_handle), (one_error, one_call) = run_apart(session_calls(mcp_url, steps))
     assert not error and not one_error, (by_handle, one_call)
     http = client.predict(handle, queries, api_name="/predict")  # the MCP handle, over the HTTP API
     answer = json.loads(by_handle)
@@ -137,7 +145,7 @@ def test_images_as_data_urls_fit_predict_forget_as_the_http_api(mcp_url, client,
         warmup = await call("wait_until_warm", {})
         return by_handle, one_call, forgotten, again, url, warmup
 
-    by_handle, one_call, forgotten, again, url, warmup = asyncio.run(session_calls(mcp_url, steps))
+    by_handle, one_call, forgotten, again, url, warmup = run_apart(session_calls(mcp_url, steps))
     assert not by_handle[0] and not one_call[0], (by_handle, one_call)
     answer = json.loads(by_handle[1])
     assert [p["label"] for p in answer["predictions"]] == ["bird", "fish"]
@@ -160,7 +168,7 @@ def test_an_uploaded_files_link_is_a_support_image(mcp_url, app_url):
         uploaded = httpx.post(app_url + "gradio_api/upload", files={"files": (SUPPORT[0].name, image)}).json()[0]
     links = [f"{app_url}gradio_api/file={uploaded}"] + [data_url(p) for p in SUPPORT[1:]]
     arguments = {"support": links, "labels": [p.parent.name for p in SUPPORT], "queries": [data_url(QUERIES[0])]}
-    error, text = asyncio.run(session_calls(mcp_url, lambda call, tools: call("predict_images", arguments)))
+    error, text = run_apart(session_calls(mcp_url, lambda call, tools: call("predict_images", arguments)))
     assert not error, text
     assert json.loads(text)["predictions"][0]["label"] == "bird"
 
