@@ -113,11 +113,13 @@ def fit_image_classifier(
 
     Where heat maps can be drawn (``draws_heat_maps``), the support's come from the same forward passes.
     """
-    heat = None
-    if draws_heat_maps(backbone, method):
-        _, heat = support_heat(backbone, support.images, support.labels, len(support.class_names))
-    classifier = FewShotClassifier.fit(backbone, support.class_names, support.images, support.labels, method,
-                                       learner_options, progress)  # features cached above: no second pass
+    if not draws_heat_maps(backbone, method):
+        return FewShotClassifier.fit(backbone, support.class_names, support.images, support.labels, method,
+                                     learner_options, progress)
+    features, heat = support_heat(backbone, support.images, support.labels, len(support.class_names))
+    # FewShotClassifier.fit for a method on the frozen features, with the features just computed
+    classifier = FewShotClassifier(method, support.class_names, features, support.labels, backbone.id,
+                                   learner_options=learner_options, progress=progress)
     classifier.support_heat = heat
     return classifier
 
