@@ -115,7 +115,7 @@ def profile(pid: int, seconds: float, folder: Path) -> subprocess.Popen | None:
 def top_functions(path: Path, count: int = 15) -> list[str]:
     """The functions most often on the stack (inclusive) and at its top (self) in a py-spy raw profile."""
     if not path.exists():
-        return ["(py-spy wrote no profile: does this user may read the server's memory?)"]
+        return ["(py-spy wrote no profile: may this user read the server's memory?)"]
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
