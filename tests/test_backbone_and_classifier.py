@@ -19,6 +19,7 @@ from fewshot_demo.core.image_task import (
     fit_image_classifier,
 )
 from fewshot_demo.data.images import load_image
+from fewshot_demo.encoders import image as image_encoders
 from fewshot_demo.encoders.image import BackboneUnavailableError, load_backbone
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -110,6 +111,13 @@ def test_hub_backbone_offline_fails_fast_and_names_the_default(monkeypatch):
     with pytest.raises(BackboneUnavailableError, match="bundled default 'efficientnet_lite0' works offline"):
         load_backbone("resnet50", "cpu")
     assert time.perf_counter() - start < 30  # no long retry loop (generous: a slow CI machine)
+
+
+def test_the_default_backbone_outlives_the_cache_of_the_others():
+    """Three hub or ensemble backbones tried by visitors must not push the default out (a 16 s reload)."""
+    default = load_backbone()
+    image_encoders._load_backbone.cache_clear()  # as if four other backbones had filled the cache
+    assert load_backbone() is default and load_backbone("efficientnet_lite0") is default
 
 
 def test_unknown_backbone_is_refused():

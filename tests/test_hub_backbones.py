@@ -51,6 +51,7 @@ def _clear_loaded() -> None:
         for value in list(vars(module).values()):
             if callable(getattr(value, "cache_clear", None)):  # the loaders' lru caches
                 value.cache_clear()
+    image_encoders._PINNED.clear()  # the default backbone, kept apart from the cache
 
 
 def _point_hub_at(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:

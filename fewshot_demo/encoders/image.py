@@ -280,6 +280,21 @@ class ImageBackbone:
         return int(probabilities.argmax()), float(probabilities.max())
 
 
+#: The default backbone, once loaded, stays: other backbones come and go through ``_load_backbone``'s
+#: cache, and a reload of the default (build and trace, about 16 s on a CPU) must never land on the
+#: next visitor's first click because someone else tried three hub backbones.
+_PINNED: dict[tuple[str, torch.device], ImageBackbone] = {}
+
+
+def _cached_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
+    if backbone_id != (configured_backbone() or BUNDLED_BACKBONE):
+        return _load_backbone(backbone_id, device)
+    key = (backbone_id, device)
+    if key not in _PINNED:
+        _PINNED[key] = _load_backbone(backbone_id, device)
+    return _PINNED[key]
+
+
 @functools.lru_cache(maxsize=4)
 def _load_backbone(backbone_id: str, device: torch.device) -> ImageBackbone:
     keep_freed_memory()  # forward passes stop faulting their activations' pages in again
@@ -301,7 +316,7 @@ def load_backbone(backbone_id: str | None = None, device: torch.device | str | N
         raise UserInputError(f"unknown backbone {backbone_id!r}; choose from {', '.join(BACKBONES)}")
     resolved = device if isinstance(device, torch.device) else pick_device(device)
     try:
-        return _load_backbone(backbone_id, resolved)
+        return _cached_backbone(backbone_id, resolved)
     except Exception as error:  # hub and network errors come in many types
         if BACKBONES[backbone_id].bundled:
             raise
