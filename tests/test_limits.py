@@ -137,6 +137,17 @@ def test_an_upload_over_the_size_limit_is_refused_by_the_web_server(app_url):
     assert response.status_code == 413 and "maximum allowed size" in response.text
 
 
+def test_no_route_runs_a_queued_event_past_the_queue(app_url):
+    """/gradio_api/run/<name> would skip the queue's limits and size (and build a session state per call)."""
+    import httpx
+
+    import app as app_module
+
+    refused = httpx.post(app_url + "gradio_api/run/predict", json={"data": ["some-handle", ["hi"]]}, timeout=30)
+    assert refused.status_code == 404 and "join the queue" in refused.text
+    assert app_module.demo._queue.ANAYLTICS_CACHE_FREQUENCY == 500  # Gradio's spelling; not after every event
+
+
 def test_the_query_limit_of_the_image_tab_follows_the_environment(monkeypatch):
     from fewshot_demo.ui import image_tab
 
