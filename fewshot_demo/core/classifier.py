@@ -303,18 +303,20 @@ class FewShotClassifier:
 
     @torch.no_grad()
     def suggestions(self, query_features: Tensor | None = None, query_inputs: Tensor | None = None,
-                    self_check: SelfCheck | None = None, n_queries: int = 5, rule: str = DEFAULT_RULE) -> Suggestions:
+                    self_check: SelfCheck | None = None, n_queries: int = 5, rule: str = DEFAULT_RULE,
+                    query_probabilities: Tensor | None = None) -> Suggestions:
         """What to add next (``core.suggestions``) from the self-check (run once, then kept) and the
         (n_query, d) frozen query features; a learner that does not consume features and gets no
-        ``query_inputs`` has its queries ranked by the prototypes on the frozen features."""
+        ``query_inputs`` has its queries ranked by the prototypes on the frozen features. The queries'
+        (n_query, n_way) probabilities, where ``predict`` just made them, spare a second prediction."""
         normalize = self._explainer.normalizer
         if self_check is None and len(self.support_labels) > SELF_CHECK_ITEMS:  # one refit per item: too slow
             held_out = prototype_held_out(normalize(self.support_features), self.support_labels)
         else:
             self._kept_check = self_check or getattr(self, "_kept_check", None) or self.self_check()
             held_out = self._kept_check.predictions
-        probabilities = None
-        if query_features is not None and len(query_features):
+        probabilities = query_probabilities
+        if probabilities is None and query_features is not None and len(query_features):
             query_features = query_features.float()
             use_learner = self.consumes_features or query_inputs is not None
             probabilities = (self.learner.predict_proba(self._learner_inputs(query_features, query_inputs, "query"))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from fewshot_demo.api import Classifier, fit
 from fewshot_demo.config.checks import check_count, check_file_sizes
 from fewshot_demo.config.errors import UserInputError
@@ -245,8 +247,9 @@ class Service:
                                                                       n_nearest=N_NEAREST)
         for position, prediction in zip(positions, predictions):
             answers.append((position, _answer(classifier, prediction, names[position])))
-        suggestions = suggestions_json(fitted.suggestions(features, inputs), [names[p] for p in positions],
-                                       classifier.support_items)
+        probabilities = torch.tensor([list(prediction.probabilities.values()) for prediction in predictions])
+        suggestions = suggestions_json(fitted.suggestions(features, inputs, query_probabilities=probabilities),
+                                       [names[p] for p in positions], classifier.support_items)
         return [answer for _, answer in sorted(answers, key=lambda pair: pair[0])], notes, suggestions
 
 
