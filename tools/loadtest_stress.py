@@ -92,7 +92,7 @@ def new_jpeg(source: Path, rng: random.Random) -> str:
 
 def caller(number: int, url: str, handle: str, queries: Sequence[Path], deadline: float, recorder: Recorder) -> None:
     """Send ``/predict`` with ``handle`` and a new image until ``deadline``, one request at a time."""
-    rng = random.Random(number)
+    rng = random.Random(f"{RUN}-{number}")  # new images every run: a second run on the same server finds none cached
     api = AppApi(url, session_hash=f"stress-{RUN}-{number}")
     while time.monotonic() < deadline:
         query = new_jpeg(rng.choice(queries), rng)
