@@ -104,6 +104,33 @@ def test_python_and_web_answers_carry_the_suggestions():
     assert suggested["rule"] == advice.rule and isinstance(suggested["classes"], list)
 
 
+def test_a_handle_is_self_checked_once_at_fit_and_its_predictions_suggest_from_their_own_margins(monkeypatch):
+    """/predict's first call costs what the later ones do (the self-check is made by the fit), and the
+    margins it suggests by are those of the probabilities it answers."""
+    from pathlib import Path
+
+    from fewshot_demo.serving.requests import Upload
+    from fewshot_demo.serving.service import Service
+
+    calls = []
+    original = FewShotClassifier.self_check
+    monkeypatch.setattr(FewShotClassifier, "self_check", lambda self: calls.append(1) or original(self))
+    animals = Path(__file__).resolve().parents[1] / "examples" / "images" / "animals"
+    folders = sorted((animals / "support").iterdir())[:2]
+    files = [(path, folder.name) for folder in folders for path in sorted(folder.glob("*.jpg"))[:3]]
+    service = Service()
+    handle = service.fit_images([Upload(str(p), p.name) for p, _ in files], [name for _, name in files],
+                                "protonet")["handle"]
+    assert len(calls) == 1
+    queries = [Upload(str(p), p.name) for p in sorted((animals / "query").rglob("*.jpg"))[:3]]
+    for _ in range(2):
+        answer = service.predict(handle, queries)
+        for suggestion in answer["suggestions"]["queries"]:
+            top = sorted(answer["predictions"][suggestion["index"]]["probabilities"].values(), reverse=True)
+            assert abs(suggestion["margin"] - (top[0] - top[1])) < 1e-3
+    assert len(calls) == 1
+
+
 def test_prototype_held_out_is_the_brute_force_leave_one_out():
     from fewshot_demo.core.suggestions import prototype_held_out
 

@@ -146,6 +146,9 @@ class Service:
 
     # ---- inside -----------------------------------------------------------------------------
     def _keep(self, classifier: Classifier) -> dict[str, Any]:
+        # The self-check that /predict's suggestions read, made now: the fit is the slow call anyway, and
+        # /predict, the urgent one, then costs the same the first time as every time after.
+        classifier.fitted.suggestions()
         handle = self.store.put(classifier)
         fitted = classifier.fitted
         return {
