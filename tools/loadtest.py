@@ -34,8 +34,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
@@ -49,6 +48,7 @@ from fewshot_demo.core.image_task import build_support, classify_images, fit_ima
 from fewshot_demo.data.images import load_image
 from fewshot_demo.encoders.image import load_backbone
 from tools.latency import AppApi, timed
+from tools.load_records import Recorder, percentile
 from tools.server_probe import Sampler, server_pid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,53 +78,6 @@ def shared_tls() -> Any:
 def connect(url: str, reuse_tls: bool = True) -> Any:
     """A gradio_client session on ``url`` (with ``shared_tls`` unless ``reuse_tls`` is False)."""
     return Client(url, verbose=False, **({"ssl_verify": shared_tls()} if reuse_tls else {}))
-
-
-# ------------------------------------------------------------------------------------------ records
-@dataclass
-class Record:
-    """What one endpoint saw: latencies of the requests that succeeded, and the errors."""
-
-    seconds: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def requests(self) -> int:
-        return len(self.seconds) + len(self.errors)
-
-
-class Recorder:
-    """Latencies and errors per endpoint, from many threads."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, Record] = defaultdict(Record)
-        self._lock = threading.Lock()
-
-    def call(self, endpoint: str, request: Callable[[], Any]) -> Any:
-        """Run ``request``, timing it under ``endpoint``; None when it failed (the error is kept)."""
-        started = time.perf_counter()
-        try:
-            result = request()
-        except Exception as error:  # noqa: BLE001 - every failure counts as an error of the endpoint
-            with self._lock:
-                self.records[endpoint].errors.append(f"{type(error).__name__}: {str(error)[:200]}")
-            return None
-        with self._lock:
-            self.records[endpoint].seconds.append(time.perf_counter() - started)
-        return result
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between the two nearest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 
 
 # ------------------------------------------------------------------------------------------ the users

@@ -43,7 +43,8 @@ from fewshot_demo.config.settings import settings
 from fewshot_demo.data.images import load_image
 from fewshot_demo.encoders.image import load_backbone
 from tools.latency import AppApi
-from tools.loadtest import LOOPBACK, Recorder, _photo, percentile, workload
+from tools.load_records import Recorder, percentile
+from tools.loadtest import LOOPBACK, _photo, workload
 from tools.server_probe import Sampler, server_pid
 
 MAX_SECONDS = 1800
