@@ -12,11 +12,13 @@ Every item is embedded once per encoder (``ComparisonData.pool``) and reused by 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from PIL import Image
 
 from fewshot_demo.bench.builtin_pools import builtin_pool
 from fewshot_demo.bench.pools import CachedInputs, EmbeddedPool, embed_pool
@@ -24,6 +26,7 @@ from fewshot_demo.config.errors import UserInputError
 from fewshot_demo.core.class_names import check_distinct
 from fewshot_demo.data.builtin import get_dataset, load_dataset
 from fewshot_demo.data.labelled import LoadedData
+from fewshot_demo.data.packed import PackedImages
 from fewshot_demo.encoders.backbones import BUNDLED_BACKBONE
 from fewshot_demo.encoders.text import BUNDLED_ENCODER
 from fewshot_demo.methods import available_methods, get_method, methods_for
@@ -129,13 +132,19 @@ class ComparisonData:
 
     @classmethod
     def from_data(cls, name: str, data: LoadedData, device: torch.device | None = None,
-                  image_backbone: str = BUNDLED_BACKBONE, text_encoder: str = BUNDLED_ENCODER) -> "ComparisonData":
+                  image_backbone: str = BUNDLED_BACKBONE, text_encoder: str = BUNDLED_ENCODER,
+                  pack_images: bool = False) -> "ComparisonData":
         """User data (an upload, or the image/text tab's classes), on ``image_backbone`` or ``text_encoder``.
+
+        ``pack_images``: keep the images PNG-compressed (``PackedImages``), decoded when read: for data
+        this object alone holds (an upload), which a browser session keeps between runs.
 
         Raises:
             UserInputError: for two class names that look the same (``core.class_names.check_distinct``).
         """
         check_distinct(data.class_names)
+        if pack_images and data.items and all(isinstance(item, Image.Image) for item in data.items):
+            data = dataclasses.replace(data, items=PackedImages(data.items))
         encoder = {"image": image_backbone, "text": text_encoder}[data.modality]
         return cls(name, data, encoder, None, device or pick_device(None))
 

@@ -152,7 +152,7 @@ def comparison_data(source_id: str, upload_value: Any, session: CompareSession |
         raise UserInputError("upload a zip of class folders (images) or a CSV with text,label columns, then press Run")
     if session is not None and session.upload == path:
         return session.data, path  # same file: reuse its embeddings
-    return ComparisonData.from_data(Path(path).name, labelled_from_upload(path)), path
+    return ComparisonData.from_data(Path(path).name, labelled_from_upload(path), pack_images=True), path
 
 
 def run(source_id: str, upload_value: Any, way: float, shot_values: list, episode_count: float,
