@@ -133,3 +133,20 @@ def test_classes_entered_in_the_image_tab_can_be_compared(client):
     status, table = outputs[0], outputs[1]
     assert "ProtoNet" in str(table) and "Linear probe" in str(table), status  # the table names methods by label
     assert "in the image tab" in status
+
+
+def test_the_start_up_warm_up_freezes_what_it_loaded_for_the_garbage_collector(monkeypatch):
+    """A full collection would otherwise rescan the models and the page (0.3 s, every request held)."""
+    import gc
+    from types import SimpleNamespace
+
+    import app as app_module
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(app_module, "warm", SimpleNamespace(load=lambda: False))
+    app_module.warm_up()
+    assert frozen == []  # a failed load freezes nothing: it is retried, and what it leaves is garbage
+    monkeypatch.setattr(app_module, "warm", SimpleNamespace(load=lambda: True))
+    app_module.warm_up()
+    assert frozen == [True]
