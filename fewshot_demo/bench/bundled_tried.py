@@ -1,4 +1,4 @@
-"""Inductive heads tried on the ``lite_ensemble`` features against the transductive BD-CSPN (issue 23):
+"""Inductive heads tried on the ``lite_ensemble`` features against the transductive BD-CSPN:
 base-data centring, distribution calibration and support-side augmentation, on the bench's episodes.
 
     python -m fewshot_demo.bench.bundled_tried                      # 600 episodes, seed 0, all three sets (slow: DC)
