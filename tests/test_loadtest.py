@@ -32,6 +32,11 @@ def test_a_short_stress_run_reports_its_throughput_against_the_floor(app_url, ca
     assert per_second == pytest.approx(cores * 1000 / pass_ms, rel=0.01)
     assert ratio == pytest.approx(float(answered.group(2)) / per_second, abs=0.011) and 0 < ratio < 2
     assert re.search(r"server memory \(RSS\): \d+ MB after warm-up", printed)
+    together = re.search(r"every core passing at once: ([\d.]+) passes per second \(([\d.]+)x the floor\); "
+                         r"throughput / that = ([\d.]+)", printed)
+    assert together and float(together.group(1)) > 0, printed
+    assert float(together.group(2)) == pytest.approx(float(together.group(1)) / per_second, abs=0.011)
+    assert float(together.group(3)) == pytest.approx(float(answered.group(2)) / float(together.group(1)), abs=0.011)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -11,7 +11,10 @@ over plain HTTP on kept-alive connections, for ``--seconds``. It prints requests
 errors, the server's resident memory after warm-up and at the end, the CPU the server and this
 process used, and the floor: this machine's cores divided by one forward pass of the backbone on one
 image, timed in this process (on the app's thread setting) just before and just after the run, the
-median of both. A server with no overhead, every core busy with forward passes, would reach it.
+median of both. A server with no overhead would reach it only if passes on all cores at once were
+as quick as one alone; they are not (they share caches and memory), so it also prints the passes per
+second that every core running passes at once makes, measured right after the run, and the
+throughput against that: the server's own overhead, with the machine's limit taken out.
 
 ``--profile`` samples the server with py-spy during the run (``pip install py-spy``; it needs
 permission to read the server's memory, so run both as the same user) and prints its top functions.
@@ -78,6 +81,30 @@ def forward_ms(paths: Sequence[Path], repeats: int = 15) -> float:
         backbone._forward(tensors[i % len(tensors)])
         timings.append(1000 * (time.perf_counter() - began))
     return statistics.median(timings)
+
+
+def concurrent_passes_per_second(paths: Sequence[Path], cores: int, seconds: float = 3.0) -> float:
+    """Forward passes per second with ``cores`` threads passing one image each at once, in this process:
+    what the cores make together when every one of them runs passes (each is slower than a pass alone)."""
+    torch.set_num_threads(settings().torch_threads)
+    backbone = load_backbone()
+    tensors = [backbone.preprocess(load_image(path))[None] for path in paths]
+    counts = [0] * cores
+    deadline = time.monotonic() + seconds
+
+    def passes(number: int) -> None:
+        torch.set_num_threads(settings().torch_threads)
+        while time.monotonic() < deadline:
+            backbone._forward(tensors[(number + counts[number]) % len(tensors)])
+            counts[number] += 1
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=passes, args=(n,)) for n in range(cores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - began)
 
 
 def new_jpeg(source: Path, rng: random.Random) -> str:
@@ -203,7 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             thread.join(timeout=args.seconds + 120)
         sampler.stop()
         floor = Floor(statistics.median([before, forward_ms(work.queries)]), os.cpu_count() or 1)
+        together = concurrent_passes_per_second(work.queries, floor.cores)
+        rate = len(recorder.records["/predict"].seconds) / args.seconds
         print(report(recorder, sampler, args.seconds, min(60.0, args.seconds / 5), floor, args.concurrency, pid))
+        print(f"  every core passing at once: {together:.1f} passes per second ({together / floor.per_second:.2f}x the "
+              f"floor); throughput / that = {rate / together:.2f}")
         if spy is not None:
             spy.wait(timeout=60)
             ranked = top_functions(Path(folder) / "profile.txt")
