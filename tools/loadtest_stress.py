@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -68,12 +68,17 @@ class Floor:
         return self.cores * 1000 / self.pass_ms
 
 
+def _preprocessed(paths: Sequence[Path]) -> tuple[Any, list[torch.Tensor]]:
+    """The default backbone, on the app's number of threads, and each photo preprocessed for it (1, 3, h, w)."""
+    torch.set_num_threads(settings().torch_threads)
+    backbone = load_backbone()
+    return backbone, [backbone.preprocess(load_image(path))[None] for path in paths]
+
+
 def forward_ms(paths: Sequence[Path], repeats: int = 15) -> float:
     """Median milliseconds of one forward pass of the default backbone on one preprocessed image,
     on the app's number of threads, in this process."""
-    torch.set_num_threads(settings().torch_threads)
-    backbone = load_backbone()
-    tensors = [backbone.preprocess(load_image(path))[None] for path in paths]
+    backbone, tensors = _preprocessed(paths)
     backbone._forward(tensors[0])  # warm
     timings = []
     for i in range(repeats):
@@ -85,10 +90,9 @@ def forward_ms(paths: Sequence[Path], repeats: int = 15) -> float:
 
 def concurrent_passes_per_second(paths: Sequence[Path], cores: int, seconds: float = 3.0) -> float:
     """Forward passes per second with ``cores`` threads passing one image each at once, in this process:
-    what the cores make together when every one of them runs passes (each is slower than a pass alone)."""
-    torch.set_num_threads(settings().torch_threads)
-    backbone = load_backbone()
-    tensors = [backbone.preprocess(load_image(path))[None] for path in paths]
+    what the cores make together when every one of them runs passes (each may be slower than a pass
+    alone: the cores share caches and memory)."""
+    backbone, tensors = _preprocessed(paths)
     counts = [0] * cores
     deadline = time.monotonic() + seconds
 

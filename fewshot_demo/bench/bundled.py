@@ -178,12 +178,18 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def episode_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line these benches share: which data sets and shots, how many episodes, which seed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sets", nargs="+", default=list(N_QUERY), choices=list(N_QUERY))
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 5])
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = episode_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--latency", action="store_true", help="also time the ensemble against Lite0 (bench.bundled_cost)")
     args = parser.parse_args(argv)
     device = pick_device(None)

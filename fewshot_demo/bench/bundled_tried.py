@@ -16,7 +16,6 @@ bottom-right 85% crops), embedded by the same backbone; only the support uses th
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from fewshot_demo.bench.builtin_pools import FEATURE_CACHE_VERSION, cached_features, feature_cache_dir
 from fewshot_demo.bench.bundled import DRAWING_FOLDERS, ENSEMBLE, LITE0, N_QUERY, SET_LABELS, BDCSPNReference, \
-    load_drawings, pool_features
+    episode_arguments, load_drawings, pool_features
 from fewshot_demo.core.evaluation import mean_and_ci95, paired_difference
 from fewshot_demo.data.builtin import load_dataset
 from fewshot_demo.data.episodes import EpisodeConfig, sample_episodes
@@ -268,11 +267,7 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", default=list(N_QUERY), choices=list(N_QUERY))
-    parser.add_argument("--shots", nargs="+", type=int, default=[1, 5])
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = episode_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--view-sets", nargs="*", default=["tuxpaint", "drawings"], choices=list(N_QUERY),
                         help="the sets whose support views are embedded (6 forward passes per image, cached)")
     args = parser.parse_args(argv)
